@@ -1,0 +1,355 @@
+// Package ike implements the IKEv1 exchanges an L2TP/IPsec client needs:
+// Main Mode with a pre-shared key (RFC 2409 §5, §5.4), always-forced NAT
+// traversal (RFC 3947), Quick Mode for one UDP-encapsulated transport-mode
+// ESP SA carrying L2TP (RFC 2409 §5.5, RFC 3948), and the Informational
+// exchanges that follow (Delete, DPD R-U-THERE of RFC 3706, notifies).
+//
+// Initiator is the client; Responder is the server side used by in-process
+// tests. Each runs in one goroutine (Run) that owns all state and selects
+// over received packets, a retransmission timer and its context.
+package ike
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
+)
+
+// Sentinel errors returned (wrapped) by Run.
+var (
+	ErrTimeout          = errors.New("ike: peer did not answer")
+	ErrNoProposalChosen = errors.New("ike: no proposal chosen")
+	ErrAuthFailed       = errors.New("ike: authentication failed")
+	ErrPhase2Failed     = errors.New("ike: quick mode failed")
+	ErrDeleted          = errors.New("ike: ISAKMP SA deleted by peer")
+	ErrNATTUnsupported  = errors.New("ike: peer does not support NAT traversal")
+	ErrConfig           = errors.New("ike: invalid configuration")
+)
+
+// Transport sends IKE messages to the peer.
+type Transport interface {
+	// WriteIKE sends one ISAKMP message. natt=false: to the peer's IKE port (500) as is.
+	// natt=true: to the peer's NAT-T port; the transport prepends the 4-byte non-ESP marker.
+	WriteIKE(msg []byte, natt bool) error
+}
+
+// Phase1Transform is one phase-1 (ISAKMP SA) suite offered or accepted.
+type Phase1Transform struct {
+	Enc     uint16 // 1 DES, 5 3DES, 7 AES-CBC (RFC 2409 Appendix A)
+	KeyBits int    // AES key length; ignored for DES/3DES
+	Hash    uint16 // 1 MD5, 2 SHA1, 4 SHA2-256, 5 SHA2-384, 6 SHA2-512
+	Group   uint16 // MODP group 2, 5 or 14
+}
+
+// String names the suite as events print it, e.g. "AES-CBC-256/HMAC-SHA2-256/MODP2048".
+func (t Phase1Transform) String() string {
+	return t.encName() + "/HMAC-" + ikev1.HashAlg(t.Hash).String() + "/" + groupName(t.Group)
+}
+
+// short is the form used in the "offered ..." list of ErrNoProposalChosen.
+func (t Phase1Transform) short() string {
+	return t.encName() + "/" + ikev1.HashAlg(t.Hash).String() + "/" + groupName(t.Group)
+}
+
+func (t Phase1Transform) encName() string {
+	switch t.Enc {
+	case EncDES:
+		return "DES-CBC"
+	case Enc3DES:
+		return "3DES-CBC"
+	case EncAESCBC:
+		return fmt.Sprintf("AES-CBC-%d", t.KeyBits)
+	}
+	return fmt.Sprintf("enc#%d", t.Enc)
+}
+
+func groupName(g uint16) string {
+	switch g {
+	case 2:
+		return "MODP1024"
+	case 5:
+		return "MODP1536"
+	case 14:
+		return "MODP2048"
+	}
+	return fmt.Sprintf("group#%d", g)
+}
+
+func (t Phase1Transform) normalized() Phase1Transform {
+	if t.Enc != EncAESCBC {
+		t.KeyBits = 0
+	}
+	return t
+}
+
+// DefaultPhase1 is offered as one proposal with these transforms, in this
+// order. It covers SoftEther (anything), hwdsl2/Libreswan (AES-128/256 with
+// SHA2-256/SHA1 and MODP2048 only) and strongSwan's defaults.
+var DefaultPhase1 = []Phase1Transform{
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 2},
+	{Enc: Enc3DES, Hash: 2, Group: 14},
+	{Enc: Enc3DES, Hash: 2, Group: 2},
+}
+
+// DefaultPhase2 is offered as one ESP proposal with these transforms. AES-GCM
+// comes first: it is the cheapest suite for a userspace ESP, Libreswan
+// (hwdsl2 offers aes_gcm-null first) picks the first acceptable transform in
+// the initiator's order, and SoftEther, which has no GCM, skips transforms it
+// does not know and takes the first CBC+SHA1 one. strongSwan responders use
+// their own preference order.
+var DefaultPhase2 = []esp.Algorithm{
+	{Enc: esp.EncAESGCM16, EncKeyBits: 128},
+	{Enc: esp.EncAESGCM16, EncKeyBits: 256},
+	{Enc: esp.EncAESCBC, EncKeyBits: 128, Auth: esp.AuthHMACSHA1},
+	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA1},
+	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA256},
+	{Enc: esp.Enc3DES, EncKeyBits: 192, Auth: esp.AuthHMACSHA1},
+}
+
+// Config configures an Initiator.
+type Config struct {
+	PSK                            []byte            // secret: never logged, never in errors
+	LocalAddr                      netip.AddrPort    // our UDP socket's address as we see it (IDii = ID_IPV4_ADDR of it; NAT-OAi)
+	RemoteAddr                     netip.AddrPort    // server IKE address (port usually 500)
+	L2TPPort                       uint16            // our inner L2TP port for IDci (default 1701); server side is 17/1701
+	Phase1                         []Phase1Transform // nil = DefaultPhase1
+	Phase2                         []esp.Algorithm   // nil = DefaultPhase2
+	Phase1Lifetime, Phase2Lifetime time.Duration     // defaults 8h / 1h
+	Clock                          clock.Clock
+	Logger                         *slog.Logger
+	Rand                           io.Reader
+}
+
+// ResponderConfig configures a Responder.
+type ResponderConfig struct {
+	PSK       []byte
+	LocalAddr netip.AddrPort    // our address: IDir and our NAT-D
+	Phase1    []Phase1Transform // accepted; nil = DefaultPhase1
+	Phase2    []esp.Algorithm   // accepted; nil = DefaultPhase2
+	Clock     clock.Clock
+	Logger    *slog.Logger
+	Rand      io.Reader
+}
+
+// Event is something Run reports on Events().
+type Event interface{ ikeEvent() }
+
+// Phase1Up reports an established ISAKMP SA.
+type Phase1Up struct{ Suite string } // e.g. "AES-CBC-256/HMAC-SHA2-256/MODP2048"
+
+// ChildSAUp reports a new ESP SA pair.
+type ChildSAUp struct{ Child ChildSA }
+
+// ChildSADeleted reports that an ESP SA pair is gone (peer Delete or rekey).
+type ChildSADeleted struct{ InboundSPI uint32 }
+
+func (Phase1Up) ikeEvent()       {}
+func (ChildSAUp) ikeEvent()      {}
+func (ChildSADeleted) ikeEvent() {}
+
+// ChildSA is one negotiated ESP SA pair. Inbound holds the keys we receive
+// with (our SPI), Outbound the keys we send with (the peer's SPI).
+type ChildSA struct {
+	Inbound, Outbound esp.Keys
+	Lifetime          time.Duration
+	EncapMode         uint16 // 4 (RFC 3947 UDP-Encapsulated-Transport) or 61444 (draft)
+}
+
+func p1List(ts []Phase1Transform) string {
+	s := make([]string, len(ts))
+	for i, t := range ts {
+		s[i] = t.short()
+	}
+	return strings.Join(s, ", ")
+}
+
+func p2List(as []esp.Algorithm) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// ---- SA payload encoding and matching ----
+
+// Phase-1 attribute classes (RFC 2409 Appendix A).
+const (
+	attrEnc       = 1
+	attrHash      = 2
+	attrAuth      = 3
+	attrGroup     = 4
+	attrLifeType  = 11
+	attrLifeDur   = 12
+	attrKeyLength = 14
+	authPSK       = 1
+	lifeSeconds   = 1
+	lifeKilobytes = 2
+)
+
+// Phase-2 attribute classes (RFC 2407 §4.5).
+const (
+	p2LifeType  = 1
+	p2LifeDur   = 2
+	p2Group     = 3
+	p2Encap     = 4
+	p2Auth      = 5
+	p2KeyLength = 6
+)
+
+// Encapsulation modes (RFC 2407 §4.5, RFC 3947 §5.1, draft-ietf-ipsec-nat-t-ike-02).
+const (
+	EncapTransport         uint16 = 2
+	EncapUDPTransport      uint16 = 4
+	EncapUDPTransportDraft uint16 = 61444
+)
+
+func p1Attrs(t Phase1Transform, life time.Duration) []attrPair {
+	a := []attrPair{{attrEnc, uint64(t.Enc)}}
+	if t.Enc == EncAESCBC {
+		a = append(a, attrPair{attrKeyLength, uint64(t.KeyBits)})
+	}
+	a = append(a, attrPair{attrHash, uint64(t.Hash)}, attrPair{attrAuth, authPSK}, attrPair{attrGroup, uint64(t.Group)})
+	if secs := uint64(life / time.Second); secs > 0 {
+		a = append(a, attrPair{attrLifeType, lifeSeconds}, attrPair{attrLifeDur, secs})
+	}
+	return a
+}
+
+func encodeP1SA(ts []Phase1Transform, life time.Duration) []byte {
+	ids := make([]uint8, len(ts))
+	attrs := make([][]attrPair, len(ts))
+	for i, t := range ts {
+		ids[i] = 1 // KEY_IKE
+		attrs[i] = p1Attrs(t, life)
+	}
+	return encodeSA(1, nil, ids, attrs)
+}
+
+// lifetimeOf reads life type/duration pairs (in attribute order) and returns
+// the seconds value, 0 if none.
+func lifetimeOf(attrs []Attribute, typeAttr, durAttr uint16) time.Duration {
+	var curType uint64
+	var d time.Duration
+	for _, a := range attrs {
+		switch a.Type {
+		case typeAttr:
+			curType, _ = a.Uint()
+		case durAttr:
+			v, ok := a.Uint()
+			if ok && curType == lifeSeconds && v < 1<<31 {
+				d = time.Duration(v) * time.Second
+			}
+		}
+	}
+	return d
+}
+
+// p1FromTransform decodes a phase-1 transform; auth must be PSK.
+func p1FromTransform(tr *Transform) (Phase1Transform, bool) {
+	if tr.ID != 1 {
+		return Phase1Transform{}, false
+	}
+	enc, ok1 := tr.Attr(attrEnc)
+	h, ok2 := tr.Attr(attrHash)
+	auth, ok3 := tr.Attr(attrAuth)
+	g, ok4 := tr.Attr(attrGroup)
+	if !ok1 || !ok2 || !ok3 || !ok4 || auth != authPSK || enc > 0xffff || h > 0xffff || g > 0xffff {
+		return Phase1Transform{}, false
+	}
+	t := Phase1Transform{Enc: uint16(enc), Hash: uint16(h), Group: uint16(g)}
+	if t.Enc == EncAESCBC {
+		kl, ok := tr.Attr(attrKeyLength)
+		if !ok || kl > 1024 {
+			return Phase1Transform{}, false // AES without Key Length: RFC 3602/SoftEther reject it
+		}
+		t.KeyBits = int(kl)
+	}
+	return t, true
+}
+
+func containsP1(list []Phase1Transform, t Phase1Transform) bool {
+	for _, c := range list {
+		if c.normalized() == t.normalized() {
+			return true
+		}
+	}
+	return false
+}
+
+func p2Attrs(a esp.Algorithm, life time.Duration, encap uint16) []attrPair {
+	var out []attrPair
+	if secs := uint64(life / time.Second); secs > 0 {
+		out = append(out, attrPair{p2LifeType, lifeSeconds}, attrPair{p2LifeDur, secs})
+	}
+	out = append(out, attrPair{p2Encap, uint64(encap)})
+	if !a.IsAEAD() {
+		out = append(out, attrPair{p2Auth, uint64(a.Auth)})
+	}
+	if a.Enc != esp.Enc3DES {
+		out = append(out, attrPair{p2KeyLength, uint64(a.EncKeyBits)})
+	}
+	return out
+}
+
+func encodeP2SA(spi uint32, algs []esp.Algorithm, life time.Duration, encap uint16) []byte {
+	ids := make([]uint8, len(algs))
+	attrs := make([][]attrPair, len(algs))
+	for i, a := range algs {
+		ids[i] = uint8(a.Enc)
+		attrs[i] = p2Attrs(a, life, encap)
+	}
+	return encodeSA(3, be32(spi), ids, attrs)
+}
+
+// p2FromTransform decodes an ESP transform into an algorithm and its encapsulation mode.
+func p2FromTransform(tr *Transform) (esp.Algorithm, uint16, bool) {
+	a := esp.Algorithm{Enc: esp.EncTransform(tr.ID)}
+	if v, ok := tr.Attr(p2Auth); ok && v <= 0xffff {
+		a.Auth = esp.AuthAlg(v)
+	}
+	if a.Enc == esp.Enc3DES {
+		a.EncKeyBits = 192
+	} else if v, ok := tr.Attr(p2KeyLength); ok && v <= 1024 {
+		a.EncKeyBits = int(v)
+	}
+	if _, ok := tr.Attr(p2Group); ok {
+		return a, 0, false // PFS is not offered by us nor accepted
+	}
+	encap := uint16(0)
+	if v, ok := tr.Attr(p2Encap); ok && v <= 0xffff {
+		encap = uint16(v)
+	}
+	if _, _, err := a.KeymatLen(); err != nil {
+		return a, encap, false
+	}
+	return a, encap, true
+}
+
+func containsP2(list []esp.Algorithm, a esp.Algorithm) bool {
+	for _, c := range list {
+		if c == a {
+			return true
+		}
+	}
+	return false
+}
+
+func be32(v uint32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
+
+const (
+	defaultP1Life = 8 * time.Hour
+	defaultP2Life = time.Hour
+)

@@ -1,0 +1,344 @@
+package ike
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
+)
+
+// pipe is a Transport that hands each message to the peer, optionally
+// dropping some by their index in this direction.
+type pipe struct {
+	mu      sync.Mutex
+	peer    func([]byte)
+	n       int
+	drop    map[int]bool
+	dropAll bool
+	dropFn  func(msg []byte) bool
+	sent    [][]byte
+	natt    []bool
+}
+
+func (p *pipe) WriteIKE(msg []byte, natt bool) error {
+	p.mu.Lock()
+	i := p.n
+	p.n++
+	p.sent = append(p.sent, append([]byte(nil), msg...))
+	p.natt = append(p.natt, natt)
+	drop := p.dropAll || p.drop[i] || (p.dropFn != nil && p.dropFn(msg))
+	peer := p.peer
+	p.mu.Unlock()
+	if !drop && peer != nil {
+		peer(append([]byte(nil), msg...))
+	}
+	return nil
+}
+
+func (p *pipe) messages() ([][]byte, []bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([][]byte(nil), p.sent...), append([]bool(nil), p.natt...)
+}
+
+type pair struct {
+	ini        *Initiator
+	resp       *Responder
+	toResp     *pipe
+	toIni      *pipe
+	clk        *clock.Fake
+	iErr, rErr chan error
+	iCancel    context.CancelFunc
+	rCancel    context.CancelFunc
+}
+
+var (
+	clientAddr = netip.MustParseAddrPort("192.168.1.10:40000")
+	serverAddr = netip.MustParseAddrPort("203.0.113.5:500")
+)
+
+func newPair(t *testing.T, icfg Config, rcfg ResponderConfig) *pair {
+	t.Helper()
+	clk := clock.NewFake(time.Unix(1700000000, 0))
+	p := &pair{toResp: &pipe{drop: map[int]bool{}}, toIni: &pipe{drop: map[int]bool{}}, clk: clk,
+		iErr: make(chan error, 1), rErr: make(chan error, 1)}
+	if icfg.PSK == nil {
+		icfg.PSK = []byte("testpsk")
+	}
+	icfg.LocalAddr, icfg.RemoteAddr, icfg.Clock = clientAddr, serverAddr, clk
+	if rcfg.PSK == nil {
+		rcfg.PSK = []byte("testpsk")
+	}
+	rcfg.LocalAddr, rcfg.Clock = serverAddr, clk
+	var err error
+	if p.ini, err = NewInitiator(icfg, p.toResp); err != nil {
+		t.Fatal(err)
+	}
+	if p.resp, err = NewResponder(rcfg, p.toIni); err != nil {
+		t.Fatal(err)
+	}
+	p.toResp.peer = p.resp.HandlePacket
+	p.toIni.peer = p.ini.HandlePacket
+	return p
+}
+
+func (p *pair) start(t *testing.T) {
+	ictx, icancel := context.WithCancel(context.Background())
+	rctx, rcancel := context.WithCancel(context.Background())
+	p.iCancel, p.rCancel = icancel, rcancel
+	go func() { p.rErr <- p.resp.Run(rctx) }()
+	go func() { p.iErr <- p.ini.Run(ictx) }()
+	t.Cleanup(func() { icancel(); rcancel() })
+}
+
+// waitEvent waits for an event of type T on ch; with advance it moves the
+// fake clock forward by one second every 20 ms of real time.
+func waitEvent[T Event](t *testing.T, p *pair, ch <-chan Event, advance bool) T {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case ev := <-ch:
+			if v, ok := ev.(T); ok {
+				return v
+			}
+		case err := <-p.iErr:
+			t.Fatalf("initiator ended: %v", err)
+		case err := <-p.rErr:
+			t.Fatalf("responder ended: %v", err)
+		case <-tick.C:
+			if advance {
+				p.clk.Advance(time.Second)
+			}
+		case <-deadline:
+			var zero T
+			t.Fatalf("no %T event", zero)
+		}
+	}
+}
+
+func waitErr(t *testing.T, p *pair, ch chan error, advance bool) error {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-ch:
+			return err
+		case <-tick.C:
+			if advance {
+				p.clk.Advance(time.Second)
+			}
+		case <-deadline:
+			t.Fatal("Run did not return")
+		}
+	}
+}
+
+func checkKeysMatch(t *testing.T, ic, rc ChildSA) {
+	t.Helper()
+	eq := func(a, b esp.Keys) bool {
+		return a.SPI == b.SPI && a.Alg == b.Alg && bytes.Equal(a.EncKey, b.EncKey) && bytes.Equal(a.AuthKey, b.AuthKey)
+	}
+	if !eq(ic.Inbound, rc.Outbound) || !eq(ic.Outbound, rc.Inbound) {
+		t.Fatalf("keys differ:\n ini %+v\n resp %+v", ic, rc)
+	}
+	if ic.Inbound.SPI < 256 || ic.Outbound.SPI < 256 || ic.Inbound.SPI == ic.Outbound.SPI {
+		t.Fatalf("bad SPIs %08x %08x", ic.Inbound.SPI, ic.Outbound.SPI)
+	}
+	if len(ic.Inbound.EncKey) == 0 || bytes.Equal(ic.Inbound.EncKey, ic.Outbound.EncKey) {
+		t.Fatal("directions share keys")
+	}
+}
+
+func TestSessionSuccessDPDAndShutdown(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.start(t)
+	up := waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	if up.Suite != "AES-CBC-256/HMAC-SHA2-256/MODP2048" {
+		t.Errorf("suite %q", up.Suite)
+	}
+	waitEvent[Phase1Up](t, p, p.resp.Events(), false)
+	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+	checkKeysMatch(t, ic, rc)
+	if ic.EncapMode != EncapUDPTransport || ic.Lifetime != time.Hour {
+		t.Errorf("encap %d lifetime %v", ic.EncapMode, ic.Lifetime)
+	}
+	if ic.Inbound.Alg != DefaultPhase2[0] {
+		t.Errorf("alg %v", ic.Inbound.Alg)
+	}
+	// MM1, MM3 on 500; MM5 and later on 4500.
+	_, natt := p.toResp.messages()
+	if natt[0] || natt[1] || !natt[2] || !natt[3] {
+		t.Errorf("natt flags %v", natt)
+	}
+	// DPD: the responder asks, the initiator acks.
+	re := p.resp.e
+	re.do <- func() {
+		_ = re.sendInformational(func(b *builder) {
+			b.add(PayloadNotify, Notify{DOI: 1, Protocol: 1, Type: NotifyRUThere, SPI: re.cookies(), Data: []byte{0, 0, 0, 7}}.encode())
+		})
+	}
+	for i := 0; re.dpdAcks.Load() == 0; i++ {
+		if i > 500 {
+			t.Fatal("no R-U-THERE-ACK")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Shutdown: Delete(ESP) then Delete(ISAKMP).
+	p.iCancel()
+	if err := waitErr(t, p, p.iErr, false); err != nil {
+		t.Fatalf("initiator Run: %v", err)
+	}
+	del := waitEvent[ChildSADeleted](t, p, p.resp.Events(), false)
+	if del.InboundSPI != rc.Inbound.SPI {
+		t.Errorf("deleted %08x, want %08x", del.InboundSPI, rc.Inbound.SPI)
+	}
+	if err := waitErr(t, p, p.rErr, false); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("responder: %v", err)
+	}
+}
+
+func TestSessionWrongPSK(t *testing.T) {
+	p := newPair(t, Config{PSK: []byte("secret-one")}, ResponderConfig{PSK: []byte("secret-two")})
+	p.start(t)
+	err := waitErr(t, p, p.iErr, false)
+	if !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("initiator: %v", err)
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Fatal("PSK in error text")
+	}
+	if err := waitErr(t, p, p.rErr, false); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("responder: %v", err)
+	}
+}
+
+// With the responder silent after MM4 (a server that drops MM5 it cannot
+// decrypt), the initiator gives up with ErrAuthFailed after retransmitting MM5.
+func TestSessionNoMM6(t *testing.T) {
+	p := newPair(t, Config{PSK: []byte("a")}, ResponderConfig{PSK: []byte("b")})
+	p.toResp.dropFn = func(m []byte) bool { return m[19]&FlagEncryption != 0 }
+	p.start(t)
+	if err := waitErr(t, p, p.iErr, true); !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), "PSK mismatch likely") {
+		t.Fatalf("initiator: %v", err)
+	}
+}
+
+func TestSessionNoProposalPhase1(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{Phase1: []Phase1Transform{{Enc: EncDES, Hash: 1, Group: 2}}})
+	p.start(t)
+	err := waitErr(t, p, p.iErr, false)
+	if !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "offered AES-CBC-256/SHA2-256/MODP2048, ") {
+		t.Fatalf("initiator: %v", err)
+	}
+}
+
+func TestSessionNoProposalPhase2(t *testing.T) {
+	p := newPair(t, Config{Phase2: []esp.Algorithm{{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA256}}},
+		ResponderConfig{Phase2: []esp.Algorithm{{Enc: esp.EncAESCBC, EncKeyBits: 128, Auth: esp.AuthHMACMD5}}})
+	p.start(t)
+	err := waitErr(t, p, p.iErr, false)
+	if !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "phase 2: offered AES-CBC-256/HMAC-SHA2-256-128") {
+		t.Fatalf("initiator: %v", err)
+	}
+}
+
+// TestSessionRetransmission drops the first MM3, MM6, QM1 and QM3; the
+// initiator's and responder's retransmissions (and replies to duplicates)
+// recover.
+func TestSessionRetransmission(t *testing.T) {
+	// 3DES/SHA1/MODP1024 and 3DES ESP also exercise the 8-byte block path
+	// and Appendix-B expansion (24-byte key from a 20-byte SKEYID_e).
+	p1 := []Phase1Transform{{Enc: Enc3DES, Hash: 2, Group: 2}}
+	p2 := []esp.Algorithm{{Enc: esp.Enc3DES, EncKeyBits: 192, Auth: esp.AuthHMACSHA1}}
+	p := newPair(t, Config{Phase1: p1, Phase2: p2}, ResponderConfig{Phase1: p1, Phase2: p2})
+	p.toResp.drop = map[int]bool{1: true} // MM3
+	p.toIni.drop = map[int]bool{1: true}  // MM4
+	p.start(t)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
+	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), true).Child
+	checkKeysMatch(t, ic, rc)
+}
+
+func TestSessionRetransmissionQuickMode(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.toResp.drop = map[int]bool{3: true, 5: true} // QM1, first QM3
+	p.toIni.drop = map[int]bool{2: true}           // MM6
+	p.start(t)
+	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), true).Child
+	checkKeysMatch(t, ic, rc)
+}
+
+func TestSessionSilentPeer(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.toResp.dropAll = true
+	p.start(t)
+	err := waitErr(t, p, p.iErr, true)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("initiator: %v", err)
+	}
+	msgs, _ := p.toResp.messages()
+	if len(msgs) != maxTries {
+		t.Fatalf("%d transmissions of MM1, want %d", len(msgs), maxTries)
+	}
+	for _, m := range msgs[1:] {
+		if !bytes.Equal(m, msgs[0]) {
+			t.Fatal("retransmission differs")
+		}
+	}
+}
+
+// TestSessionRekey lets the ESP SA approach its lifetime: the initiator runs
+// a new Quick Mode, reports the new SA and deletes the old one.
+func TestSessionRekey(t *testing.T) {
+	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), true).Child
+	checkKeysMatch(t, second, rc)
+	if second.Inbound.SPI == first.Inbound.SPI {
+		t.Fatal("same SPI after rekey")
+	}
+	del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false)
+	if del.InboundSPI != first.Inbound.SPI {
+		t.Fatalf("deleted %08x", del.InboundSPI)
+	}
+	rdel := waitEvent[ChildSADeleted](t, p, p.resp.Events(), false)
+	if rdel.InboundSPI == rc.Inbound.SPI {
+		t.Fatal("responder deleted the new SA")
+	}
+}
+
+func TestNewInitiatorValidation(t *testing.T) {
+	tr := &pipe{}
+	good := Config{PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr}
+	if _, err := NewInitiator(good, tr); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]Config{
+		"no psk":    {LocalAddr: clientAddr, RemoteAddr: serverAddr},
+		"no remote": {PSK: []byte("x"), LocalAddr: clientAddr},
+		"bad group": {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase1: []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 19}}},
+		"bad esp":   {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase2: []esp.Algorithm{{Enc: esp.EncAESCBC, EncKeyBits: 100, Auth: 2}}},
+	} {
+		if _, err := NewInitiator(c, tr); !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
