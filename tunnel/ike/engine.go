@@ -21,14 +21,14 @@ import (
 )
 
 const (
-	inQueueLen     = 64
-	eventQueueLen  = 32
-	maxTries       = 5 // transmissions of one request before giving up
+	inQueueLen    = 64
+	eventQueueLen = 32
+	maxTries      = 5 // transmissions of one request before giving up
 	// mm5Tries bounds the wait for MM6. A server that answered MM2 and MM4
 	// is alive; silence after MM5 means it could not decrypt or verify it,
 	// almost always a wrong PSK, and the user should hear so within 10 s
 	// (1 s + 2 s + 4 s), not after the full 31 s schedule.
-	mm5Tries = 3
+	mm5Tries       = 3
 	firstRetry     = time.Second
 	nonceLen       = 32
 	maxQMExchanges = 8
