@@ -1,0 +1,474 @@
+package l2tp
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+)
+
+type role uint8
+
+const (
+	roleLAC role = iota
+	roleLNS
+)
+
+func (r role) String() string {
+	if r == roleLAC {
+		return "LAC"
+	}
+	return "LNS"
+}
+
+// state is the combined control-connection and call state (RFC 2661 §7.2,
+// §7.4.1, §7.4.2) for one tunnel with at most one incoming call.
+type state uint8
+
+const (
+	stIdle          state = iota // LNS: waiting for SCCRQ; LAC: not started
+	stWaitCtlReply               // LAC: SCCRQ sent, waiting for SCCRP
+	stWaitCtlConn                // LNS: SCCRP sent, waiting for SCCCN
+	stTunnelUp                   // tunnel established, no call yet (LAC sends ICRQ once SCCCN is acked)
+	stWaitCallReply              // LAC: ICRQ sent, waiting for ICRP
+	stWaitCallConn               // LNS: ICRP sent, waiting for ICCN
+	stWaitConnAck                // LAC: ICCN sent, waiting for its acknowledgement
+	stSessionUp                  // session established
+	stClosing                    // CDN/StopCCN sent, waiting for acknowledgement
+)
+
+var stateNames = [...]string{"idle", "wait-ctl-reply", "wait-ctl-conn", "tunnel-up",
+	"wait-call-reply", "wait-call-conn", "wait-conn-ack", "session-up", "closing"}
+
+func (s state) String() string { return stateNames[s] }
+
+func (s state) tunnelEstablished() bool { return s >= stTunnelUp && s <= stSessionUp }
+
+// outMsg is a control message we queued: sent (awaiting ack) or waiting for
+// window space. pkt is owned by the engine; Nr is re-stamped on every send.
+type outMsg struct {
+	ns  uint16
+	mt  MessageType
+	pkt []byte
+}
+
+type rxSlot struct {
+	ns  uint16
+	pkt []byte // nil: empty
+}
+
+// closeReq says how to tear down once Run stops: CDN (if a session exists)
+// then StopCCN, and wait for their acknowledgement (RFC 2661 §5.6, §5.7).
+type closeReq struct {
+	cdn  *ResultCode
+	stop ResultCode
+}
+
+// engine is the shared control-connection machinery of LAC and LNS: the
+// reliable delivery layer (RFC 2661 §5.8) and the message handlers. All
+// fields are owned by the Run goroutine except in/events (channels).
+type engine struct {
+	cfg    Config
+	tr     Transport
+	log    *slog.Logger
+	clk    clock.Clock
+	role   role
+	in     chan []byte
+	events chan Event
+
+	st                   state
+	localTID, peerTID    uint16
+	localSID, peerSID    uint16
+	peerHost, peerVendor string
+	peerWindow           uint16
+	sequenced            bool
+	iccnNs               uint16
+
+	// Reliable delivery. out holds messages with Ns in [una, una+len(out));
+	// out[:sent] are on the wire awaiting acknowledgement.
+	una     uint16 // oldest unacknowledged Ns
+	nextNs  uint16 // Ns of the next message queued
+	nr      uint16 // next Ns expected from the peer
+	out     []outMsg
+	sent    int
+	retries int
+	ackOwed bool
+	rx      []rxSlot // out-of-order messages within our receive window
+	zlb     [controlHeaderLen]byte
+
+	rtx, hello  clock.Timer
+	closing     *closeReq
+	peerStopped bool
+}
+
+func newEngine(cfg Config, tr Transport, r role) *engine {
+	cfg = cfg.withDefaults()
+	e := &engine{
+		cfg:        cfg,
+		tr:         tr,
+		log:        cfg.Logger.With("layer", "l2tp", "role", r.String()),
+		clk:        cfg.Clock,
+		role:       r,
+		in:         make(chan []byte, inQueueLen),
+		events:     make(chan Event, eventQueueLen),
+		peerWindow: peerDefaultWindow,
+		rx:         make([]rxSlot, cfg.RecvWindow),
+		rtx:        cfg.Clock.NewTimer(time.Hour),
+		hello:      cfg.Clock.NewTimer(time.Hour),
+	}
+	stopTimer(e.rtx)
+	stopTimer(e.hello)
+	return e
+}
+
+// handleControl queues one received control packet without blocking.
+func (e *engine) handleControl(pkt []byte) {
+	if !IsControl(pkt) {
+		e.log.Debug("dropping non-control packet handed to HandleControl", "len", len(pkt))
+		return
+	}
+	select {
+	case e.in <- pkt:
+	default:
+		e.log.Warn("control queue full, dropping packet", "len", len(pkt))
+	}
+}
+
+func (e *engine) run(ctx context.Context) error {
+	resetTimer(e.hello, e.cfg.HelloInterval)
+	defer stopTimer(e.hello)
+	defer stopTimer(e.rtx)
+
+	var err error
+	if e.role == roleLAC {
+		err = e.sendSCCRQ()
+	}
+	for err == nil {
+		select {
+		case <-ctx.Done():
+			e.log.Info("shutting down", "state", e.st)
+			e.closing = &closeReq{
+				cdn:  &ResultCode{Result: CDNAdministrative, HasError: true, Message: "client shutting down"},
+				stop: ResultCode{Result: StopCCNGeneralClear, HasError: true, Message: "client shutting down"},
+			}
+			return e.closeDown(nil)
+		case pkt := <-e.in:
+			err = e.receive(pkt)
+		case <-e.rtx.C():
+			err = e.retransmit()
+		case <-e.hello.C():
+			err = e.onSilence()
+		}
+		if err == nil {
+			err = e.progress()
+		}
+		e.flushAck()
+	}
+	e.log.Info("control connection ending", "state", e.st, "err", err)
+	return e.closeDown(err)
+}
+
+// fail records how to tear down and returns err.
+func (e *engine) fail(err error, cdn *ResultCode, stop ResultCode) error {
+	e.closing = &closeReq{cdn: cdn, stop: stop}
+	return err
+}
+
+// closeDown sends CDN/StopCCN per e.closing and waits (bounded) for their
+// acknowledgement, still acknowledging what the peer sends. Returns err.
+func (e *engine) closeDown(err error) error {
+	req := e.closing
+	if req == nil || e.peerTID == 0 || e.peerStopped {
+		return err
+	}
+	e.st = stClosing
+	_ = e.drainRx() // consume buffered messages (a StopCCN behind the CDN)
+	if e.peerStopped {
+		e.flushAck()
+		return err
+	}
+	if req.cdn != nil && e.peerSID != 0 && e.localSID != 0 {
+		b := newMessage(MsgCDN, e.peerTID, e.peerSID).resultCode(*req.cdn).u16(AVPAssignedSessionID, true, e.localSID)
+		e.queueOrLog(b, MsgCDN)
+	}
+	b := newMessage(MsgStopCCN, e.peerTID, 0).resultCode(req.stop).u16(AVPAssignedTunnelID, true, e.localTID)
+	e.queueOrLog(b, MsgStopCCN)
+	e.flushAck()
+	deadline := e.clk.NewTimer(closeWait)
+	defer stopTimer(deadline)
+	for len(e.out) > 0 && !e.peerStopped {
+		select {
+		case pkt := <-e.in:
+			_ = e.receive(pkt)
+		case <-e.rtx.C():
+			if e.retransmit() != nil {
+				e.log.Info("teardown not acknowledged")
+				return err
+			}
+		case <-deadline.C():
+			e.log.Info("teardown not acknowledged in time")
+			return err
+		}
+		e.flushAck()
+	}
+	return err
+}
+
+func (e *engine) queueOrLog(b *msgBuilder, mt MessageType) {
+	if err := e.queue(b, mt); err != nil {
+		e.log.Warn("cannot encode message", "type", mt, "err", err)
+	}
+}
+
+// receive processes one control packet: header, acknowledgement (Nr),
+// sequencing (Ns) and delivery in order (RFC 2661 §5.8).
+func (e *engine) receive(pkt []byte) error {
+	h, err := ParseHeader(pkt)
+	if err != nil {
+		e.log.Debug("dropping control packet", "err", err)
+		return nil
+	}
+	if h.TunnelID != e.localTID && (e.role != roleLNS || h.TunnelID != 0) {
+		e.log.Debug("dropping control packet for another tunnel", "tunnel", h.TunnelID, "ours", e.localTID)
+		return nil
+	}
+	if e.role == roleLNS || e.st == stSessionUp {
+		// Silence is measured from the last packet. The LAC's setup is
+		// bounded by HelloInterval from Run's start instead, so a peer that
+		// acks (or sends HELLOs) but never answers cannot stall it.
+		resetTimer(e.hello, e.cfg.HelloInterval)
+	}
+	e.ack(h.Nr)
+	if h.IsZLB() {
+		return nil
+	}
+	switch d := int16(h.Ns - e.nr); {
+	case d < 0:
+		// Duplicate: our acknowledgement was lost; re-ack (§5.8).
+		e.log.Debug("duplicate control message, re-acking", "ns", h.Ns, "nr", e.nr)
+		e.ackOwed = true
+		return nil
+	case d > 0:
+		if int(d) < len(e.rx) {
+			e.rx[int(h.Ns)%len(e.rx)] = rxSlot{ns: h.Ns, pkt: pkt}
+			e.log.Debug("buffering out-of-order control message", "ns", h.Ns, "nr", e.nr)
+		} else {
+			e.log.Debug("dropping control message outside receive window", "ns", h.Ns, "nr", e.nr)
+		}
+		return nil
+	}
+	if err := e.deliver(pkt); err != nil {
+		return err
+	}
+	return e.drainRx()
+}
+
+// drainRx delivers buffered messages that are now in order.
+func (e *engine) drainRx() error {
+	for {
+		slot := &e.rx[int(e.nr)%len(e.rx)]
+		if slot.pkt == nil || slot.ns != e.nr {
+			return nil
+		}
+		p := slot.pkt
+		*slot = rxSlot{}
+		if err := e.deliver(p); err != nil {
+			return err
+		}
+	}
+}
+
+// deliver consumes the next in-order control message.
+func (e *engine) deliver(pkt []byte) error {
+	e.nr++
+	e.ackOwed = true
+	m, err := ParseControl(pkt)
+	if e.st == stClosing {
+		if err == nil && m.Type == MsgStopCCN {
+			e.peerStopped = true
+		}
+		return nil
+	}
+	if err != nil {
+		return e.fail(err, nil, ResultCode{Result: StopCCNGeneralError, Error: ErrCodeBadLength, HasError: true,
+			Message: "malformed control message"})
+	}
+	e.log.Debug("received", "type", m.Type, "ns", m.Ns, "nr", m.Nr, "session", m.SessionID)
+	return e.handle(m)
+}
+
+// ack processes the peer's Nr: every message with Ns < Nr is acknowledged.
+func (e *engine) ack(nr uint16) {
+	k := int(uint16(nr - e.una))
+	if k == 0 || k > e.sent {
+		return // nothing new, or acknowledges something we never sent
+	}
+	n := copy(e.out, e.out[k:])
+	clear(e.out[n:])
+	e.out = e.out[:n]
+	e.sent -= k
+	e.una = nr
+	e.retries = 0
+	if e.sent > 0 {
+		resetTimer(e.rtx, e.cfg.RetryInitial)
+	} else {
+		stopTimer(e.rtx)
+	}
+	e.pump()
+}
+
+// queue assigns the next Ns to a message and sends it if the peer's receive
+// window allows (RFC 2661 §5.8).
+func (e *engine) queue(b *msgBuilder, mt MessageType) error {
+	pkt, err := b.bytes()
+	if err != nil {
+		return err
+	}
+	e.out = append(e.out, outMsg{ns: e.nextNs, mt: mt, pkt: pkt})
+	e.nextNs++
+	e.pump()
+	return nil
+}
+
+func (e *engine) pump() {
+	for e.sent < len(e.out) && e.sent < int(e.peerWindow) {
+		e.write(e.out[e.sent])
+		e.sent++
+		if e.sent == 1 {
+			resetTimer(e.rtx, e.cfg.RetryInitial)
+		}
+	}
+}
+
+// write stamps Ns and the current Nr and hands the packet to the transport.
+func (e *engine) write(m outMsg) {
+	putNsNr(m.pkt, m.ns, e.nr)
+	e.log.Debug("sending", "type", m.mt, "ns", m.ns, "nr", e.nr)
+	if err := e.tr.WriteL2TP(m.pkt); err != nil {
+		e.log.Warn("transport write failed", "type", m.mt, "err", err)
+	}
+	e.ackOwed = false
+}
+
+// flushAck sends a ZLB if we consumed or re-saw a message and nothing we
+// sent since carried the new Nr. A ZLB does not consume an Ns: it carries
+// the Ns of the next message we will put on the wire (§5.8).
+func (e *engine) flushAck() {
+	if !e.ackOwed || e.peerTID == 0 {
+		return
+	}
+	z := appendZLB(e.zlb[:0], e.peerTID, 0, e.una+uint16(e.sent), e.nr)
+	if err := e.tr.WriteL2TP(z); err != nil {
+		e.log.Warn("transport write failed", "type", MsgZLB, "err", err)
+	}
+	e.ackOwed = false
+}
+
+// retransmit resends every unacknowledged message with the current Nr,
+// backing off exponentially (RFC 2661 §5.8).
+func (e *engine) retransmit() error {
+	if e.sent == 0 {
+		return nil
+	}
+	e.retries++
+	if e.retries > e.cfg.MaxRetries {
+		return fmt.Errorf("%w: %s (Ns %d) not acknowledged after %d retransmissions",
+			ErrTimeout, e.out[0].mt, e.out[0].ns, e.cfg.MaxRetries)
+	}
+	e.log.Debug("retransmitting", "count", e.sent, "retry", e.retries)
+	for i := 0; i < e.sent; i++ {
+		e.write(e.out[i])
+	}
+	resetTimer(e.rtx, e.backoff())
+	return nil
+}
+
+func (e *engine) backoff() time.Duration {
+	limit := max(maxRetryInterval, e.cfg.RetryInitial)
+	d := e.cfg.RetryInitial
+	for i := 0; i < e.retries && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// onSilence runs when nothing arrived for HelloInterval (RFC 2661 §5.5):
+// probe with HELLO once established. A LAC whose session is not up
+// HelloInterval after Run started gives up.
+func (e *engine) onSilence() error {
+	resetTimer(e.hello, e.cfg.HelloInterval)
+	switch {
+	case e.st == stSessionUp || (e.role == roleLNS && e.st.tunnelEstablished()):
+		if len(e.out) == 0 {
+			return e.queue(newMessage(MsgHELLO, e.peerTID, 0), MsgHELLO)
+		}
+		return nil // something is in flight already; retransmission probes
+	case e.role == roleLNS && e.st == stIdle:
+		return nil
+	default:
+		return fmt.Errorf("%w: no reply from peer in %v while in state %s", ErrTimeout, e.cfg.HelloInterval, e.st)
+	}
+}
+
+// progress runs after every event: steps that wait for acknowledgements.
+func (e *engine) progress() error {
+	switch {
+	case e.role == roleLAC && e.st == stTunnelUp && len(e.out) == 0:
+		return e.sendICRQ()
+	case e.st == stWaitConnAck && seqLess(e.iccnNs, e.una):
+		e.st = stSessionUp
+		resetTimer(e.hello, e.cfg.HelloInterval)
+		e.log.Info("session up", "local_session", e.localSID, "peer_session", e.peerSID)
+		e.emit(SessionUp{Session: e.session()})
+	}
+	return nil
+}
+
+func (e *engine) session() Session {
+	return Session{
+		LocalTunnelID: e.localTID, PeerTunnelID: e.peerTID,
+		LocalSessionID: e.localSID, PeerSessionID: e.peerSID,
+		PeerHostName: e.peerHost, PeerVendor: e.peerVendor,
+		SequencedData: e.sequenced,
+	}
+}
+
+func (e *engine) emit(ev Event) {
+	select {
+	case e.events <- ev:
+	default:
+		e.log.Warn("event queue full, dropping event", "event", fmt.Sprintf("%T", ev))
+	}
+}
+
+// randID returns a random non-zero 16-bit ID (tunnel or session).
+func (e *engine) randID() (uint16, error) {
+	var b [2]byte
+	for range 16 {
+		if _, err := io.ReadFull(e.cfg.Rand, b[:]); err != nil {
+			return 0, fmt.Errorf("l2tp: random ID: %w", err)
+		}
+		if v := binary.BigEndian.Uint16(b[:]); v != 0 {
+			return v, nil
+		}
+	}
+	return 1, nil
+}
+
+func stopTimer(t clock.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.C():
+		default:
+		}
+	}
+}
+
+func resetTimer(t clock.Timer, d time.Duration) {
+	stopTimer(t)
+	t.Reset(d)
+}

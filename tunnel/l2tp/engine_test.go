@@ -1,0 +1,742 @@
+package l2tp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+)
+
+type linkAction int
+
+const (
+	pass linkAction = iota
+	drop
+	hold // keep until the next passed packet, then deliver after it (reorder)
+	dupl // deliver twice
+)
+
+type receiver interface{ HandleControl([]byte) }
+
+type sentPacket struct {
+	at  time.Time
+	pkt []byte
+	m   *ControlMessage
+}
+
+// link is one direction of a lossy, reordering channel transport.
+type link struct {
+	clk    *clock.Fake
+	mu     sync.Mutex
+	to     receiver
+	filter func(n int, m *ControlMessage) linkAction
+	held   [][]byte
+	sent   []sentPacket
+	bad    int // unparsable packets written
+}
+
+func (l *link) WriteL2TP(p []byte) error {
+	cp := append([]byte(nil), p...)
+	m, err := ParseControl(cp)
+	if err != nil {
+		l.mu.Lock()
+		l.bad++
+		l.mu.Unlock()
+		return fmt.Errorf("test link: engine wrote an unparsable packet: %w", err)
+	}
+	l.mu.Lock()
+	n := len(l.sent)
+	l.sent = append(l.sent, sentPacket{at: l.clk.Now(), pkt: cp, m: m})
+	f, to := l.filter, l.to
+	act := pass
+	if f != nil {
+		act = f(n, m)
+	}
+	var release [][]byte
+	switch act {
+	case hold:
+		l.held = append(l.held, cp)
+	case pass, dupl:
+		release, l.held = l.held, nil
+	}
+	l.mu.Unlock()
+	if to == nil {
+		return nil
+	}
+	switch act {
+	case pass:
+		to.HandleControl(cp)
+	case dupl:
+		to.HandleControl(cp)
+		to.HandleControl(append([]byte(nil), cp...))
+	}
+	for _, h := range release {
+		to.HandleControl(h)
+	}
+	return nil
+}
+
+func (l *link) setFilter(f func(n int, m *ControlMessage) linkAction) {
+	l.mu.Lock()
+	l.filter = f
+	l.mu.Unlock()
+}
+
+func (l *link) packets() []sentPacket {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]sentPacket(nil), l.sent...)
+}
+
+// types lists the message types written, "ZLB" included.
+func (l *link) types() []string {
+	var s []string
+	for _, p := range l.packets() {
+		s = append(s, p.m.Type.String())
+	}
+	return s
+}
+
+func (l *link) count(mt MessageType) int {
+	n := 0
+	for _, p := range l.packets() {
+		if p.m.Type == mt {
+			n++
+		}
+	}
+	return n
+}
+
+type pair struct {
+	clk              *clock.Fake
+	lac              *LAC
+	lns              *LNS
+	up, down         *link // LAC->LNS, LNS->LAC
+	lacErr, lnsErr   chan error
+	lacStop, lnsStop context.CancelFunc
+}
+
+func testConfig(clk clock.Clock, name string) Config {
+	return Config{Clock: clk, HostName: name, VendorName: name + "-vendor"}
+}
+
+func newPair(t *testing.T, lacCfg, lnsCfg func(*Config)) *pair {
+	t.Helper()
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	p := &pair{clk: clk, up: &link{clk: clk}, down: &link{clk: clk},
+		lacErr: make(chan error, 1), lnsErr: make(chan error, 1)}
+	lc, sc := testConfig(clk, "lac"), testConfig(clk, "lns")
+	if lacCfg != nil {
+		lacCfg(&lc)
+	}
+	if lnsCfg != nil {
+		lnsCfg(&sc)
+	}
+	p.lac = NewLAC(lc, p.up)
+	p.lns = NewLNS(sc, p.down)
+	p.up.to, p.down.to = p.lns, p.lac
+	return p
+}
+
+func (p *pair) start(t *testing.T) {
+	t.Helper()
+	ctx1, c1 := context.WithCancel(context.Background())
+	ctx2, c2 := context.WithCancel(context.Background())
+	p.lacStop, p.lnsStop = c1, c2
+	go func() { p.lnsErr <- p.lns.Run(ctx2) }()
+	go func() { p.lacErr <- p.lac.Run(ctx1) }()
+	t.Cleanup(func() { c1(); c2() })
+}
+
+const waitLimit = 5 * time.Second
+
+func waitSessionUp(t *testing.T, ch <-chan Event) Session {
+	t.Helper()
+	deadline := time.After(waitLimit)
+	for {
+		select {
+		case ev := <-ch:
+			if su, ok := ev.(SessionUp); ok {
+				return su.Session
+			}
+		case <-deadline:
+			t.Fatal("no SessionUp")
+		}
+	}
+}
+
+func waitErr(t *testing.T, ch <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(waitLimit):
+		t.Fatalf("%s: Run did not return", what)
+		return nil
+	}
+}
+
+// advanceUntil advances the fake clock in steps until cond holds.
+func advanceUntil(t *testing.T, clk *clock.Fake, step, limit time.Duration, cond func() bool) {
+	t.Helper()
+	for elapsed := time.Duration(0); ; elapsed += step {
+		for range 20 { // let goroutines settle before moving time
+			if cond() {
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		if elapsed > limit {
+			t.Fatalf("condition not met after advancing %v", elapsed)
+		}
+		clk.Advance(step)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (p *pair) establish(t *testing.T) (lacS, lnsS Session) {
+	t.Helper()
+	p.start(t)
+	lacS = waitSessionUp(t, p.lac.Events())
+	lnsS = waitSessionUp(t, p.lns.Events())
+	return
+}
+
+func TestEstablishAndShutdownFromLAC(t *testing.T) {
+	p := newPair(t, nil, nil)
+	lacS, lnsS := p.establish(t)
+	if lacS.LocalTunnelID == 0 || lacS.PeerTunnelID == 0 || lacS.LocalSessionID == 0 || lacS.PeerSessionID == 0 {
+		t.Fatalf("zero IDs: %+v", lacS)
+	}
+	if lacS.LocalTunnelID != lnsS.PeerTunnelID || lacS.PeerTunnelID != lnsS.LocalTunnelID ||
+		lacS.LocalSessionID != lnsS.PeerSessionID || lacS.PeerSessionID != lnsS.LocalSessionID {
+		t.Errorf("IDs disagree: LAC %+v LNS %+v", lacS, lnsS)
+	}
+	if lacS.PeerHostName != "lns" || lacS.PeerVendor != "lns-vendor" || lnsS.PeerHostName != "lac" || lnsS.PeerVendor != "lac-vendor" {
+		t.Errorf("names: LAC %+v LNS %+v", lacS, lnsS)
+	}
+	if got, want := strings.Join(p.up.types(), ","), "SCCRQ,SCCCN,ICRQ,ICCN"; got != want {
+		t.Errorf("LAC sent %s, want %s", got, want)
+	}
+	if got, want := strings.Join(p.down.types(), ","), "SCCRP,ZLB,ICRP,ZLB"; got != want {
+		t.Errorf("LNS sent %s, want %s", got, want)
+	}
+	// Header IDs are the recipient's; Ns/Nr as RFC 2661 §5.8.
+	wantHdr := []Header{
+		{TunnelID: 0, SessionID: 0, Ns: 0, Nr: 0},
+		{TunnelID: lacS.PeerTunnelID, Ns: 1, Nr: 1},
+		{TunnelID: lacS.PeerTunnelID, Ns: 2, Nr: 1},
+		{TunnelID: lacS.PeerTunnelID, SessionID: lacS.PeerSessionID, Ns: 3, Nr: 2},
+	}
+	for i, sp := range p.up.packets() {
+		h := sp.m.Header
+		h.Length = 0
+		if h != wantHdr[i] {
+			t.Errorf("LAC packet %d header %+v, want %+v", i, h, wantHdr[i])
+		}
+	}
+	wantDown := []Header{
+		{TunnelID: lacS.LocalTunnelID, Ns: 0, Nr: 1},
+		{TunnelID: lacS.LocalTunnelID, Ns: 1, Nr: 2, Length: 12},
+		{TunnelID: lacS.LocalTunnelID, SessionID: lacS.LocalSessionID, Ns: 1, Nr: 3},
+		{TunnelID: lacS.LocalTunnelID, Ns: 2, Nr: 4, Length: 12},
+	}
+	for i, sp := range p.down.packets() {
+		h := sp.m.Header
+		if h.Length != 12 {
+			h.Length = 0
+		}
+		if h != wantDown[i] {
+			t.Errorf("LNS packet %d header %+v, want %+v", i, h, wantDown[i])
+		}
+	}
+	if p.clk.Now() != time.Unix(1_700_000_000, 0) {
+		t.Error("clock moved")
+	}
+
+	p.lacStop()
+	if err := waitErr(t, p.lacErr, "LAC"); err != nil {
+		t.Errorf("LAC Run = %v, want nil", err)
+	}
+	err := waitErr(t, p.lnsErr, "LNS")
+	if !errors.Is(err, ErrSessionClosed) || !strings.Contains(err.Error(), "administrative") {
+		t.Errorf("LNS Run = %v, want ErrSessionClosed (administrative)", err)
+	}
+	types := p.up.types()
+	if got := strings.Join(types[4:6], ","); got != "CDN,StopCCN" {
+		t.Errorf("LAC teardown sent %v", types)
+	}
+	for _, sp := range p.up.packets()[4:6] {
+		if sp.m.Type == MsgCDN {
+			if v, _ := sp.m.Uint16(AVPAssignedSessionID); v != lacS.LocalSessionID || sp.m.SessionID != lacS.PeerSessionID {
+				t.Errorf("CDN IDs: AVP %d header %d", v, sp.m.SessionID)
+			}
+		}
+		if sp.m.Type == MsgStopCCN {
+			if v, _ := sp.m.Uint16(AVPAssignedTunnelID); v != lacS.LocalTunnelID || sp.m.SessionID != 0 {
+				t.Errorf("StopCCN IDs: AVP %d header session %d", v, sp.m.SessionID)
+			}
+		}
+	}
+}
+
+func TestShutdownFromLNS(t *testing.T) {
+	p := newPair(t, nil, nil)
+	p.establish(t)
+	p.lnsStop()
+	if err := waitErr(t, p.lnsErr, "LNS"); err != nil {
+		t.Errorf("LNS Run = %v", err)
+	}
+	err := waitErr(t, p.lacErr, "LAC")
+	if !errors.Is(err, ErrSessionClosed) || !strings.Contains(err.Error(), "client shutting down") {
+		t.Errorf("LAC Run = %v", err)
+	}
+	if p.down.count(MsgCDN) != 1 || p.down.count(MsgStopCCN) != 1 {
+		t.Errorf("LNS sent %v", p.down.types())
+	}
+}
+
+// Loss of the first SCCRQ and of the ZLB acking ICCN: retransmission after
+// RetryInitial; the LNS re-acks the duplicate ICCN.
+func TestRetransmitAndDuplicateReack(t *testing.T) {
+	p := newPair(t, nil, nil)
+	p.up.setFilter(func(n int, m *ControlMessage) linkAction {
+		if n == 0 {
+			return drop // first SCCRQ
+		}
+		return pass
+	})
+	zlbs := 0
+	p.down.setFilter(func(n int, m *ControlMessage) linkAction {
+		if m.IsZLB() {
+			zlbs++
+			if zlbs == 2 { // the ZLB acking ICCN
+				return drop
+			}
+		}
+		return pass
+	})
+	p.start(t)
+	advanceUntil(t, p.clk, 100*time.Millisecond, 10*time.Second, func() bool { return p.up.count(MsgSCCRQ) == 2 })
+	sp := p.up.packets()
+	if d := sp[1].at.Sub(sp[0].at); d != time.Second {
+		t.Errorf("SCCRQ retransmitted after %v, want 1s", d)
+	}
+	if !bytes.Equal(sp[0].pkt, sp[1].pkt) {
+		t.Error("retransmission differs")
+	}
+	lnsS := waitSessionUp(t, p.lns.Events())
+	// ICCN's ack was lost: LAC has no SessionUp yet; it retransmits ICCN.
+	advanceUntil(t, p.clk, 100*time.Millisecond, 10*time.Second, func() bool { return p.up.count(MsgICCN) == 2 })
+	lacS := waitSessionUp(t, p.lac.Events())
+	if lacS.PeerSessionID != lnsS.LocalSessionID {
+		t.Errorf("sessions %+v %+v", lacS, lnsS)
+	}
+	waitFor(t, func() bool { return p.down.count(MsgZLB) == 3 })
+	down := p.down.packets()
+	last := down[len(down)-1].m
+	prev := down[len(down)-2].m
+	if !last.IsZLB() || !prev.IsZLB() || last.Nr != prev.Nr || last.Ns != prev.Ns {
+		t.Errorf("duplicate ICCN not re-acked with the same ZLB: %+v %+v", prev.Header, last.Header)
+	}
+	select {
+	case ev := <-p.lns.Events():
+		t.Errorf("LNS emitted %T for a duplicate", ev)
+	default:
+	}
+}
+
+// Duplicated and reordered delivery: every packet on the wire twice, and the
+// LNS's CDN+StopCCN swapped at shutdown. The LAC buffers the StopCCN,
+// processes CDN first, then the StopCCN, without waiting for any timer.
+func TestDuplicatesAndOutOfOrder(t *testing.T) {
+	p := newPair(t, nil, nil)
+	p.up.setFilter(func(int, *ControlMessage) linkAction { return dupl })
+	p.down.setFilter(func(n int, m *ControlMessage) linkAction {
+		if m.Type == MsgCDN {
+			return hold
+		}
+		if m.Type == MsgStopCCN {
+			return pass // releases the held CDN after it
+		}
+		return dupl
+	})
+	p.establish(t)
+	p.lnsStop()
+	if err := waitErr(t, p.lnsErr, "LNS"); err != nil {
+		t.Errorf("LNS Run = %v", err)
+	}
+	err := waitErr(t, p.lacErr, "LAC")
+	if !errors.Is(err, ErrSessionClosed) {
+		t.Errorf("LAC Run = %v, want ErrSessionClosed (CDN processed first)", err)
+	}
+	var stop *ControlMessage
+	for _, sp := range p.down.packets() {
+		if sp.m.Type == MsgStopCCN {
+			stop = sp.m
+		}
+	}
+	up := p.up.packets()
+	if last := up[len(up)-1].m; stop == nil || last.Nr != stop.Ns+1 {
+		t.Errorf("LAC's last packet %s Nr %d does not ack the buffered StopCCN (Ns %d)", last.Type, last.Nr, stop.Ns)
+	}
+	if p.clk.Now() != time.Unix(1_700_000_000, 0) {
+		t.Error("needed a retransmission")
+	}
+}
+
+// The LNS probes after its HelloInterval of silence; the LAC answers with a
+// ZLB and nobody retransmits. A silent LAC then times the LNS out.
+func TestHelloAnswered(t *testing.T) {
+	p := newPair(t, nil, func(c *Config) { c.HelloInterval = 10 * time.Second })
+	p.establish(t)
+	advanceUntil(t, p.clk, time.Second, 15*time.Second, func() bool { return p.down.count(MsgHELLO) == 1 })
+	var hello *ControlMessage
+	for _, sp := range p.down.packets() {
+		if sp.m.Type == MsgHELLO {
+			hello = sp.m
+		}
+	}
+	if hello.SessionID != 0 || len(hello.AVPs) != 1 {
+		t.Errorf("HELLO %+v", hello)
+	}
+	waitFor(t, func() bool {
+		up := p.up.packets()
+		last := up[len(up)-1].m
+		return last.IsZLB() && last.Nr == hello.Ns+1
+	})
+	p.clk.Advance(5 * time.Second)
+	time.Sleep(5 * time.Millisecond)
+	if p.down.count(MsgHELLO) != 1 {
+		t.Error("HELLO retransmitted although acked")
+	}
+	// Now the LAC goes silent (its packets are lost): the next HELLO times out.
+	p.up.setFilter(func(int, *ControlMessage) linkAction { return drop })
+	var lnsErr error
+	advanceUntil(t, p.clk, time.Second, 200*time.Second, func() bool {
+		select {
+		case lnsErr = <-p.lnsErr:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(lnsErr, ErrTimeout) || !strings.Contains(lnsErr.Error(), "HELLO") {
+		t.Errorf("LNS Run = %v, want ErrTimeout for HELLO", lnsErr)
+	}
+}
+
+// A silent peer: SCCRQ sent 1+MaxRetries times with 1,2,4,8,8 s backoff,
+// then ErrTimeout.
+func TestSilentPeerTimeout(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	l := &link{clk: clk}
+	lac := NewLAC(Config{Clock: clk}, l)
+	errc := make(chan error, 1)
+	go func() { errc <- lac.Run(context.Background()) }()
+	var err error
+	advanceUntil(t, clk, time.Second, 60*time.Second, func() bool {
+		select {
+		case err = <-errc:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Run = %v", err)
+	}
+	sp := l.packets()
+	if len(sp) != 1+defaultMaxRetries {
+		t.Fatalf("%d transmissions, want %d", len(sp), 1+defaultMaxRetries)
+	}
+	want := []time.Duration{1, 2, 4, 8, 8}
+	for i := 1; i < len(sp); i++ {
+		if d := sp[i].at.Sub(sp[i-1].at); d != want[i-1]*time.Second {
+			t.Errorf("gap %d = %v, want %v", i, d, want[i-1]*time.Second)
+		}
+		if sp[i].m.Type != MsgSCCRQ {
+			t.Errorf("packet %d is %s", i, sp[i].m.Type)
+		}
+	}
+	if total := clk.Now().Sub(time.Unix(0, 0)); total < 31*time.Second || total > 32*time.Second {
+		t.Errorf("gave up after %v, want ~31s", total)
+	}
+}
+
+// scripted drives a LAC by hand: the test plays the LNS.
+type scripted struct {
+	t              *testing.T
+	clk            *clock.Fake
+	l              *link
+	lac            *LAC
+	errc           chan error
+	stop           context.CancelFunc
+	ns             uint16 // our next Ns
+	lacTID, lacSID uint16
+}
+
+func newScripted(t *testing.T) *scripted {
+	clk := clock.NewFake(time.Unix(0, 0))
+	s := &scripted{t: t, clk: clk, l: &link{clk: clk}, errc: make(chan error, 1)}
+	s.lac = NewLAC(Config{Clock: clk}, s.l)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	t.Cleanup(cancel)
+	go func() { s.errc <- s.lac.Run(ctx) }()
+	m := s.expect(MsgSCCRQ)
+	s.lacTID, _ = m.Uint16(AVPAssignedTunnelID)
+	return s
+}
+
+// expect waits until the LAC has written a message of type mt, returns the latest one.
+func (s *scripted) expect(mt MessageType) *ControlMessage {
+	s.t.Helper()
+	var got *ControlMessage
+	waitFor(s.t, func() bool {
+		for _, sp := range s.l.packets() {
+			if sp.m.Type == mt {
+				got = sp.m
+			}
+		}
+		return got != nil
+	})
+	return got
+}
+
+// send delivers b to the LAC with our next Ns and the Nr acking everything.
+func (s *scripted) send(b *msgBuilder) {
+	s.t.Helper()
+	pkt, err := b.bytes()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	sp := s.l.packets()
+	putNsNr(pkt, s.ns, sp[len(sp)-1].m.Ns+1)
+	s.ns++
+	s.lac.HandleControl(pkt)
+}
+
+func (s *scripted) sccrp(extra func(*msgBuilder)) {
+	b := newMessage(MsgSCCRP, s.lacTID, 0).
+		u16(AVPProtocolVersion, true, ProtocolVersion).
+		u32(AVPFramingCapabilities, true, 3).
+		str(AVPHostName, true, "peer").
+		u16(AVPAssignedTunnelID, true, 77)
+	if extra != nil {
+		extra(b)
+	}
+	s.send(b)
+}
+
+func (s *scripted) result() error {
+	s.t.Helper()
+	return waitErr(s.t, s.errc, "LAC")
+}
+
+func TestPeerStopCCN(t *testing.T) {
+	s := newScripted(t)
+	s.sccrp(nil)
+	s.expect(MsgSCCCN)
+	s.send(newMessage(MsgStopCCN, s.lacTID, 0).
+		resultCode(ResultCode{Result: StopCCNShuttingDown, HasError: true, Message: "server maintenance"}).
+		u16(AVPAssignedTunnelID, true, 77))
+	err := s.result()
+	if !errors.Is(err, ErrTunnelClosed) || !strings.Contains(err.Error(), "server maintenance") ||
+		!strings.Contains(err.Error(), "shut down") {
+		t.Errorf("Run = %v", err)
+	}
+	sp := s.l.packets()
+	if last := sp[len(sp)-1].m; !last.IsZLB() || last.Nr != 2 || last.TunnelID != 77 {
+		t.Errorf("StopCCN not acked: %+v", last.Header)
+	}
+	if s.l.count(MsgStopCCN) != 0 {
+		t.Error("answered StopCCN with StopCCN")
+	}
+}
+
+func TestTunnelAuthRejected(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra func(*msgBuilder)
+	}{
+		{"challenge", func(b *msgBuilder) { b.avp(AVPChallenge, true, []byte("0123456789abcdef")) }},
+		{"hidden", func(b *msgBuilder) {
+			b.avp(AVPRandomVector, true, []byte{1, 2, 3, 4})
+			b.avp(AVPVendorName, false, []byte("xyz"))
+			b.b[len(b.b)-9] |= 0x40 // H bit on the Vendor Name
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScripted(t)
+			s.sccrp(tc.extra)
+			stop := s.expect(MsgStopCCN)
+			s.zlb()
+			err := s.result()
+			if !errors.Is(err, ErrTunnelAuthUnsupported) || !errors.Is(err, ErrProtocol) {
+				t.Errorf("Run = %v", err)
+			}
+			rc, _ := stop.ResultCode()
+			if stop.TunnelID != 77 || !strings.Contains(rc.Message, "tunnel authentication is not supported") {
+				t.Errorf("StopCCN %+v %+v", stop.Header, rc)
+			}
+			if s.l.count(MsgSCCCN) != 0 {
+				t.Error("sent SCCCN")
+			}
+		})
+	}
+}
+
+func (s *scripted) zlb() {
+	sp := s.l.packets()
+	s.lac.HandleControl(appendZLB(nil, s.lacTID, 0, s.ns, sp[len(sp)-1].m.Ns+1))
+}
+
+func TestUnknownMandatoryAVPInICRP(t *testing.T) {
+	s := newScripted(t)
+	s.sccrp(nil)
+	s.expect(MsgSCCCN)
+	s.zlb()
+	icrq := s.expect(MsgICRQ)
+	s.lacSID, _ = icrq.Uint16(AVPAssignedSessionID)
+	if icrq.TunnelID != 77 || icrq.SessionID != 0 || s.lacSID == 0 {
+		t.Fatalf("ICRQ %+v", icrq.Header)
+	}
+	s.send(newMessage(MsgICRP, s.lacTID, s.lacSID).
+		u16(AVPAssignedSessionID, true, 55).
+		avp(99, true, []byte{1, 2}))
+	cdn := s.expect(MsgCDN)
+	stop := s.expect(MsgStopCCN)
+	s.zlb()
+	err := s.result()
+	if now := s.clk.Now(); now != time.Unix(0, 0) {
+		t.Errorf("teardown waited until %v", now)
+	}
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "unknown mandatory AVP(99)") {
+		t.Errorf("Run = %v", err)
+	}
+	rc, _ := cdn.ResultCode()
+	if cdn.SessionID != 55 || rc.Result != CDNGeneralError || rc.Error != ErrCodeUnknownMandAVP {
+		t.Errorf("CDN %+v %+v", cdn.Header, rc)
+	}
+	if v, _ := cdn.Uint16(AVPAssignedSessionID); v != s.lacSID {
+		t.Errorf("CDN Assigned Session ID %d", v)
+	}
+	if rc, _ := stop.ResultCode(); rc.Error != ErrCodeUnknownMandAVP {
+		t.Errorf("StopCCN %+v", rc)
+	}
+}
+
+// An unknown AVP without the M bit and a vendor AVP are ignored (§4.1).
+func TestUnknownOptionalAVPIgnored(t *testing.T) {
+	s := newScripted(t)
+	s.sccrp(func(b *msgBuilder) {
+		b.avp(99, false, []byte{1})
+		b.b = append(b.b, 0x00, 0x07, 0x01, 0x37, 0x00, 0x01, 0xff)
+	})
+	s.expect(MsgSCCCN)
+	s.zlb()
+	s.expect(MsgICRQ)
+}
+
+func TestZeroAssignedTunnelID(t *testing.T) {
+	s := newScripted(t)
+	b := newMessage(MsgSCCRP, s.lacTID, 0).
+		u16(AVPProtocolVersion, true, ProtocolVersion).
+		u32(AVPFramingCapabilities, true, 3).
+		str(AVPHostName, true, "peer").
+		u16(AVPAssignedTunnelID, true, 0)
+	s.send(b)
+	if err := s.result(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "Assigned Tunnel ID 0") {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// A peer that acknowledges (and even sends HELLOs) but never answers ICRQ:
+// the LAC gives up HelloInterval after it started.
+func TestSetupStallTimeout(t *testing.T) {
+	s := newScripted(t)
+	s.sccrp(nil)
+	s.expect(MsgSCCCN)
+	s.zlb()
+	s.expect(MsgICRQ)
+	s.zlb()
+	var err error
+	advanceUntil(t, s.clk, 5*time.Second, 2*time.Minute, func() bool {
+		select {
+		case err = <-s.errc:
+			return true
+		default:
+			s.send(newMessage(MsgHELLO, s.lacTID, 0))
+			return false
+		}
+	})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "wait-call-reply") {
+		t.Errorf("Run = %v", err)
+	}
+	if el := s.clk.Now().Sub(time.Unix(0, 0)); el < defaultHelloInterval || el > defaultHelloInterval+5*time.Second {
+		t.Errorf("gave up after %v", el)
+	}
+}
+
+// FuzzLACReceive: arbitrary packets fed to an established LAC engine never
+// panic, and whatever it writes parses.
+func FuzzLACReceive(f *testing.F) {
+	for _, path := range capturePaths(f) {
+		for _, p := range readL2TPPcap(f, path) {
+			if IsControl(p.l2tp) {
+				f.Add(p.l2tp)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		clk := clock.NewFake(time.Unix(0, 0))
+		l := &link{clk: clk}
+		e := newEngine(Config{Clock: clk, RecvWindow: 4}, l, roleLAC)
+		e.st, e.localTID, e.peerTID, e.localSID, e.peerSID = stSessionUp, 0x36ca, 0x78eb, 0x9933, 0xcd04
+		e.nr = uint16(len(pkt) % 3)
+		for i := 0; i < 3; i++ { // same packet at three sequence positions
+			if e.receive(append([]byte(nil), pkt...)) != nil {
+				break
+			}
+			e.flushAck()
+			e.nr--
+		}
+		if l.bad != 0 {
+			t.Fatal("engine wrote an unparsable packet")
+		}
+	})
+}
+
+// A server refusing the SCCRQ with StopCCN: ErrTunnelClosed, and the
+// StopCCN is still acknowledged to the tunnel ID it announced.
+func TestSCCRQRefused(t *testing.T) {
+	s := newScripted(t)
+	s.send(newMessage(MsgStopCCN, s.lacTID, 0).
+		resultCode(ResultCode{Result: StopCCNNotAuthorized}).
+		u16(AVPAssignedTunnelID, true, 9))
+	err := s.result()
+	if !errors.Is(err, ErrTunnelClosed) || !strings.Contains(err.Error(), "not authorized") {
+		t.Errorf("Run = %v", err)
+	}
+	sp := s.l.packets()
+	if last := sp[len(sp)-1].m; !last.IsZLB() || last.TunnelID != 9 || last.Nr != 1 {
+		t.Errorf("last packet %+v", last.Header)
+	}
+}
