@@ -1,0 +1,538 @@
+package ppp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/crypto/mschap"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+)
+
+// Config configures a Client.
+type Config struct {
+	User     string
+	Password []byte // secret: never logged, never in errors
+
+	// Auth lists the methods we accept, in preference order.
+	// Default {AuthMSCHAPv2, AuthCHAPMD5, AuthPAP}.
+	Auth []AuthMethod
+	// MRU is what we ask to receive (LCP MRU option). Default 1400.
+	MRU uint16
+
+	Clock  clock.Clock  // default clock.Real
+	Logger *slog.Logger // default: discard
+	Rand   io.Reader    // default crypto/rand
+
+	// RFC 1661 §4.6 counters; zero means the default.
+	Restart      time.Duration // Restart timer, default 3 s
+	MaxConfigure int           // default 10
+	MaxTerminate int           // default 2
+	MaxFailure   int           // Naks before giving up on Auth-Protocol, default 5
+	// TerminateTimeout bounds the wait for Terminate-Ack on ctx cancel. Default 2 s.
+	TerminateTimeout time.Duration
+}
+
+// Client is the PPP client (authenticatee) role.
+type Client struct {
+	link
+	cfg Config
+
+	// LCP state.
+	mruRejected   bool
+	magicRejected bool
+	ourMagic      uint32
+	authOffered   AuthMethod // auth method in the peer's request under consideration
+	authMethod    AuthMethod // agreed (peer's acked request)
+	suggested     []AuthMethod
+	authNaks      int
+
+	// Authentication state.
+	authDone bool
+	papID    byte
+	papLeft  int
+	chapID   byte
+	chapSent bool
+	chapChal []byte // challenge we last answered
+	chapResp []byte // cached Response data (Value-Size|Value|Name)
+	peerChal [mschap.ChallengeLen]byte
+	authChal [mschap.ChallengeLen]byte
+	ntResp   [mschap.NTResponseLen]byte
+
+	// IPCP state.
+	local          netip.Addr
+	peer           netip.Addr
+	dns1, dns2     netip.Addr
+	noDNS1, noDNS2 bool
+}
+
+// NewClient makes a client. send receives protocol(2) | information; it
+// must not retain the slice. Run drives the client.
+func NewClient(cfg Config, send func(frame []byte) error) *Client {
+	if len(cfg.Auth) == 0 {
+		cfg.Auth = []AuthMethod{AuthMSCHAPv2, AuthCHAPMD5, AuthPAP}
+	}
+	if cfg.MRU == 0 {
+		cfg.MRU = DefaultMRU
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	c := &Client{cfg: cfg}
+	c.setDefaults(cfg.Restart, cfg.MaxConfigure, cfg.MaxTerminate, cfg.MaxFailure, cfg.TerminateTimeout)
+	c.init(cfg.Clock, cfg.Logger, cfg.Rand, send, c)
+	c.lcp = newFSM(&c.link, protoLCP, "LCP", clientLCP{c})
+	c.ipcp = newFSM(&c.link, protoIPCP, "IPCP", clientIPCP{c})
+	var m [4]byte
+	if _, err := io.ReadFull(cfg.Rand, m[:]); err != nil {
+		c.magicRejected = true // no randomness: do not negotiate a magic number
+	}
+	c.ourMagic = binary.BigEndian.Uint32(m[:])
+	if c.ourMagic == 0 {
+		c.magicRejected = true
+	}
+	c.local = netip.IPv4Unspecified()
+	c.dns1, c.dns2 = netip.IPv4Unspecified(), netip.IPv4Unspecified()
+	return c
+}
+
+// HandleFrame queues a received PPP frame (with or without FF 03, PFC
+// tolerated). Ownership of frame passes to the Client. It never blocks: when
+// the queue (128 frames) is full the frame is dropped. Data frames should be
+// demultiplexed by the caller with DecodeFrame (ProtoIPv4 to the IP stack);
+// IPv4, IPv6 and VJ frames that reach HandleFrame are dropped.
+func (c *Client) HandleFrame(frame []byte) { c.handleFrame(frame) }
+
+// Events returns the event channel (buffered; closed when Run returns).
+func (c *Client) Events() <-chan Event { return c.events }
+
+// Run negotiates LCP, authenticates, negotiates IPCP and then keeps the link
+// (answers Echo-Requests, rejects unknown protocols) until ctx is cancelled
+// (then it sends Terminate-Request, waits briefly for the Ack and returns
+// nil) or the link fails (wrapped ErrAuthFailed, ErrAuthRejected, ErrNoIP,
+// ErrTimeout, ErrTerminated).
+func (c *Client) Run(ctx context.Context) error {
+	err := c.run(ctx)
+	if errors.Is(err, ErrTerminated) && c.phase == phaseEstablish && c.authNaks > 0 {
+		// The server gave up after we declined its Auth-Protocol.
+		return fmt.Errorf("%w: %w", ErrAuthRejected, err)
+	}
+	return err
+}
+
+func (c *Client) closeReason() string { return "User request" }
+
+func (c *Client) allowed(m AuthMethod) bool { return slices.Contains(c.cfg.Auth, m) }
+
+// ---- LCP options, client side ----
+
+type clientLCP struct{ c *Client }
+
+func (h clientLCP) appendRequest(b []byte) []byte {
+	c := h.c
+	if !c.mruRejected {
+		b = append(b, lcpOptMRU, 4, byte(c.cfg.MRU>>8), byte(c.cfg.MRU))
+	}
+	if !c.magicRejected {
+		b = append(b, lcpOptMagic, 6)
+		b = binary.BigEndian.AppendUint32(b, c.ourMagic)
+	}
+	return b
+}
+
+// checkRequest applies RFC 1661 §6 to the server's request: Auth-Protocol is
+// what the server wants us to authenticate with. ACK it if allowed and no
+// better allowed method was not yet suggested; otherwise Nak with our
+// preferred method (pppd LNS offers CHAP-MD5 first, SoftEther EAP first).
+func (h clientLCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
+	c := h.c
+	c.authOffered = AuthNone
+	for rest := opts; len(rest) > 0; {
+		typ, val, raw, r, _ := nextOption(rest)
+		rest = r
+		switch {
+		case typ == lcpOptMRU && len(val) == 2:
+			if binary.BigEndian.Uint16(val) < minMRU {
+				nak = append(nak, lcpOptMRU, 4, 0, minMRU)
+			}
+		case typ == lcpOptACCM && len(val) == 4,
+			typ == lcpOptMagic && len(val) == 4,
+			typ == lcpOptPFC && len(val) == 0,
+			typ == lcpOptACFC && len(val) == 0:
+			// Acceptable. We always send FF 03 and 2-byte protocols, which
+			// the peer must accept anyway; we tolerate both on receive.
+		case typ == lcpOptAuth:
+			m, known := parseAuthOption(val)
+			if known && c.allowed(m) && c.betterUnsuggested(m) == AuthNone {
+				c.authOffered = m
+				continue
+			}
+			c.authNaks++
+			if c.authNaks > c.maxFailure {
+				return nil, nil, fmt.Errorf("%w: server insists on %s", ErrAuthRejected, authName(val))
+			}
+			want := c.betterUnsuggested(AuthNone)
+			if known && c.allowed(m) && want != AuthNone {
+				want = c.betterUnsuggested(m)
+			}
+			if want == AuthNone {
+				want = c.cfg.Auth[0]
+			}
+			c.suggested = append(c.suggested, want)
+			c.log.Debug("ppp: Nak Auth-Protocol", "offered", authName(val), "suggest", want)
+			o := want.authOption()
+			nak = append(nak, lcpOptAuth, byte(2+len(o)))
+			nak = append(nak, o...)
+		default:
+			rej = append(rej, raw...)
+		}
+	}
+	return nak, rej, nil
+}
+
+// betterUnsuggested returns the most preferred allowed method ranked above m
+// (any if m is AuthNone) that we have not suggested yet, or AuthNone.
+func (c *Client) betterUnsuggested(m AuthMethod) AuthMethod {
+	for _, a := range c.cfg.Auth {
+		if a == m {
+			return AuthNone
+		}
+		if !slices.Contains(c.suggested, a) {
+			return a
+		}
+	}
+	return AuthNone
+}
+
+func authName(v []byte) string {
+	if m, ok := parseAuthOption(v); ok {
+		return m.String()
+	}
+	return fmt.Sprintf("%x", v)
+}
+
+func (h clientLCP) peerAcked(opts []byte) {
+	c := h.c
+	c.peerMRU = defaultPeerMRU
+	for rest := opts; len(rest) > 0; {
+		typ, val, _, r, _ := nextOption(rest)
+		rest = r
+		if typ == lcpOptMRU && len(val) == 2 {
+			c.peerMRU = binary.BigEndian.Uint16(val)
+		}
+	}
+	c.authMethod = c.authOffered
+}
+
+func (h clientLCP) gotNak(opts []byte) error {
+	c := h.c
+	for rest := opts; len(rest) > 0; {
+		typ, val, _, r, _ := nextOption(rest)
+		rest = r
+		switch {
+		case typ == lcpOptMRU && len(val) == 2:
+			if v := binary.BigEndian.Uint16(val); v >= minMRU {
+				c.cfg.MRU = v
+			}
+		case typ == lcpOptMagic && len(val) == 4:
+			var m [4]byte
+			if _, err := io.ReadFull(c.rnd, m[:]); err != nil || binary.BigEndian.Uint32(m[:]) == 0 {
+				c.magicRejected = true
+			} else {
+				c.ourMagic = binary.BigEndian.Uint32(m[:])
+			}
+		}
+	}
+	return nil
+}
+
+func (h clientLCP) gotReject(opts []byte) error {
+	c := h.c
+	for rest := opts; len(rest) > 0; {
+		typ, _, _, r, _ := nextOption(rest)
+		rest = r
+		switch typ {
+		case lcpOptMRU:
+			c.mruRejected = true
+		case lcpOptMagic:
+			c.magicRejected = true // SoftEther rejects Magic-Number
+		}
+	}
+	return nil
+}
+
+func (h clientLCP) up() error { return h.c.lcpUp() }
+
+func (c *Client) lcpUp() error {
+	c.magic = 0
+	if !c.magicRejected {
+		c.magic = c.ourMagic
+	}
+	c.emit(LinkUp{})
+	c.log.Info("ppp: LCP up", "auth", c.authMethod, "peer_mru", c.peerMRU)
+	switch c.authMethod {
+	case AuthNone:
+		c.enterNetwork()
+	case AuthPAP:
+		c.phase = phaseAuthenticate
+		c.papID = c.nextID()
+		c.papLeft = c.maxConfigure
+		c.sendPAP()
+	case AuthCHAPMD5, AuthMSCHAPv2:
+		c.phase = phaseAuthenticate
+		c.authDL = c.clk.Now().Add(c.restart * time.Duration(c.maxConfigure))
+	}
+	return nil
+}
+
+func (c *Client) enterNetwork() {
+	c.phase = phaseNetwork
+	c.ipcp.open()
+}
+
+// ---- authentication, client side ----
+
+func (c *Client) sendPAP() {
+	user := []byte(c.cfg.User)
+	pw := c.cfg.Password
+	if len(user) > 255 {
+		user = user[:255]
+	}
+	if len(pw) > 255 {
+		pw = pw[:255]
+	}
+	c.papLeft--
+	c.authDL = c.clk.Now().Add(c.restart)
+	c.sendPacket(protoPAP, 1, c.papID, []byte{byte(len(user))}, user, []byte{byte(len(pw))}, pw)
+	clear(c.out) // the frame buffer held the password
+}
+
+func (c *Client) authTimeout(time.Time) error {
+	if c.authDone {
+		return nil
+	}
+	if c.authMethod == AuthPAP && c.papLeft > 0 {
+		c.sendPAP()
+		return nil
+	}
+	return fmt.Errorf("%w: no %s result from server", ErrTimeout, c.authMethod)
+}
+
+func (c *Client) authInput(proto uint16, p packet) error {
+	switch {
+	case proto == protoPAP && c.authMethod == AuthPAP:
+		return c.papInput(p)
+	case proto == protoCHAP && (c.authMethod == AuthCHAPMD5 || c.authMethod == AuthMSCHAPv2):
+		return c.chapInput(p)
+	}
+	return nil
+}
+
+func (c *Client) papInput(p packet) error {
+	if p.id != c.papID || c.authDone {
+		return nil
+	}
+	msg := parsePAPReply(p.data)
+	switch p.code {
+	case 2: // Authenticate-Ack
+		return c.authSucceeded(printable(msg))
+	case 3: // Authenticate-Nak
+		return c.authFailed(fmt.Errorf("%w: %s", ErrAuthFailed, printable(msg)))
+	}
+	return nil
+}
+
+func (c *Client) authSucceeded(msg string) error {
+	c.authDone = true
+	c.authDL = time.Time{}
+	c.log.Info("ppp: authenticated", "method", c.authMethod)
+	c.emit(AuthUp{Method: c.authMethod, Message: msg, User: c.cfg.User})
+	c.enterNetwork()
+	return nil
+}
+
+// authFailed tells the server we are leaving (pppd does the same) without
+// waiting for the Ack, and returns err.
+func (c *Client) authFailed(err error) error {
+	c.sendPacket(protoLCP, codeTermReq, c.nextID(), []byte("Authentication failed"))
+	return err
+}
+
+func (c *Client) chapInput(p packet) error {
+	switch p.code {
+	case 1: // Challenge
+		v, err := parseCHAPValue(p.data)
+		if err != nil {
+			c.log.Debug("ppp: bad CHAP Challenge", "err", err)
+			return nil
+		}
+		if c.chapSent && p.id == c.chapID && bytes.Equal(v.value, c.chapChal) {
+			// Retransmitted Challenge: the identical Response, since a new
+			// Peer-Challenge would change the expected authenticator (pppd).
+			c.sendPacket(protoCHAP, 2, p.id, c.chapResp)
+			return nil
+		}
+		return c.answerChallenge(p.id, v.value)
+	case 3, 4: // Success, Failure
+		if !c.chapSent || p.id != c.chapID {
+			return nil
+		}
+		if c.authDone {
+			return nil // retransmitted Success, or a Failure after a re-challenge we ignore
+		}
+		if p.code == 4 {
+			return c.authFailed(fmt.Errorf("%w: %s", ErrAuthFailed, printable(p.data)))
+		}
+		if c.authMethod == AuthMSCHAPv2 {
+			ok, text := mschap.CheckAuthenticatorResponse(c.cfg.Password, c.ntResp, c.peerChal, c.authChal, c.cfg.User, p.data)
+			if !ok {
+				return c.authFailed(fmt.Errorf("%w: server failed to prove it knows the password", ErrAuthFailed))
+			}
+			return c.authSucceeded(printable([]byte(text)))
+		}
+		return c.authSucceeded(printable(p.data))
+	}
+	return nil
+}
+
+func (c *Client) answerChallenge(id byte, challenge []byte) error {
+	name := []byte(c.cfg.User)
+	var value []byte
+	switch c.authMethod {
+	case AuthCHAPMD5:
+		r := mschap.CHAPMD5Response(id, c.cfg.Password, challenge)
+		value = r[:]
+	case AuthMSCHAPv2:
+		if len(challenge) != mschap.ChallengeLen {
+			c.log.Debug("ppp: MS-CHAPv2 challenge of wrong size", "len", len(challenge))
+			return nil
+		}
+		copy(c.authChal[:], challenge)
+		if _, err := io.ReadFull(c.rnd, c.peerChal[:]); err != nil {
+			return fmt.Errorf("ppp: random peer challenge: %w", err)
+		}
+		c.ntResp = mschap.GenerateNTResponse(c.authChal, c.peerChal, c.cfg.User, c.cfg.Password)
+		rv := mschap.NewResponseValue(c.peerChal, c.ntResp)
+		value = rv[:]
+	}
+	if len(name)+len(value)+1 > 1400 {
+		name = name[:1400-len(value)-1]
+	}
+	c.chapResp = append(append(append(c.chapResp[:0], byte(len(value))), value...), name...)
+	c.chapChal = append(c.chapChal[:0], challenge...)
+	c.chapID, c.chapSent = id, true
+	c.sendPacket(protoCHAP, 2, id, c.chapResp)
+	return nil
+}
+
+// ---- IPCP options, client side ----
+
+type clientIPCP struct{ c *Client }
+
+// appendAddrOpt appends a 4-byte address option; a non-IPv4 a is sent as 0.0.0.0.
+func appendAddrOpt(b []byte, typ byte, a netip.Addr) []byte {
+	var v [4]byte
+	if a.Is4() {
+		v = a.As4()
+	}
+	return append(b, typ, 6, v[0], v[1], v[2], v[3])
+}
+
+func (h clientIPCP) appendRequest(b []byte) []byte {
+	c := h.c
+	b = appendAddrOpt(b, ipcpOptAddr, c.local)
+	if !c.noDNS1 {
+		b = appendAddrOpt(b, ipcpOptDNS1, c.dns1)
+	}
+	if !c.noDNS2 {
+		b = appendAddrOpt(b, ipcpOptDNS2, c.dns2)
+	}
+	return b
+}
+
+// checkRequest: ACK the server's own address; Configure-Reject VJ
+// compression (pppd asks for it) and everything else.
+func (h clientIPCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
+	for rest := opts; len(rest) > 0; {
+		typ, val, raw, r, _ := nextOption(rest)
+		rest = r
+		if typ == ipcpOptAddr && len(val) == 4 {
+			continue
+		}
+		rej = append(rej, raw...)
+	}
+	return nak, rej, nil
+}
+
+func (h clientIPCP) peerAcked(opts []byte) {
+	for rest := opts; len(rest) > 0; {
+		typ, val, _, r, _ := nextOption(rest)
+		rest = r
+		if typ == ipcpOptAddr && len(val) == 4 {
+			h.c.peer = netip.AddrFrom4([4]byte(val))
+		}
+	}
+}
+
+func (h clientIPCP) gotNak(opts []byte) error {
+	c := h.c
+	for rest := opts; len(rest) > 0; {
+		typ, val, _, r, _ := nextOption(rest)
+		rest = r
+		if len(val) != 4 {
+			continue
+		}
+		a := netip.AddrFrom4([4]byte(val))
+		switch typ {
+		case ipcpOptAddr:
+			c.local = a
+		case ipcpOptDNS1:
+			c.dns1 = a
+		case ipcpOptDNS2:
+			c.dns2 = a
+		}
+	}
+	return nil
+}
+
+func (h clientIPCP) gotReject(opts []byte) error {
+	c := h.c
+	for rest := opts; len(rest) > 0; {
+		typ, _, _, r, _ := nextOption(rest)
+		rest = r
+		switch typ {
+		case ipcpOptAddr:
+			return fmt.Errorf("%w: server rejected the IP-Address option", ErrNoIP)
+		case ipcpOptDNS1:
+			c.noDNS1 = true
+		case ipcpOptDNS2:
+			c.noDNS2 = true // SoftEther rejects the secondary DNS
+		}
+	}
+	return nil
+}
+
+func (h clientIPCP) up() error {
+	c := h.c
+	if !c.local.IsValid() || c.local.IsUnspecified() {
+		return fmt.Errorf("%w: server acknowledged 0.0.0.0", ErrNoIP)
+	}
+	var dns []netip.Addr
+	if !c.noDNS1 && !c.dns1.IsUnspecified() {
+		dns = append(dns, c.dns1)
+	}
+	if !c.noDNS2 && !c.dns2.IsUnspecified() && c.dns2 != c.dns1 {
+		dns = append(dns, c.dns2)
+	}
+	c.log.Info("ppp: IPCP up", "local", c.local, "peer", c.peer, "dns", dns)
+	c.emit(IPUp{Local: c.local, Peer: c.peer, DNS: dns, PeerMRU: c.peerMRU})
+	return nil
+}

@@ -1,0 +1,212 @@
+package ppp
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+)
+
+// fsmState is the subset of the RFC 1661 §4.2 automaton states this package
+// uses: both ends are administratively Open and the lower layer is Up from
+// the start, so Initial/Starting/Stopped collapse into stInitial.
+type fsmState uint8
+
+const (
+	stInitial fsmState = iota
+	stReqSent
+	stAckRcvd
+	stAckSent
+	stOpened
+)
+
+func (s fsmState) String() string {
+	return [...]string{"Initial", "Req-Sent", "Ack-Rcvd", "Ack-Sent", "Opened"}[s]
+}
+
+// optionHandler supplies the option semantics of one control protocol
+// (LCP or IPCP) for one role.
+type optionHandler interface {
+	// appendRequest appends the options of our next Configure-Request.
+	appendRequest(b []byte) []byte
+	// checkRequest classifies the peer's Configure-Request (options already
+	// validated): options to Nak (with our values) go to nak, options to
+	// Reject (verbatim) to rej. A non-nil error ends the session.
+	checkRequest(opts []byte, nak, rej []byte) (nakOut, rejOut []byte, err error)
+	// peerAcked is called when we Ack the peer's request.
+	peerAcked(opts []byte)
+	// gotNak and gotReject adjust our next request (RFC 1661 §5.3, §5.4).
+	gotNak(opts []byte) error
+	gotReject(opts []byte) error
+	// up is called when the automaton reaches Opened.
+	up() error
+}
+
+// fsm is the option negotiation automaton of RFC 1661 §4 for one protocol.
+type fsm struct {
+	l     *link
+	proto uint16
+	name  string
+	h     optionHandler
+
+	state    fsmState
+	id       byte   // Identifier of our outstanding Configure-Request
+	sentReq  []byte // its options; a Configure-Ack must echo them exactly
+	retries  int    // Restart counter (RFC 1661 §4.6)
+	deadline time.Time
+	replies  int // Nak/Reject received since the last Ack, bounds non-convergence
+
+	peerID  byte   // Identifier and options of the peer request we last acked,
+	peerReq []byte // to re-Ack a retransmission while Opened
+
+	nak, rej []byte // scratch
+}
+
+func newFSM(l *link, proto uint16, name string, h optionHandler) *fsm {
+	return &fsm{l: l, proto: proto, name: name, h: h}
+}
+
+// open starts negotiation: This-Layer-Started + Send-Configure-Request.
+func (f *fsm) open() {
+	f.state = stReqSent
+	f.retries = f.l.maxConfigure
+	f.id = f.l.nextID()
+	f.sentReq = f.h.appendRequest(f.sentReq[:0])
+	f.sendRequest()
+}
+
+func (f *fsm) sendRequest() {
+	f.retries--
+	f.deadline = f.l.clk.Now().Add(f.l.restart)
+	f.l.sendPacket(f.proto, codeConfReq, f.id, f.sentReq)
+}
+
+// newRequest rebuilds our request after a Nak/Reject with a fresh Identifier
+// (RFC 1661 §5.1: it must change when the contents change).
+func (f *fsm) newRequest() {
+	f.retries = f.l.maxConfigure
+	f.id = f.l.nextID()
+	f.sentReq = f.h.appendRequest(f.sentReq[:0])
+	f.sendRequest()
+}
+
+func (f *fsm) toOpened() error {
+	f.state = stOpened
+	f.deadline = time.Time{}
+	f.l.log.Debug("ppp: opened", "proto", f.name)
+	return f.h.up()
+}
+
+// timeout handles the Restart timer (RFC 1661 §4.6 TO+ / TO-).
+func (f *fsm) timeout(now time.Time) error {
+	if f.deadline.IsZero() || now.Before(f.deadline) {
+		return nil
+	}
+	f.deadline = time.Time{}
+	switch f.state {
+	case stReqSent, stAckRcvd, stAckSent:
+		if f.retries <= 0 {
+			return fmt.Errorf("%w: %s: no reply to %d Configure-Requests", ErrTimeout, f.name, f.l.maxConfigure)
+		}
+		if f.state == stAckRcvd {
+			f.state = stReqSent
+		}
+		f.l.log.Debug("ppp: retransmit Configure-Request", "proto", f.name, "id", f.id)
+		f.sendRequest()
+	}
+	return nil
+}
+
+// input handles Configure-Request/Ack/Nak/Reject of this protocol.
+func (f *fsm) input(p packet) error {
+	if f.state == stInitial {
+		return nil // not started: silently discard (RFC 1661 §4.3)
+	}
+	switch p.code {
+	case codeConfReq:
+		return f.rcvRequest(p)
+	case codeConfAck:
+		if p.id != f.id || !bytes.Equal(p.data, f.sentReq) {
+			f.l.log.Debug("ppp: ignoring stale or bad Configure-Ack", "proto", f.name, "id", p.id)
+			return nil
+		}
+		f.replies = 0
+		switch f.state {
+		case stReqSent:
+			f.state = stAckRcvd
+			f.retries = f.l.maxConfigure
+			f.deadline = f.l.clk.Now().Add(f.l.restart) // keep waiting for the peer's request
+		case stAckSent:
+			return f.toOpened()
+		}
+	case codeConfNak, codeConfRej:
+		if p.id != f.id || f.state == stOpened {
+			return nil
+		}
+		if err := checkOptions(p.data); err != nil {
+			f.l.log.Debug("ppp: bad options in Nak/Reject", "proto", f.name, "err", err)
+			return nil
+		}
+		f.replies++
+		if f.replies > 2*f.l.maxConfigure {
+			return fmt.Errorf("%w: %s negotiation does not converge", ErrTimeout, f.name)
+		}
+		var err error
+		if p.code == codeConfNak {
+			err = f.h.gotNak(p.data)
+		} else {
+			err = f.h.gotReject(p.data)
+		}
+		if err != nil {
+			return err
+		}
+		if f.state == stAckRcvd {
+			f.state = stReqSent
+		}
+		f.newRequest()
+	}
+	return nil
+}
+
+func (f *fsm) rcvRequest(p packet) error {
+	if f.state == stOpened {
+		if p.id == f.peerID && bytes.Equal(p.data, f.peerReq) {
+			// Our Ack was lost: re-Ack without renegotiating.
+			f.l.sendPacket(f.proto, codeConfAck, p.id, p.data)
+			return nil
+		}
+		// RFC 1661 would renegotiate (and for LCP redo authentication);
+		// this implementation ends the session and lets the caller reconnect.
+		return fmt.Errorf("%w: peer restarted %s negotiation", ErrTerminated, f.name)
+	}
+	if err := checkOptions(p.data); err != nil {
+		f.l.log.Debug("ppp: discarding malformed Configure-Request", "proto", f.name, "err", err)
+		return nil
+	}
+	var err error
+	f.nak, f.rej, err = f.h.checkRequest(p.data, f.nak[:0], f.rej[:0])
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(f.rej) > 0:
+		f.l.sendPacket(f.proto, codeConfRej, p.id, f.rej)
+	case len(f.nak) > 0:
+		f.l.sendPacket(f.proto, codeConfNak, p.id, f.nak)
+	default:
+		f.l.sendPacket(f.proto, codeConfAck, p.id, p.data)
+		f.peerID = p.id
+		f.peerReq = append(f.peerReq[:0], p.data...)
+		f.h.peerAcked(p.data)
+		switch f.state {
+		case stReqSent:
+			f.state = stAckSent
+		case stAckRcvd:
+			return f.toOpened()
+		}
+		return nil
+	}
+	if f.state == stAckSent {
+		f.state = stReqSent
+	}
+	return nil
+}
