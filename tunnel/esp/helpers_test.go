@@ -1,0 +1,97 @@
+package esp
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+const testdataDir = "../../testdata"
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatalf("bad hex %q: %v", s, err)
+	}
+	return b
+}
+
+func loadJSON(t testing.TB, rel string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(testdataDir, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", rel, err)
+	}
+}
+
+// allSuites lists every suite the package supports.
+func allSuites() []Algorithm {
+	var out []Algorithm
+	auths := []AuthAlg{AuthHMACMD5, AuthHMACSHA1, AuthHMACSHA256, AuthHMACSHA384, AuthHMACSHA512}
+	for _, a := range auths {
+		out = append(out, Algorithm{Enc: Enc3DES, EncKeyBits: 192, Auth: a})
+		for _, bits := range []int{128, 192, 256} {
+			out = append(out, Algorithm{Enc: EncAESCBC, EncKeyBits: bits, Auth: a})
+		}
+	}
+	for _, enc := range []EncTransform{EncAESGCM8, EncAESGCM12, EncAESGCM16} {
+		for _, bits := range []int{128, 192, 256} {
+			out = append(out, Algorithm{Enc: enc, EncKeyBits: bits})
+		}
+	}
+	return out
+}
+
+// testKeys returns deterministic keys for alg (not secret, test only).
+func testKeys(t testing.TB, alg Algorithm, spi uint32, seed byte) Keys {
+	t.Helper()
+	el, al, err := alg.KeymatLen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := Keys{SPI: spi, Alg: alg, EncKey: make([]byte, el)}
+	for i := range k.EncKey {
+		k.EncKey[i] = seed + byte(i)*7
+	}
+	if al > 0 {
+		k.AuthKey = make([]byte, al)
+		for i := range k.AuthKey {
+			k.AuthKey[i] = seed ^ byte(i*13+1)
+		}
+	}
+	return k
+}
+
+func newPair(t testing.TB, alg Algorithm) (*Outbound, *Inbound) {
+	t.Helper()
+	k := testKeys(t, alg, 0x1000a, 0x42)
+	o, err := NewOutbound(k, nil)
+	if err != nil {
+		t.Fatalf("NewOutbound(%v): %v", alg, err)
+	}
+	in, err := NewInbound(k)
+	if err != nil {
+		t.Fatalf("NewInbound(%v): %v", alg, err)
+	}
+	return o, in
+}
+
+// sealCopy seals a copy of payload with exactly the promised headroom and
+// tailroom, so that any write outside them would be caught by the slice.
+func sealCopy(t testing.TB, o *Outbound, payload []byte, nh byte) []byte {
+	t.Helper()
+	hr := o.Headroom()
+	buf := make([]byte, hr+len(payload), hr+len(payload)+o.Tailroom())
+	copy(buf[hr:], payload)
+	pkt, err := o.Seal(buf, hr, nh)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	return pkt
+}
