@@ -1,0 +1,661 @@
+// Package tunnel drives the whole client: IKEv1 keys an ESP SA carried in
+// UDP, L2TP runs inside it, PPP inside L2TP, and a gVisor stack on top of PPP.
+//
+// Layers and their owners:
+//
+//	readLoop (one goroutine)  socket -> demux: IKE -> ike.Initiator, ESP -> Open ->
+//	                          L2TP control -> l2tp.LAC, PPP control -> ppp.Client,
+//	                          IPv4 -> netstack (fast path, no channel hop)
+//	ike.Initiator.Run         IKE SA state, retransmissions, DPD, Deletes
+//	l2tp.LAC.Run              control connection state, reliable delivery
+//	ppp.Client.Run            LCP/auth/IPCP state
+//	supervise                 events after setup (rekeys, deletes, layer deaths), NAT keepalives
+//
+// The send path is plain function calls from whichever goroutine produced the
+// packet (gVisor's writer, a control-plane owner): headers are written into
+// headroom in front of the payload and ESP seals in place.
+package tunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/netstack"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
+)
+
+// Config describes one connection to an L2TP/IPsec server.
+type Config struct {
+	Server   string // host or host:port of the server's IKE port (default port 500)
+	NATTPort uint16 // the server's NAT-T port (default 4500)
+
+	PSK      []byte // IPsec pre-shared key (secret)
+	User     string
+	Password []byte // PPP password (secret)
+
+	// L2TPPort is our inner L2TP UDP port (default 1701, as Windows uses;
+	// NOTES §1.6: some servers refuse other ports).
+	L2TPPort uint16
+	// Auth lists the PPP authentication methods we accept, preferred first
+	// (default MS-CHAPv2, CHAP-MD5, PAP).
+	Auth []ppp.AuthMethod
+	// Phase1/Phase2 override the IKE proposals (nil = defaults).
+	Phase1 []ike.Phase1Transform
+	Phase2 []esp.Algorithm
+
+	// ConnectTimeout bounds Dial as a whole (default 30 s).
+	ConnectTimeout time.Duration
+	// ReplyTimeout is how long Dial waits for the first reply of the server
+	// before it reports the server unreachable (default 8 s).
+	ReplyTimeout time.Duration
+	// KeepaliveInterval is the NAT-T keepalive period while the tunnel is
+	// idle (default 20 s, what Windows uses: MS-IKEE <14>).
+	KeepaliveInterval time.Duration
+	// OuterMTU is the path MTU toward the server (default 1500); the inner
+	// MTU is derived from it and the real per-layer overhead.
+	OuterMTU int
+
+	Logger *slog.Logger
+	Clock  clock.Clock
+	Rand   io.Reader
+}
+
+func (c *Config) setDefaults() {
+	if c.NATTPort == 0 {
+		c.NATTPort = 4500
+	}
+	if c.L2TPPort == 0 {
+		c.L2TPPort = 1701
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
+	if c.ReplyTimeout == 0 {
+		c.ReplyTimeout = 8 * time.Second
+	}
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = 20 * time.Second
+	}
+	if c.OuterMTU == 0 {
+		c.OuterMTU = 1500
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+}
+
+// Info is what the connection negotiated, for progress output.
+type Info struct {
+	Server     netip.AddrPort
+	Local      netip.AddrPort
+	IKESuite   string
+	ESPSuite   string
+	L2TPPeer   string
+	PPPAuth    string
+	Address    netip.Addr
+	PeerAddr   netip.Addr
+	DNS        []netip.Addr
+	MTU        int
+	ConnectDur time.Duration
+}
+
+// Client is an established tunnel. Its Stack dials through the VPN.
+type Client struct {
+	cfg    Config
+	log    *slog.Logger
+	conn   *net.UDPConn
+	server netip.Addr
+	ikeTo  netip.AddrPort // server IKE address (port 500 or custom)
+	nattTo netip.AddrPort // server NAT-T address
+	local  netip.AddrPort
+	info   Info
+
+	ike   *ike.Initiator
+	lac   *l2tp.LAC
+	ppp   *ppp.Client
+	data  *datapath.Path
+	stack atomic.Pointer[netstack.Stack]
+
+	ikeRun, l2tpRun, pppRun layerRun
+
+	gotReply  chan struct{} // closed on the first datagram from the server
+	replyOnce sync.Once
+
+	closeOnce sync.Once
+	done      chan struct{}
+	errMu     sync.Mutex
+	err       error
+}
+
+// layerRun is one layer's Run goroutine: its own context so teardown can go
+// top-down (PPP, then L2TP, then IKE), each layer saying goodbye in turn.
+type layerRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // valid after done is closed
+}
+
+func (r *layerRun) start(run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan struct{})
+	go func() {
+		defer close(r.done)
+		r.err = run(ctx)
+	}()
+}
+
+// stop cancels the layer and waits (bounded) for its goodbye to finish.
+func (r *layerRun) stop(timeout time.Duration) {
+	if r.done == nil {
+		return
+	}
+	r.cancel()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-r.done:
+	case <-t.C:
+	}
+}
+
+// Dial connects to the server and returns once PPP has an IP address and the
+// network stack is up. On failure every layer that was started is torn down
+// and the returned error is an *Error naming the layer and what to check.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	cfg.setDefaults()
+	if err := validate(&cfg); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+
+	c, err := newClient(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.connect(ctx); err != nil {
+		c.teardown(false)
+		return nil, err
+	}
+	c.info.ConnectDur = time.Since(start)
+	go c.supervise()
+	return c, nil
+}
+
+func validate(cfg *Config) error {
+	bad := func(msg string) error {
+		return &Error{Class: ErrConfig, Layer: "config", Err: errors.New(msg)}
+	}
+	switch {
+	case cfg.Server == "":
+		return bad("no server given (--server)")
+	case len(cfg.PSK) == 0:
+		return bad("no IPsec pre-shared key given (--psk or --psk-file)")
+	case cfg.User == "":
+		return bad("no user name given (--user)")
+	case len(cfg.Password) == 0:
+		return bad("no password given (--password or --password-file)")
+	}
+	return nil
+}
+
+func newClient(ctx context.Context, cfg Config) (*Client, error) {
+	host, port := cfg.Server, "500"
+	if h, p, err := net.SplitHostPort(cfg.Server); err == nil {
+		host, port = h, p
+	}
+	ikePort, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || ikePort == 0 {
+		return nil, &Error{Class: ErrConfig, Layer: "config", Err: fmt.Errorf("bad server port %q", port)}
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err != nil || len(addrs) == 0 {
+		return nil, &Error{Class: ErrServerUnreachable, Layer: "DNS", Err: fmt.Errorf("cannot resolve server %q: %w", host, err),
+			Hint: "check the server name"}
+	}
+	server := addrs[0].Unmap()
+	ikeTo := netip.AddrPortFrom(server, uint16(ikePort))
+
+	// The address our kernel uses toward the server is what we put in IDii,
+	// IDci and NAT-OA (NOTES §1.6, RFC 3947 §5.2).
+	probe, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ikeTo))
+	if err != nil {
+		return nil, &Error{Class: ErrServerUnreachable, Layer: "network", Err: err, Hint: "no route to the server"}
+	}
+	localIP := probe.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	probe.Close()
+
+	// One socket for IKE on 500, IKE on 4500 and ESP-in-UDP: RFC 3948 §2.1
+	// requires ESP to use the ports IKE used. An ephemeral port, since an
+	// unprivileged process cannot bind 500/4500.
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(localIP, 0)))
+	if err != nil {
+		return nil, &Error{Class: ErrServerUnreachable, Layer: "network", Err: err}
+	}
+	_ = conn.SetReadBuffer(4 << 20)
+	_ = conn.SetWriteBuffer(4 << 20)
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+
+	c := &Client{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		conn:     conn,
+		server:   server,
+		ikeTo:    ikeTo,
+		nattTo:   netip.AddrPortFrom(server, cfg.NATTPort),
+		local:    local,
+		gotReply: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	c.info.Server, c.info.Local = ikeTo, local
+	c.data = datapath.New(datapath.Config{
+		Conn:      conn,
+		Rand:      cfg.Rand,
+		LocalIP:   local.Addr(),
+		PeerIP:    server,
+		LocalPort: cfg.L2TPPort,
+		PeerPort:  1701,
+	})
+	c.data.SetPeer(c.nattTo)
+	return c, nil
+}
+
+// Info returns what was negotiated.
+func (c *Client) Info() Info { return c.info }
+
+// Stack is the network stack on the VPN side: dial and resolve through it.
+func (c *Client) Stack() *netstack.Stack { return c.stack.Load() }
+
+// DialContext dials through the tunnel (names resolved by the VPN's DNS).
+func (c *Client) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	return c.Stack().DialContext(ctx, network, address)
+}
+
+// LookupHost resolves a name through the VPN's DNS servers.
+func (c *Client) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	return c.Stack().LookupHost(ctx, host)
+}
+
+// Done is closed when the tunnel has gone down (Close, or a layer failed).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err tells why the tunnel went down; nil after a clean Close.
+func (c *Client) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// Close tears the tunnel down in order: PPP Terminate, L2TP CDN + StopCCN,
+// IKE Deletes, then closes the socket. It is safe to call more than once.
+func (c *Client) Close() error {
+	c.teardown(true)
+	return nil
+}
+
+func (c *Client) fail(err error) {
+	c.errMu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.errMu.Unlock()
+	go c.teardown(true)
+}
+
+func (c *Client) teardown(graceful bool) {
+	c.closeOnce.Do(func() {
+		wait := 3 * time.Second
+		if !graceful {
+			wait = time.Second
+		}
+		if s := c.stack.Load(); s != nil {
+			s.Close()
+		}
+		c.pppRun.stop(wait)
+		c.l2tpRun.stop(wait)
+		c.ikeRun.stop(wait)
+		c.conn.Close()
+		close(c.done)
+	})
+}
+
+func (c *Client) markReply() {
+	c.replyOnce.Do(func() { close(c.gotReply) })
+}
+
+// connect brings the layers up one after the other.
+func (c *Client) connect(ctx context.Context) error {
+	log := c.log
+	ikeCfg := ike.Config{
+		PSK:        c.cfg.PSK,
+		LocalAddr:  c.local,
+		RemoteAddr: c.ikeTo,
+		L2TPPort:   c.cfg.L2TPPort,
+		Phase1:     c.cfg.Phase1,
+		Phase2:     c.cfg.Phase2,
+		Clock:      c.cfg.Clock,
+		Logger:     log.With("layer", "ike"),
+		Rand:       c.cfg.Rand,
+	}
+	ini, err := ike.NewInitiator(ikeCfg, ikeTransport{c})
+	if err != nil {
+		return &Error{Class: ErrConfig, Layer: "IKE", Err: err}
+	}
+	c.ike = ini
+	go c.readLoop()
+	c.ikeRun.start(ini.Run)
+
+	// IKE: wait for the phase-1 and the ESP SA.
+	unreachable := time.NewTimer(c.cfg.ReplyTimeout)
+	defer unreachable.Stop()
+	gotReply := c.gotReply // nil once seen, so the closed channel stops firing
+	var child ike.ChildSA
+ikeLoop:
+	for {
+		select {
+		case ev := <-ini.Events():
+			switch ev := ev.(type) {
+			case ike.Phase1Up:
+				c.info.IKESuite = ev.Suite
+				log.Info("IKE SA established", "suite", ev.Suite, "server", c.ikeTo.String())
+			case ike.ChildSAUp:
+				child = ev.Child
+				break ikeLoop
+			}
+		case <-gotReply:
+			unreachable.Stop()
+			gotReply = nil
+		case <-unreachable.C:
+			select {
+			case <-c.gotReply:
+				continue
+			default:
+			}
+			return &Error{Class: ErrServerUnreachable, Layer: "IKE",
+				Err:  fmt.Errorf("no reply from %s within %s", c.ikeTo, c.cfg.ReplyTimeout),
+				Hint: "check the server address and that UDP ports 500 and 4500 reach it"}
+		case <-c.ikeRun.done:
+			return ikeError(c.ikeRun.err, c.ikeTo)
+		case <-ctx.Done():
+			return timeoutError("IKE", ErrIKE, ctx)
+		}
+	}
+	if err := c.data.InstallSA(child.Inbound, child.Outbound); err != nil {
+		return &Error{Class: ErrIKE, Layer: "ESP", Err: err}
+	}
+	c.info.ESPSuite = child.Inbound.Alg.String()
+	log.Info("IPsec SA established", "suite", c.info.ESPSuite,
+		"spi_in", fmt.Sprintf("%08x", child.Inbound.SPI), "spi_out", fmt.Sprintf("%08x", child.Outbound.SPI))
+
+	// The PPP client exists before the L2TP session is up so that frames the
+	// server sends right after ICCN queue up for it; it runs once it is.
+	mru := c.data.InnerMTU(c.cfg.OuterMTU)
+	c.ppp = ppp.NewClient(ppp.Config{
+		User:     c.cfg.User,
+		Password: c.cfg.Password,
+		Auth:     c.cfg.Auth,
+		MRU:      uint16(mru),
+		Clock:    c.cfg.Clock,
+		Logger:   log.With("layer", "ppp"),
+		Rand:     c.cfg.Rand,
+	}, c.data.SendPPP)
+	c.data.SetFrames(c.ppp)
+
+	// L2TP: tunnel and one session.
+	c.lac = l2tp.NewLAC(l2tp.Config{
+		Clock:  c.cfg.Clock,
+		Logger: log.With("layer", "l2tp"),
+		Rand:   c.cfg.Rand,
+	}, l2tpTransport{c})
+	c.data.SetControl(c.lac)
+	c.l2tpRun.start(c.lac.Run)
+l2tpLoop:
+	for {
+		select {
+		case ev := <-c.lac.Events():
+			switch ev := ev.(type) {
+			case l2tp.TunnelUp:
+				c.info.L2TPPeer = ev.PeerHostName
+				log.Info("L2TP tunnel established", "peer", ev.PeerHostName, "vendor", ev.PeerVendor, "tunnel", ev.PeerTunnelID)
+			case l2tp.SessionUp:
+				s := ev.Session
+				c.data.SetSession(s)
+				log.Info("L2TP session established", "session", s.PeerSessionID)
+				break l2tpLoop
+			}
+		case <-c.l2tpRun.done:
+			return l2tpError(c.l2tpRun.err)
+		case <-c.ikeRun.done:
+			return ikeError(c.ikeRun.err, c.ikeTo)
+		case <-ctx.Done():
+			return timeoutError("L2TP", ErrL2TP, ctx)
+		}
+	}
+
+	// PPP: LCP, authentication, IPCP.
+	c.pppRun.start(c.ppp.Run)
+	var ip ppp.IPUp
+pppLoop:
+	for {
+		select {
+		case ev := <-c.ppp.Events():
+			switch ev := ev.(type) {
+			case ppp.AuthUp:
+				c.info.PPPAuth = ev.Method.String()
+				log.Info("PPP authenticated", "method", ev.Method.String())
+			case ppp.IPUp:
+				ip = ev
+				break pppLoop
+			}
+		case <-c.pppRun.done:
+			return pppError(c.pppRun.err)
+		case <-c.l2tpRun.done:
+			return l2tpError(c.l2tpRun.err)
+		case <-c.ikeRun.done:
+			return ikeError(c.ikeRun.err, c.ikeTo)
+		case <-ctx.Done():
+			return timeoutError("PPP", ErrPPP, ctx)
+		}
+	}
+	mtu := mru
+	if ip.PeerMRU != 0 && int(ip.PeerMRU) < mtu {
+		mtu = int(ip.PeerMRU)
+	}
+	c.info.Address, c.info.PeerAddr, c.info.DNS, c.info.MTU = ip.Local, ip.Peer, ip.DNS, mtu
+	log.Info("IPCP up", "address", ip.Local.String(), "peer", ip.Peer.String(), "dns", fmt.Sprint(ip.DNS), "mtu", mtu)
+
+	st, err := netstack.New(netstack.Config{
+		LocalAddr: ip.Local,
+		DNS:       ip.DNS,
+		MTU:       mtu,
+		Headroom:  datapath.Headroom,
+		Tailroom:  datapath.Tailroom,
+		Logger:    log.With("layer", "netstack"),
+	}, c.data.SendIP)
+	if err != nil {
+		return &Error{Class: ErrNetstack, Layer: "netstack", Err: err}
+	}
+	c.stack.Store(st)
+	c.data.SetIP(st)
+	return nil
+}
+
+// supervise watches the layers once the tunnel is up: ESP rekeys and deletes
+// from IKE, any layer ending, and NAT keepalives while idle.
+func (c *Client) supervise() {
+	keepalive := c.cfg.Clock.NewTimer(c.cfg.KeepaliveInterval)
+	defer keepalive.Stop()
+	// Keep draining every layer's events: their owners block (IKE) or drop
+	// (others) when nobody reads. A closed channel is set to nil.
+	lacEv, pppEv := c.lac.Events(), c.ppp.Events()
+	for {
+		select {
+		case _, ok := <-lacEv:
+			if !ok {
+				lacEv = nil
+			}
+		case _, ok := <-pppEv:
+			if !ok {
+				pppEv = nil
+			}
+		case ev := <-c.ike.Events():
+			switch ev := ev.(type) {
+			case ike.ChildSAUp:
+				if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
+					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
+					continue
+				}
+				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
+			case ike.ChildSADeleted:
+				c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
+			}
+		case <-c.ikeRun.done:
+			c.fail(ikeError(c.ikeRun.err, c.ikeTo))
+			return
+		case <-c.l2tpRun.done:
+			c.fail(l2tpError(c.l2tpRun.err))
+			return
+		case <-c.pppRun.done:
+			c.fail(pppError(c.pppRun.err))
+			return
+		case <-keepalive.C():
+			// RFC 3948 §2.3: a NAT-keepalive only when nothing else was sent.
+			if !c.data.TakeSent() {
+				c.data.WriteTo(esp.NATKeepalive, c.nattTo)
+				c.data.TakeSent()
+			}
+			keepalive.Reset(c.cfg.KeepaliveInterval)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func timeoutError(layer string, class error, ctx context.Context) error {
+	return &Error{Class: class, Layer: layer, Err: fmt.Errorf("not established in time: %w", context.Cause(ctx)),
+		Hint: "the server stopped answering during setup"}
+}
+
+func ikeError(err error, server netip.AddrPort) error {
+	if err == nil {
+		err = ErrClosed
+	}
+	e := &Error{Class: ErrIKE, Layer: "IKE", Err: err}
+	switch {
+	case errors.Is(err, ike.ErrTimeout):
+		e.Class = ErrServerUnreachable
+		e.Hint = fmt.Sprintf("no answer from %s: check the server address and that UDP 500/4500 reach it", server)
+	case errors.Is(err, ike.ErrAuthFailed):
+		e.Hint = "phase-1 authentication failed: the pre-shared key is probably wrong"
+	case errors.Is(err, ike.ErrNoProposalChosen):
+		e.Hint = "the server accepted none of our algorithms"
+	case errors.Is(err, ike.ErrDeleted):
+		e.Hint = "the server deleted the IKE SA"
+	}
+	return e
+}
+
+func l2tpError(err error) error {
+	if err == nil {
+		err = ErrClosed
+	}
+	e := &Error{Class: ErrL2TP, Layer: "L2TP", Err: err}
+	switch {
+	case errors.Is(err, l2tp.ErrTimeout):
+		e.Hint = "IPsec is up but the L2TP server does not answer: check that the server runs an L2TP service (xl2tpd) for IPsec clients"
+	case errors.Is(err, l2tp.ErrTunnelClosed), errors.Is(err, l2tp.ErrSessionClosed):
+		e.Hint = "the server closed the L2TP connection"
+	}
+	return e
+}
+
+func pppError(err error) error {
+	if err == nil {
+		err = ErrClosed
+	}
+	e := &Error{Class: ErrPPP, Layer: "PPP", Err: err}
+	switch {
+	case errors.Is(err, ppp.ErrAuthFailed):
+		e.Hint = "check --user and --password"
+	case errors.Is(err, ppp.ErrAuthRejected):
+		e.Hint = "the server wants an authentication method we do not allow"
+	case errors.Is(err, ppp.ErrNoIP):
+		e.Hint = "the server assigned no IP address: its address pool may be exhausted"
+	case errors.Is(err, ppp.ErrTerminated):
+		e.Hint = "the server ended the PPP link"
+	}
+	return e
+}
+
+// ikeTransport sends IKE messages from the shared socket.
+type ikeTransport struct{ c *Client }
+
+func (t ikeTransport) WriteIKE(msg []byte, natt bool) error {
+	if !natt {
+		return t.c.data.WriteTo(msg, t.c.ikeTo)
+	}
+	// RFC 3948 §2.2: IKE on the NAT-T port carries a 4-byte zero marker.
+	b := make([]byte, esp.NonESPMarkerLen+len(msg))
+	copy(b[esp.NonESPMarkerLen:], msg)
+	return t.c.data.WriteTo(b, t.c.nattTo)
+}
+
+// l2tpTransport sends L2TP control packets through ESP.
+type l2tpTransport struct{ c *Client }
+
+func (t l2tpTransport) WriteL2TP(pkt []byte) error { return t.c.data.SendL2TP(pkt) }
+
+// readLoop is the only reader of the socket. It demultiplexes per RFC 3948
+// §2: from the IKE port, plain ISAKMP; on the NAT-T port, 0xFF is a
+// keepalive, a zero marker precedes ISAKMP, anything else is ESP.
+func (c *Client) readLoop() {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // e.g. an ICMP error surfaced by the kernel; timers handle loss
+		}
+		if from.Addr().Unmap() != c.server {
+			continue
+		}
+		c.markReply()
+		dg := buf[:n]
+		if from.Port() == c.ikeTo.Port() && c.ikeTo.Port() != c.nattTo.Port() {
+			c.ike.HandlePacket(append([]byte(nil), dg...))
+			continue
+		}
+		switch esp.Classify(dg) {
+		case esp.KindIKE:
+			c.ike.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
+		case esp.KindESP:
+			c.data.Receive(dg)
+		}
+	}
+}

@@ -1,0 +1,350 @@
+// Package datapath is the packet pipeline between the UDP socket and the
+// layers above ESP: ESP seal/open, the inner UDP header of transport mode,
+// L2TP data framing and PPP framing. It is role-neutral: the client and the
+// in-process test server both run one.
+//
+// Per-packet layout of everything sent through the tunnel. One buffer holds
+//
+//	[ESP header+IV][inner UDP 8][L2TP data header][FF 03 proto 2][IP packet][ESP pad+trailer+ICV]
+//	 <----------------------- Headroom ----------------------->            <--- Tailroom --->
+//
+// The IP packet is copied once, out of gVisor, into such a buffer; every
+// header is then written in front of it and ESP encrypts in place
+// (wireguard-go's send.go does the same with its transport-header headroom).
+// Received packets are decrypted in place and headers are trimmed, never
+// copied; only control traffic, which leaves for another goroutine, is cloned.
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
+)
+
+const (
+	udpHeaderLen  = 8
+	pppHeaderLen  = 4  // FF 03 + 2-byte protocol: we never compress on send
+	maxESPHeader  = 24 // SPI + Seq + 16-byte IV (AES-CBC); GCM and 3DES need less
+	maxL2TPHeader = 12 // flags, length, tunnel, session, Ns, Nr
+
+	// Headroom is what the network stack must leave in front of each
+	// outbound IP packet.
+	Headroom = maxESPHeader + udpHeaderLen + maxL2TPHeader + pppHeaderLen
+	// Tailroom is the spare capacity it must leave after it: ESP padding
+	// (< 16), pad length, next header and an ICV of up to 32 bytes.
+	Tailroom = 64
+
+	maxDatagram = 65535
+	protoUDP    = 17
+)
+
+// Errors of the send path.
+var (
+	ErrNoSA      = errors.New("datapath: no IPsec SA")
+	ErrNoSession = errors.New("datapath: no L2TP session")
+	ErrTooBig    = errors.New("datapath: packet too big")
+)
+
+// ControlSink takes L2TP control packets (the LAC or LNS).
+type ControlSink interface{ HandleControl(pkt []byte) }
+
+// FrameSink takes PPP frames other than IPv4 (the PPP client or server).
+type FrameSink interface{ HandleFrame(frame []byte) }
+
+// IPSink takes inbound IPv4 packets (the network stack). It must copy.
+type IPSink interface{ InjectInbound(pkt []byte) error }
+
+// Config fixes what does not change for the life of a path.
+type Config struct {
+	Conn *net.UDPConn // the socket shared with IKE (RFC 3948 §2.1)
+	Rand io.Reader    // for ESP IVs
+	// Addresses and ports of the inner UDP header (transport mode, so these
+	// are the original addresses the NAT-OA payloads announced).
+	LocalIP, PeerIP     netip.Addr
+	LocalPort, PeerPort uint16
+}
+
+// Path is one ESP/L2TP/PPP pipeline. Everything a packet needs is read
+// through atomics, so control-plane owners can swap SAs (rekey), sessions or
+// sinks while traffic flows. All methods are safe for concurrent use; Receive
+// is meant to be called by the socket's single reader.
+type Path struct {
+	cfg          Config
+	srcIP, dstIP [4]byte
+
+	dst     atomic.Pointer[netip.AddrPort] // where ESP goes: the peer's NAT-T address
+	out     atomic.Pointer[esp.Outbound]
+	in      atomic.Pointer[esp.Inbound]
+	prevIn  atomic.Pointer[esp.Inbound] // the SA a rekey replaced, for packets in flight
+	session atomic.Pointer[l2tp.Session]
+	control atomic.Pointer[ControlSink]
+	frames  atomic.Pointer[FrameSink]
+	ip      atomic.Pointer[IPSink]
+	dataNs  atomic.Uint32 // next Ns of sequenced data messages (RFC 2661 §5.4)
+	sent    atomic.Bool   // something was sent since the last TakeSent
+
+	bufs sync.Pool // *[]byte of Headroom+maxDatagram+Tailroom
+
+	// Counters, for diagnostics and tests.
+	RxESP, RxDropped, TxESP atomic.Uint64
+}
+
+// New returns a path with no SA, session or sinks yet.
+func New(cfg Config) *Path {
+	p := &Path{cfg: cfg, srcIP: cfg.LocalIP.As4(), dstIP: cfg.PeerIP.As4()}
+	p.bufs.New = func() any {
+		b := make([]byte, Headroom+maxDatagram+Tailroom)
+		return &b
+	}
+	return p
+}
+
+// SetPeer sets where ESP datagrams are sent.
+func (p *Path) SetPeer(a netip.AddrPort) { p.dst.Store(&a) }
+
+// InstallSA makes a newly negotiated SA pair current. The inbound SA it
+// replaces stays usable for packets the peer sent before it switched.
+func (p *Path) InstallSA(in, out esp.Keys) error {
+	o, err := esp.NewOutbound(out, p.cfg.Rand)
+	if err != nil {
+		return err
+	}
+	i, err := esp.NewInbound(in)
+	if err != nil {
+		return err
+	}
+	if old := p.in.Swap(i); old != nil {
+		p.prevIn.Store(old)
+	}
+	p.out.Store(o)
+	return nil
+}
+
+// SetSession sets the L2TP session data messages belong to.
+func (p *Path) SetSession(s l2tp.Session) { p.session.Store(&s) }
+
+// SetControl sets the receiver of L2TP control packets.
+func (p *Path) SetControl(s ControlSink) { p.control.Store(&s) }
+
+// SetFrames sets the receiver of PPP frames other than IPv4.
+func (p *Path) SetFrames(s FrameSink) { p.frames.Store(&s) }
+
+// SetIP sets the receiver of inbound IPv4 packets.
+func (p *Path) SetIP(s IPSink) { p.ip.Store(&s) }
+
+// TakeSent reports whether anything was sent since the last call.
+func (p *Path) TakeSent() bool { return p.sent.Swap(false) }
+
+// InnerMTU is the largest IP packet that fits one outer datagram of outerMTU
+// bytes with the current ESP suite (padding counted at its maximum) and our
+// L2TP and PPP headers.
+func (p *Path) InnerMTU(outerMTU int) int {
+	overhead := 20 + udpHeaderLen + udpHeaderLen + l2tp.DataHeaderLen(false) + pppHeaderLen
+	if o := p.out.Load(); o != nil {
+		overhead += o.Headroom() + o.Tailroom()
+	} else {
+		overhead += maxESPHeader + Tailroom
+	}
+	return min(max(outerMTU-overhead, 576), 1500)
+}
+
+// WriteTo sends a raw datagram (IKE, keepalive) from the shared socket.
+func (p *Path) WriteTo(b []byte, to netip.AddrPort) error {
+	p.sent.Store(true)
+	_, err := p.cfg.Conn.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+// SendIP is the network stack's output: buf[headroom:] is one IPv4 packet
+// and headroom >= Headroom, cap(buf)-len(buf) >= Tailroom.
+func (p *Path) SendIP(buf []byte, headroom int) error {
+	s := p.session.Load()
+	if s == nil {
+		return ErrNoSession
+	}
+	l2 := l2tp.DataHeaderLen(s.SequencedData)
+	start := headroom - pppHeaderLen - l2 - udpHeaderLen
+	h := buf[start+udpHeaderLen:]
+	p.putData(h, s, l2)
+	h[l2], h[l2+1] = 0xFF, 0x03
+	binary.BigEndian.PutUint16(h[l2+2:], ppp.ProtoIPv4)
+	return p.seal(buf, start)
+}
+
+// SendPPP sends a PPP frame (protocol + information) in an L2TP data message.
+func (p *Path) SendPPP(frame []byte) error {
+	s := p.session.Load()
+	if s == nil {
+		return ErrNoSession
+	}
+	if len(frame) > maxDatagram-Headroom {
+		return ErrTooBig
+	}
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	l2 := l2tp.DataHeaderLen(s.SequencedData)
+	start := Headroom - 2 - l2 - udpHeaderLen
+	buf := (*bp)[:Headroom+len(frame)]
+	copy(buf[Headroom:], frame)
+	h := buf[start+udpHeaderLen:]
+	p.putData(h, s, l2)
+	h[l2], h[l2+1] = 0xFF, 0x03 // RFC 2661 leaves it open; Linux always sends FF 03 (NOTES §6)
+	return p.seal(buf, start)
+}
+
+func (p *Path) putData(h []byte, s *l2tp.Session, l2 int) {
+	var ns uint16
+	if s.SequencedData {
+		ns = uint16(p.dataNs.Add(1) - 1)
+	}
+	l2tp.PutDataHeader(h[:l2], s.PeerTunnelID, s.PeerSessionID, s.SequencedData, ns)
+}
+
+// SendL2TP sends one L2TP control packet.
+func (p *Path) SendL2TP(pkt []byte) error {
+	if len(pkt) > maxDatagram-Headroom {
+		return ErrTooBig
+	}
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := (*bp)[:Headroom+len(pkt)]
+	copy(buf[Headroom:], pkt)
+	return p.seal(buf, Headroom-udpHeaderLen)
+}
+
+// seal writes the inner UDP header at buf[start:], ESP-seals buf[start:] in
+// place (header into the headroom before start, trailer into the capacity
+// after len(buf)) and sends the datagram to the peer's NAT-T address.
+func (p *Path) seal(buf []byte, start int) error {
+	out, dst := p.out.Load(), p.dst.Load()
+	if out == nil || dst == nil {
+		return ErrNoSA
+	}
+	u := buf[start:]
+	binary.BigEndian.PutUint16(u[0:], p.cfg.LocalPort)
+	binary.BigEndian.PutUint16(u[2:], p.cfg.PeerPort)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	u[6], u[7] = 0, 0
+	binary.BigEndian.PutUint16(u[6:], udpChecksum(p.srcIP, p.dstIP, u))
+	pkt, err := out.Seal(buf, start, protoUDP)
+	if err != nil {
+		return err
+	}
+	p.TxESP.Add(1)
+	return p.WriteTo(pkt, *dst)
+}
+
+// Receive opens one ESP datagram in place and hands its content up: IPv4
+// straight to the IP sink (which copies it), control traffic (cloned, since
+// it crosses to another goroutine) to the owning layer. dg is not retained.
+func (p *Path) Receive(dg []byte) {
+	in := p.in.Load()
+	if in == nil {
+		p.RxDropped.Add(1)
+		return
+	}
+	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
+		if prev := p.prevIn.Load(); prev != nil && prev.SPI() == spi {
+			in = prev
+		} else {
+			p.RxDropped.Add(1)
+			return
+		}
+	}
+	payload, nh, err := in.Open(dg)
+	if err != nil || nh != protoUDP || len(payload) < udpHeaderLen {
+		p.RxDropped.Add(1)
+		return
+	}
+	p.RxESP.Add(1)
+	// The inner UDP checksum is not verified: behind NAT it covers addresses
+	// we never see (RFC 3948 §3.1.2), and the ESP ICV already protects it.
+	if ul := int(binary.BigEndian.Uint16(payload[4:])); ul >= udpHeaderLen && ul <= len(payload) {
+		payload = payload[:ul]
+	}
+	msg := payload[udpHeaderLen:]
+	if l2tp.IsControl(msg) {
+		if c := p.control.Load(); c != nil {
+			(*c).HandleControl(clone(msg))
+		}
+		return
+	}
+	_, sid, frame, err := l2tp.ParseData(msg)
+	if err != nil {
+		p.RxDropped.Add(1)
+		return
+	}
+	// The peer may send its first PPP frames before our control plane has
+	// seen the session come up (pppd sends LCP as soon as ICCN arrives);
+	// they go to the frame sink, which queues them, instead of being lost.
+	s := p.session.Load()
+	if s != nil && sid != s.LocalSessionID {
+		p.RxDropped.Add(1)
+		return
+	}
+	if s != nil && !s.SequencedData && l2tp.IsSequencedData(msg) {
+		// RFC 2661 §5.4: once the peer sequences its data, so must we.
+		seq := *s
+		seq.SequencedData = true
+		p.session.CompareAndSwap(s, &seq)
+	}
+	proto, info, err := ppp.DecodeFrame(frame)
+	if err != nil {
+		p.RxDropped.Add(1)
+		return
+	}
+	if proto == ppp.ProtoIPv4 {
+		if ip := p.ip.Load(); ip != nil && s != nil {
+			(*ip).InjectInbound(info)
+		}
+		return
+	}
+	if f := p.frames.Load(); f != nil {
+		(*f).HandleFrame(clone(frame))
+	}
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// udpChecksum computes the UDP checksum of u (header with a zero checksum
+// field, then data) with the IPv4 pseudo-header (RFC 768). RFC 3948 §3.1.2:
+// a transport-mode sender uses its own address, which NAT-OA announced.
+func udpChecksum(src, dst [4]byte, u []byte) uint16 {
+	sum := uint64(binary.BigEndian.Uint32(src[:])) + uint64(binary.BigEndian.Uint32(dst[:])) +
+		protoUDP + uint64(len(u))
+	b := u
+	// One's-complement sums may be taken over 32-bit words and folded
+	// afterwards (RFC 1071 §2(C)).
+	for len(b) >= 8 {
+		v := binary.BigEndian.Uint64(b)
+		sum += v>>32 + v&0xffffffff
+		b = b[8:]
+	}
+	if len(b) >= 4 {
+		sum += uint64(binary.BigEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		sum += uint64(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint64(b[0]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	cs := ^uint16(sum)
+	if cs == 0 {
+		cs = 0xffff // RFC 768: a computed zero is sent as all ones
+	}
+	return cs
+}

@@ -1,0 +1,460 @@
+// Package testserver is an in-process L2TP/IPsec server for tests and for
+// `l2tpproxy demo`: an IKEv1 responder, ESP in UDP, an L2TP LNS and a PPP
+// server, with a second gVisor stack behind it that serves HTTP, DNS and UDP
+// echo on the far side of the tunnel. It listens on loopback only.
+//
+// It is built from the same protocol packages as the client, in their
+// responder roles, so it shares our reading of the RFCs: it is for fast
+// tests and fault injection, while the interop suite (testdata/interop)
+// checks us against real servers.
+package testserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/l2tpproxy/l2tpproxy/netstack"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
+)
+
+// Config of the test server. Zero values give the defaults documented here.
+type Config struct {
+	PSK      []byte // default "testpsk"
+	User     string // default "vpnuser"
+	Password []byte // default "vpnpass"
+	// Auth is the PPP authentication the server asks for (default MS-CHAPv2).
+	Auth ppp.AuthMethod
+	// Phase1/Phase2 are the proposals the server accepts (nil = the IKE
+	// package's defaults).
+	Phase1 []ike.Phase1Transform
+	Phase2 []esp.Algorithm
+	// BigSize is the size of /big.bin on the target (default 64 MiB).
+	BigSize int64
+	Logger  *slog.Logger
+}
+
+// Addresses on the far side of the tunnel.
+var (
+	ServerIP   = netip.MustParseAddr("192.168.77.1")  // PPP server, DNS and target
+	ClientIP   = netip.MustParseAddr("192.168.77.10") // what IPCP assigns
+	TargetName = "target.vpn.test"
+)
+
+// Well-known ports of the far-side services.
+const (
+	HTTPPort    = 80
+	DNSPort     = 53
+	UDPEchoPort = 7
+	helloBody   = "hello from the far side of the tunnel\n"
+)
+
+// Server is a running test server.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	ike  *net.UDPConn // plays UDP 500
+	natt *net.UDPConn // plays UDP 4500
+
+	resp  *ike.Responder
+	lns   *l2tp.LNS
+	data  *datapath.Path
+	stack *netstack.Stack
+
+	pppSrv *ppp.Server
+
+	mu         sync.Mutex
+	clientIKE  netip.AddrPort // where the client sends IKE from
+	clientNATT netip.AddrPort
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start runs a server until Close.
+func Start(cfg Config) (*Server, error) {
+	if cfg.PSK == nil {
+		cfg.PSK = []byte("testpsk")
+	}
+	if cfg.User == "" {
+		cfg.User = "vpnuser"
+	}
+	if cfg.Password == nil {
+		cfg.Password = []byte("vpnpass")
+	}
+	if cfg.Auth == 0 {
+		cfg.Auth = ppp.AuthMSCHAPv2
+	}
+	if cfg.BigSize == 0 {
+		cfg.BigSize = 64 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	ikeConn, err := net.ListenUDP("udp4", lo)
+	if err != nil {
+		return nil, err
+	}
+	nattConn, err := net.ListenUDP("udp4", lo)
+	if err != nil {
+		ikeConn.Close()
+		return nil, err
+	}
+	_ = nattConn.SetReadBuffer(4 << 20)
+	_ = nattConn.SetWriteBuffer(4 << 20)
+	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn}
+	local := nattConn.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	s.resp, err = ike.NewResponder(ike.ResponderConfig{
+		PSK:       cfg.PSK,
+		LocalAddr: netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
+		Phase1:    cfg.Phase1,
+		Phase2:    cfg.Phase2,
+		Clock:     clock.Real,
+		Logger:    s.log.With("srv", "ike"),
+		Rand:      rand.Reader,
+	}, serverIKETransport{s})
+	if err != nil {
+		s.closeSockets()
+		return nil, err
+	}
+	s.data = datapath.New(datapath.Config{
+		Conn:      nattConn,
+		Rand:      rand.Reader,
+		LocalIP:   local.Addr().Unmap(),
+		PeerIP:    netip.MustParseAddr("127.0.0.1"),
+		LocalPort: 1701,
+		PeerPort:  1701,
+	})
+	s.lns = l2tp.NewLNS(l2tp.Config{HostName: "testserver", VendorName: "l2tpproxy-testserver",
+		Logger: s.log.With("srv", "l2tp")}, serverL2TPTransport{s})
+	s.data.SetControl(s.lns)
+	s.newPPP()
+
+	s.stack, err = netstack.New(netstack.Config{
+		LocalAddr: ServerIP,
+		MTU:       1400,
+		Headroom:  datapath.Headroom,
+		Tailroom:  datapath.Tailroom,
+		Logger:    s.log.With("srv", "netstack"),
+	}, s.data.SendIP)
+	if err != nil {
+		s.closeSockets()
+		return nil, err
+	}
+	s.data.SetIP(s.stack)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if err := s.startServices(ctx); err != nil {
+		cancel()
+		s.stack.Close()
+		s.closeSockets()
+		return nil, err
+	}
+	s.goRun(func() { s.readLoop(s.ike, false) })
+	s.goRun(func() { s.readLoop(s.natt, true) })
+	s.goRun(func() { s.run(ctx) })
+	return s, nil
+}
+
+// IKEAddr is the address to give the client as --server.
+func (s *Server) IKEAddr() netip.AddrPort { return s.ike.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// NATTAddr is the server's NAT-T address (give its port as --natt-port).
+func (s *Server) NATTAddr() netip.AddrPort { return s.natt.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// URL returns an http URL of the target for path (e.g. "/hello.txt").
+func (s *Server) URL(path string) string { return "http://" + TargetName + path }
+
+// HelloBody is what /hello.txt returns.
+func (s *Server) HelloBody() string { return helloBody }
+
+// BigSHA256 is the hex sha256 of /big.bin.
+func (s *Server) BigSHA256() string {
+	h := sha256.New()
+	io.Copy(h, io.LimitReader(&pattern{}, s.cfg.BigSize))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Close stops the server.
+func (s *Server) Close() error {
+	s.cancel()
+	s.closeSockets()
+	s.stack.Close()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeSockets() {
+	s.ike.Close()
+	s.natt.Close()
+}
+
+func (s *Server) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// run drives the responder roles: IKE, then the LNS, then PPP per session.
+func (s *Server) run(ctx context.Context) {
+	s.goRun(func() {
+		if err := s.resp.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("ike responder ended", "err", err)
+		}
+	})
+	s.goRun(func() {
+		if err := s.lns.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("lns ended", "err", err)
+		}
+	})
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-s.resp.Events():
+			if up, ok := ev.(ike.ChildSAUp); ok {
+				if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
+					s.log.Warn("install SA", "err", err)
+				}
+			}
+		case ev := <-s.lns.Events():
+			if up, ok := ev.(l2tp.SessionUp); ok {
+				s.data.SetSession(up.Session)
+				s.runPPP(ctx)
+			}
+		}
+	}
+}
+
+// newPPP makes the PPP server before any session exists, so that frames
+// the client sends as soon as its session is up queue for it.
+func (s *Server) newPPP() {
+	s.pppSrv = ppp.NewServer(ppp.ServerConfig{
+		Auth:   s.cfg.Auth,
+		Users:  map[string][]byte{s.cfg.User: s.cfg.Password},
+		Local:  ServerIP,
+		Peer:   ClientIP,
+		DNS:    []netip.Addr{ServerIP},
+		Logger: s.log.With("srv", "ppp"),
+	}, s.data.SendPPP)
+	s.data.SetFrames(s.pppSrv)
+}
+
+// runPPP runs the PPP server for the session that just came up. The test
+// server serves one session in its lifetime.
+func (s *Server) runPPP(ctx context.Context) {
+	srv := s.pppSrv
+	s.goRun(func() {
+		if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Info("ppp server ended", "err", err)
+		}
+	})
+	s.goRun(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-srv.Events():
+				if !ok {
+					return
+				}
+			}
+		}
+	})
+}
+
+func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		dg := buf[:n]
+		if !natt {
+			s.mu.Lock()
+			s.clientIKE = from
+			s.mu.Unlock()
+			s.resp.HandlePacket(append([]byte(nil), dg...))
+			continue
+		}
+		s.mu.Lock()
+		if s.clientNATT != from {
+			s.clientNATT = from
+			s.data.SetPeer(from) // answer whatever sent last, like SoftEther
+		}
+		s.mu.Unlock()
+		switch esp.Classify(dg) {
+		case esp.KindIKE:
+			s.resp.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
+		case esp.KindESP:
+			s.data.Receive(dg)
+		}
+	}
+}
+
+type serverIKETransport struct{ s *Server }
+
+func (t serverIKETransport) WriteIKE(msg []byte, natt bool) error {
+	t.s.mu.Lock()
+	to := t.s.clientIKE
+	if natt {
+		to = t.s.clientNATT
+	}
+	t.s.mu.Unlock()
+	if !to.IsValid() {
+		return errors.New("testserver: no client address yet")
+	}
+	if !natt {
+		_, err := t.s.ike.WriteToUDPAddrPort(msg, to)
+		return err
+	}
+	b := make([]byte, esp.NonESPMarkerLen+len(msg))
+	copy(b[esp.NonESPMarkerLen:], msg)
+	_, err := t.s.natt.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+type serverL2TPTransport struct{ s *Server }
+
+func (t serverL2TPTransport) WriteL2TP(pkt []byte) error { return t.s.data.SendL2TP(pkt) }
+
+// startServices runs HTTP, DNS and UDP echo on the far-side stack.
+func (s *Server) startServices(ctx context.Context) error {
+	ln, err := s.stack.ListenTCP(netip.AddrPortFrom(ServerIP, HTTPPort))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.goRun(func() { srv.Serve(ln) })
+	s.goRun(func() {
+		<-ctx.Done()
+		srv.Close()
+	})
+
+	dns, err := s.stack.ListenUDP(netip.AddrPortFrom(ServerIP, DNSPort))
+	if err != nil {
+		return err
+	}
+	s.goRun(func() { serveDNS(ctx, dns) })
+	echo, err := s.stack.ListenUDP(netip.AddrPortFrom(ServerIP, UDPEchoPort))
+	if err != nil {
+		return err
+	}
+	s.goRun(func() { serveEcho(ctx, echo) })
+	return nil
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hello.txt", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, helloBody)
+	})
+	mux.HandleFunc("/big.bin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.FormatInt(s.cfg.BigSize, 10))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.Copy(w, io.LimitReader(&pattern{}, s.cfg.BigSize))
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
+	})
+	return mux
+}
+
+// pattern is an endless deterministic byte stream (offset mod 251), so the
+// size and hash of /big.bin need no stored file.
+type pattern struct{ off int64 }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = byte((p.off + int64(i)) % 251)
+	}
+	p.off += int64(len(b))
+	return len(b), nil
+}
+
+func serveEcho(ctx context.Context, pc net.PacketConn) {
+	go func() { <-ctx.Done(); pc.Close() }()
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], from)
+	}
+}
+
+// serveDNS answers A queries for TargetName with ServerIP, NXDOMAIN else.
+func serveDNS(ctx context.Context, pc net.PacketConn) {
+	go func() { <-ctx.Done(); pc.Close() }()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		var p dnsmessage.Parser
+		hdr, err := p.Start(buf[:n])
+		if err != nil {
+			continue
+		}
+		q, err := p.Question()
+		if err != nil {
+			continue
+		}
+		rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionDesired: hdr.RecursionDesired}
+		b := dnsmessage.NewBuilder(nil, rh)
+		b.EnableCompression()
+		name := q.Name.String()
+		match := name == TargetName+"." || name == TargetName
+		if !match {
+			rh.RCode = dnsmessage.RCodeNameError
+			b = dnsmessage.NewBuilder(nil, rh)
+		}
+		b.StartQuestions()
+		b.Question(q)
+		if match && q.Type == dnsmessage.TypeA {
+			b.StartAnswers()
+			b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+				dnsmessage.AResource{A: ServerIP.As4()})
+		}
+		out, err := b.Finish()
+		if err != nil {
+			continue
+		}
+		pc.WriteTo(out, from)
+	}
+}
