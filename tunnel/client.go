@@ -143,6 +143,7 @@ type Client struct {
 	replyOnce sync.Once
 
 	closeOnce sync.Once
+	closing   atomic.Bool // set by teardown: layers ending now are not failures
 	done      chan struct{}
 	errMu     sync.Mutex
 	err       error
@@ -318,6 +319,9 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) fail(err error) {
+	if c.closing.Load() {
+		return
+	}
 	c.errMu.Lock()
 	if c.err == nil {
 		c.err = err
@@ -328,6 +332,7 @@ func (c *Client) fail(err error) {
 
 func (c *Client) teardown(graceful bool) {
 	c.closeOnce.Do(func() {
+		c.closing.Store(true)
 		wait := 3 * time.Second
 		if !graceful {
 			wait = time.Second

@@ -1,0 +1,53 @@
+# l2tpproxy — build, test, benchmark, interop.
+GO      ?= go
+BIN     ?= bin/l2tpproxy
+INTEROP := testdata/interop
+
+.PHONY: all build test fuzz bench demo interop interop-up interop-down interop-selfcheck clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/l2tpproxy
+
+# Unit tests, known-answer tests, capture replays, fuzz seeds and the
+# in-process end-to-end test. No root, no network beyond loopback.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+# A short run of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 15s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# Micro-benchmarks (ESP per suite, stack) and the in-process end-to-end
+# throughput with CPU cost per GiB.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./tunnel/esp/ ./netstack/ ./tunnel/
+	$(MAKE) build
+	testdata/bench/e2e $(BIN)
+
+demo: build
+	$(BIN) demo
+
+# Real servers (root): SoftEther in a netns, Libreswan and strongSwan in qemu VMs.
+interop: build
+	$(INTEROP)/run
+
+interop-up:
+	$(INTEROP)/run up
+
+interop-down:
+	$(INTEROP)/run down
+
+interop-selfcheck:
+	$(INTEROP)/run selfcheck
+
+clean:
+	rm -rf bin

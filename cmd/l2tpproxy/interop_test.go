@@ -1,0 +1,311 @@
+//go:build interop
+
+// Interop tests against a real L2TP/IPsec server brought up by
+// testdata/interop (SoftEther in a netns, Libreswan or strongSwan in a VM).
+// They run the built binary as an unprivileged user, as our users do.
+//
+//	L2TPPROXY_INTEROP_ENV=<file of KEY=VALUE lines printed by an `up` script>
+//	L2TPPROXY_BIN=<path to the l2tpproxy binary>
+//	go test -tags interop -run TestInterop ./cmd/l2tpproxy
+//
+// testdata/interop/run does all of this for every server.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type peer map[string]string
+
+func loadPeer(t *testing.T) peer {
+	path := os.Getenv("L2TPPROXY_INTEROP_ENV")
+	if path == "" {
+		t.Skip("L2TPPROXY_INTEROP_ENV not set: run `make interop` (root) to test against real servers")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := peer{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			p[k] = v
+		}
+	}
+	for _, k := range []string{"SERVER", "IKE_PORT", "NATT_PORT", "PSK", "VPN_USER", "VPN_PASSWORD", "HELLO_URL", "BIG_URL", "BIG_SHA256", "UPLOAD_URL", "TARGET_NAME"} {
+		if p[k] == "" {
+			t.Fatalf("%s: no %s", path, k)
+		}
+	}
+	return p
+}
+
+func binary(t *testing.T) string {
+	bin := os.Getenv("L2TPPROXY_BIN")
+	if bin == "" {
+		t.Fatal("L2TPPROXY_BIN not set")
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// proc is one running l2tpproxy.
+type proc struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	lines  chan string
+	done   chan struct{}
+	err    error
+}
+
+// start runs the binary with the peer's settings in the environment (the
+// secrets never appear on a command line), as uid 65534 when we are root.
+func start(t *testing.T, p peer, edit func(env map[string]string), args ...string) *proc {
+	env := map[string]string{
+		"L2TPPROXY_SERVER":    net.JoinHostPort(p["SERVER"], p["IKE_PORT"]),
+		"L2TPPROXY_NATT_PORT": p["NATT_PORT"],
+		"L2TPPROXY_PSK":       p["PSK"],
+		"L2TPPROXY_USER":      p["VPN_USER"],
+		"L2TPPROXY_PASSWORD":  p["VPN_PASSWORD"],
+	}
+	if edit != nil {
+		edit(env)
+	}
+	argv := append([]string{binary(t), "up"}, args...)
+	if os.Geteuid() == 0 {
+		// Prove that no privilege is needed: nobody, no capabilities.
+		argv = append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	pr, pw := io.Pipe()
+	pc := &proc{cmd: cmd, lines: make(chan string, 1000), done: make(chan struct{})}
+	cmd.Stderr = pw
+	cmd.Stdout = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			pc.mu.Lock()
+			pc.stderr.WriteString(line + "\n")
+			pc.mu.Unlock()
+			select {
+			case pc.lines <- line:
+			default:
+			}
+		}
+	}()
+	go func() {
+		pc.err = cmd.Wait()
+		pw.Close()
+		close(pc.done)
+	}()
+	t.Cleanup(func() {
+		pc.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-pc.done:
+		case <-time.After(10 * time.Second):
+			pc.cmd.Process.Kill()
+		}
+	})
+	return pc
+}
+
+func (pc *proc) output() string {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.stderr.String()
+}
+
+// waitFor waits for a log line matching re, or the process to end.
+func (pc *proc) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line := <-pc.lines:
+			if re.MatchString(line) {
+				return line
+			}
+		case <-pc.done:
+			t.Fatalf("l2tpproxy exited (%v) before %q:\n%s", pc.err, re, pc.output())
+		case <-deadline:
+			t.Fatalf("no %q within %v:\n%s", re, timeout, pc.output())
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestInterop(t *testing.T) {
+	p := loadPeer(t)
+	socks, httpAddr := freePort(t), freePort(t)
+	began := time.Now()
+	pc := start(t, p, nil, "--socks5", socks, "--http", httpAddr, "--log-level", "info")
+	pc.waitFor(t, regexp.MustCompile(`HTTP proxy listening`), 90*time.Second)
+	t.Logf("connected in %v (process start to proxies listening)", time.Since(began).Round(time.Millisecond))
+	if m := regexp.MustCompile(`connect_time=(\S+)`).FindStringSubmatch(pc.output()); m != nil {
+		t.Logf("CONNECT_TIME %s %s", p["SERVER_KIND"]+p["MODE"], m[1])
+	}
+	for _, layer := range []string{"IKE SA established", "IPsec SA established", "L2TP tunnel established", "L2TP session established", "PPP authenticated", "IPCP up"} {
+		if !strings.Contains(pc.output(), layer) {
+			t.Errorf("no progress line %q", layer)
+		}
+	}
+	for _, secret := range []string{p["PSK"], p["VPN_PASSWORD"]} {
+		if strings.Contains(pc.output(), secret) {
+			t.Fatalf("a secret appears in the log")
+		}
+	}
+
+	socksURL, _ := url.Parse("socks5h://" + socks)
+	httpURL, _ := url.Parse("http://" + httpAddr)
+	bigSize, _ := strconv.ParseInt(p["BIG_SIZE"], 10, 64)
+	for _, via := range []struct {
+		name string
+		u    *url.URL
+	}{{"socks5", socksURL}, {"http", httpURL}} {
+		t.Run(via.name, func(t *testing.T) {
+			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(via.u)}, Timeout: 10 * time.Minute}
+			defer hc.CloseIdleConnections()
+
+			// By name: resolved by the VPN's DNS, on the far side.
+			hello := strings.Replace(p["HELLO_URL"], p["TARGET_IP"], p["TARGET_NAME"], 1)
+			resp, err := hc.Get(hello)
+			if err != nil {
+				t.Fatalf("GET %s: %v", hello, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || len(body) == 0 {
+				t.Fatalf("GET %s: %d %q", hello, resp.StatusCode, body)
+			}
+
+			start := time.Now()
+			resp, err = hc.Get(p["BIG_URL"])
+			if err != nil {
+				t.Fatalf("GET big: %v", err)
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading big after %d bytes: %v", n, err)
+			}
+			if got := hex.EncodeToString(h.Sum(nil)); got != p["BIG_SHA256"] || (bigSize != 0 && n != bigSize) {
+				t.Fatalf("big: %d bytes sha256 %s, want %s %s", n, got, p["BIG_SIZE"], p["BIG_SHA256"])
+			}
+			d := time.Since(start)
+			t.Logf("THROUGHPUT download %s %s: %d bytes in %v = %.1f MiB/s", p["SERVER_KIND"]+p["MODE"], via.name, n, d.Round(time.Millisecond), float64(n)/d.Seconds()/(1<<20))
+
+			up := make([]byte, 16<<20)
+			rand.Read(up)
+			start = time.Now()
+			resp, err = hc.Post(p["UPLOAD_URL"], "application/octet-stream", bytes.NewReader(up))
+			if err != nil {
+				t.Fatalf("POST upload: %v", err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			sum := sha256.Sum256(up)
+			want := fmt.Sprintf("%d %x", len(up), sum)
+			if strings.TrimSpace(string(got)) != want {
+				t.Fatalf("upload: server says %q, want %q", got, want)
+			}
+			d = time.Since(start)
+			t.Logf("THROUGHPUT upload %s %s: %d bytes in %v = %.1f MiB/s", p["SERVER_KIND"]+p["MODE"], via.name, len(up), d.Round(time.Millisecond), float64(len(up))/d.Seconds()/(1<<20))
+		})
+	}
+
+	// SIGINT tears down in order and exits 0.
+	pc.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-pc.done:
+		if pc.err != nil {
+			t.Errorf("exit after SIGINT: %v\n%s", pc.err, pc.output())
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("no exit within 15 s of SIGINT")
+	}
+}
+
+// TestInteropBadCredentials: a wrong PSK and a wrong password each give one
+// line naming the problem and a non-zero exit within 10 s.
+func TestInteropBadCredentials(t *testing.T) {
+	p := loadPeer(t)
+	cases := []struct {
+		name string
+		edit func(map[string]string)
+		want *regexp.Regexp
+		code int
+	}{
+		{"psk", func(e map[string]string) { e["L2TPPROXY_PSK"] = "wrong-psk-XyZ" }, regexp.MustCompile(`(?i)IKE.*(pre-shared key|PSK)`), exitIKE},
+		{"password", func(e map[string]string) { e["L2TPPROXY_PASSWORD"] = "wrong-password-XyZ" }, regexp.MustCompile(`(?i)PPP.*(authenticat).*password`), exitPPP},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			began := time.Now()
+			pc := start(t, p, tc.edit, "--socks5", freePort(t), "--http", freePort(t))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			select {
+			case <-pc.done:
+			case <-ctx.Done():
+				t.Fatalf("still running after 10 s:\n%s", pc.output())
+			}
+			t.Logf("failed in %v", time.Since(began).Round(time.Millisecond))
+			out := pc.output()
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			last := lines[len(lines)-1]
+			if !strings.HasPrefix(last, "l2tpproxy: ") || !tc.want.MatchString(last) {
+				t.Errorf("last line %q does not match %v\n%s", last, tc.want, out)
+			}
+			code := -1
+			if ee, ok := pc.err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
+			}
+			if strings.Contains(out, "XyZ") || strings.Contains(out, p["PSK"]) || strings.Contains(out, p["VPN_PASSWORD"]) {
+				t.Errorf("a secret appears in the output")
+			}
+		})
+	}
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
+)
+
+// testServerCommand runs only the built-in test server, in its own process,
+// so that benchmarks can measure the client process alone (make bench). It
+// prints KEY=VALUE lines like the interop harness's `up` scripts.
+func testServerCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "testserver",
+		Usage:  "run only the built-in test server on loopback (for benchmarks)",
+		Hidden: true,
+		Flags: []cli.Flag{
+			&cli.Int64Flag{Name: "big-size", Value: 64 << 20, Usage: "size of /big.bin in bytes"},
+			&cli.StringFlag{Name: "log-level", Value: "warn"},
+		},
+		Action: func(cx *cli.Context) error {
+			log, err := newLogger(cx.String("log-level"))
+			if err != nil {
+				return err
+			}
+			srv, err := testserver.Start(testserver.Config{Logger: log, BigSize: cx.Int64("big-size")})
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			kv := func(k string, v any) { fmt.Printf("%s=%v\n", k, v) }
+			kv("SERVER", srv.IKEAddr().Addr())
+			kv("IKE_PORT", srv.IKEAddr().Port())
+			kv("NATT_PORT", srv.NATTAddr().Port())
+			kv("PSK", "testpsk")
+			kv("VPN_USER", "vpnuser")
+			kv("VPN_PASSWORD", "vpnpass")
+			kv("TARGET_IP", testserver.ServerIP)
+			kv("TARGET_NAME", testserver.TargetName)
+			kv("HELLO_URL", fmt.Sprintf("http://%s/hello.txt", testserver.ServerIP))
+			kv("BIG_URL", fmt.Sprintf("http://%s/big.bin", testserver.ServerIP))
+			kv("BIG_SIZE", cx.Int64("big-size"))
+			kv("BIG_SHA256", srv.BigSHA256())
+			kv("UPLOAD_URL", fmt.Sprintf("http://%s/upload", testserver.ServerIP))
+			kv("SERVER_KIND", "testserver")
+			os.Stdout.Sync()
+			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			return nil
+		},
+	}
+}

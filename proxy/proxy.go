@@ -1,0 +1,116 @@
+// Package proxy serves local SOCKS5 and HTTP proxies whose outbound
+// connections (and, for SOCKS5, name resolution) go through a Dialer and
+// Resolver — in this program the user-space network stack inside the VPN.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Dialer opens outbound connections (netstack.Stack implements it).
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Resolver resolves host names (netstack.Stack implements it).
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Sentinel errors.
+var (
+	ErrNoIPv4Address = errors.New("proxy: name has no IPv4 address")
+)
+
+const (
+	// dialTimeout bounds connection setup through the tunnel (DNS + TCP
+	// handshake); the SYN retry schedule alone would take ~2 minutes.
+	dialTimeout = 30 * time.Second
+	// copyBufSize: large enough to move a full TCP window's worth per
+	// syscall/stack call, small enough for many concurrent connections.
+	copyBufSize = 32 << 10
+)
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+func copyBuffer(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	return io.CopyBuffer(dst, src, *bp)
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// relay copies both ways between a and b until both directions are done.
+// When one side finishes sending (EOF), the other side's write half is
+// closed (CloseWrite, if supported) so the half-close propagates; on an
+// error in either direction both connections are closed. Both are closed
+// on return.
+func relay(a, b net.Conn) {
+	var wg sync.WaitGroup
+	half := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, err := copyBuffer(dst, src)
+		if cw, ok := dst.(closeWriter); ok && err == nil {
+			if cw.CloseWrite() == nil {
+				return
+			}
+		}
+		// Error, or no half-close support: tear both down so the other
+		// direction does not hang.
+		a.Close()
+		b.Close()
+	}
+	wg.Add(2)
+	go half(b, a)
+	go half(a, b)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// connTracker remembers live client connections so Serve can close them
+// when its context is cancelled.
+type connTracker struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// add registers c; it reports false (and closes c) if the tracker is closed.
+func (t *connTracker) add(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		c.Close()
+		return false
+	}
+	if t.conns == nil {
+		t.conns = make(map[net.Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *connTracker) remove(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *connTracker) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	conns := t.conns
+	t.conns = nil
+	t.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}

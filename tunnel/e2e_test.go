@@ -1,0 +1,264 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/proxy"
+	"github.com/l2tpproxy/l2tpproxy/tunnel"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("L2TPPROXY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func startServer(t testing.TB, cfg testserver.Config) *testserver.Server {
+	t.Helper()
+	if cfg.BigSize == 0 {
+		cfg.BigSize = 4 << 20
+	}
+	cfg.Logger = testLogger(t).With("side", "server")
+	srv, err := testserver.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+func clientConfig(t testing.TB, srv *testserver.Server) tunnel.Config {
+	return tunnel.Config{
+		Server:         srv.IKEAddr().String(),
+		NATTPort:       srv.NATTAddr().Port(),
+		PSK:            []byte("testpsk"),
+		User:           "vpnuser",
+		Password:       []byte("vpnpass"),
+		ConnectTimeout: 20 * time.Second,
+		Logger:         testLogger(t).With("side", "client"),
+	}
+}
+
+func dial(t testing.TB, cfg tunnel.Config) *tunnel.Client {
+	t.Helper()
+	c, err := tunnel.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestEndToEnd runs the whole client against the in-process server: IKE,
+// ESP, L2TP, PPP, both gVisor stacks, DNS through the tunnel, and both
+// proxies, with a download and an upload checked by sha256.
+func TestEndToEnd(t *testing.T) {
+	srv := startServer(t, testserver.Config{})
+	c := dial(t, clientConfig(t, srv))
+	info := c.Info()
+	if info.Address != testserver.ClientIP {
+		t.Errorf("address %v, want %v", info.Address, testserver.ClientIP)
+	}
+	if len(info.DNS) == 0 || info.DNS[0] != testserver.ServerIP {
+		t.Errorf("DNS %v, want [%v]", info.DNS, testserver.ServerIP)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addrs, err := c.LookupHost(ctx, testserver.TargetName)
+	if err != nil || len(addrs) == 0 || addrs[0] != testserver.ServerIP {
+		t.Fatalf("LookupHost(%s) = %v, %v", testserver.TargetName, addrs, err)
+	}
+
+	socksLn := listen(t)
+	httpLn := listen(t)
+	go proxy.NewSOCKS5(c, c, nil).Serve(ctx, socksLn)
+	go proxy.NewHTTP(c, nil).Serve(ctx, httpLn)
+
+	socksURL, _ := url.Parse("socks5h://" + socksLn.Addr().String())
+	httpURL, _ := url.Parse("http://" + httpLn.Addr().String())
+	for name, proxyURL := range map[string]*url.URL{"socks5": socksURL, "http": httpURL} {
+		t.Run(name, func(t *testing.T) {
+			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}, Timeout: 60 * time.Second}
+			defer hc.CloseIdleConnections()
+			body := get(t, hc, srv.URL("/hello.txt"))
+			if string(body) != srv.HelloBody() {
+				t.Errorf("hello.txt = %q", body)
+			}
+			big := get(t, hc, srv.URL("/big.bin"))
+			if sum := sha256.Sum256(big); hex.EncodeToString(sum[:]) != srv.BigSHA256() {
+				t.Errorf("big.bin: %d bytes, sha256 mismatch", len(big))
+			}
+			up := make([]byte, 2<<20)
+			rand.Read(up)
+			resp, err := hc.Post(srv.URL("/upload"), "application/octet-stream", bytes.NewReader(up))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			sum := sha256.Sum256(up)
+			if want := fmt.Sprintf("%d %x\n", len(up), sum); string(got) != want {
+				t.Errorf("upload answer %q, want %q", got, want)
+			}
+		})
+	}
+
+	// HTTPS-style CONNECT through the HTTP proxy, speaking raw HTTP inside.
+	t.Run("connect", func(t *testing.T) {
+		conn, err := net.Dial("tcp", httpLn.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(conn, "CONNECT %s:80 HTTP/1.1\r\nHost: %s:80\r\n\r\n", testserver.TargetName, testserver.TargetName)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v %v", resp, err)
+		}
+		fmt.Fprintf(conn, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != srv.HelloBody() {
+			t.Errorf("through CONNECT: %q", b)
+		}
+	})
+
+	// UDP through the tunnel.
+	t.Run("udp", func(t *testing.T) {
+		conn, err := c.DialContext(ctx, "udp", fmt.Sprintf("%s:%d", testserver.ServerIP, testserver.UDPEchoPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		msg := []byte("ping through the tunnel")
+		conn.Write(msg)
+		buf := make([]byte, 100)
+		n, err := conn.Read(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("echo = %q, %v", buf[:n], err)
+		}
+	})
+
+	// Clean teardown: Close returns promptly and Done is closed.
+	start := time.Now()
+	c.Close()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after Close")
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	if err := c.Err(); err != nil {
+		t.Errorf("Err after Close = %v", err)
+	}
+}
+
+func listen(t testing.TB) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func get(t *testing.T, hc *http.Client, u string) []byte {
+	t.Helper()
+	resp, err := hc.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
+	}
+	return b
+}
+
+// TestFailures checks that each failure class is reported as such, quickly,
+// and never leaks the secrets into the message.
+func TestFailures(t *testing.T) {
+	cases := []struct {
+		name  string
+		edit  func(*tunnel.Config)
+		class error
+		layer error
+	}{
+		{"wrong psk", func(c *tunnel.Config) { c.PSK = []byte("not-the-psk-sEcReT1") }, tunnel.ErrIKE, ike.ErrAuthFailed},
+		{"wrong password", func(c *tunnel.Config) { c.Password = []byte("not-the-password-sEcReT2") }, tunnel.ErrPPP, ppp.ErrAuthFailed},
+		{"unreachable", func(c *tunnel.Config) {
+			c.Server = deadAddr(t)
+			c.ReplyTimeout = 2 * time.Second
+		}, tunnel.ErrServerUnreachable, nil},
+		{"no password", func(c *tunnel.Config) { c.Password = nil }, tunnel.ErrConfig, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// The test server serves one client in its lifetime.
+			cfg := clientConfig(t, startServer(t, testserver.Config{}))
+			tc.edit(&cfg)
+			start := time.Now()
+			c, err := tunnel.Dial(context.Background(), cfg)
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v to fail", d)
+			}
+			if !errors.Is(err, tc.class) {
+				t.Errorf("error %q is not %v", err, tc.class)
+			}
+			if tc.layer != nil && !errors.Is(err, tc.layer) {
+				t.Errorf("error %q is not %v", err, tc.layer)
+			}
+			for _, secret := range []string{"sEcReT1", "sEcReT2", "testpsk", "vpnpass"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q contains a secret", err)
+				}
+			}
+			t.Logf("%s: %v", tc.name, err)
+		})
+	}
+}
+
+// deadAddr returns a loopback UDP address nobody listens on.
+func deadAddr(t testing.TB) string {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := pc.LocalAddr().String()
+	pc.Close()
+	return a
+}
