@@ -433,7 +433,7 @@ ikeLoop:
 	// L2TP: tunnel and one session.
 	c.lac = l2tp.NewLAC(l2tp.Config{
 		Clock:  c.cfg.Clock,
-		Logger: log.With("layer", "l2tp"),
+		Logger: log,
 		Rand:   c.cfg.Rand,
 	}, l2tpTransport{c})
 	c.data.SetControl(c.lac)

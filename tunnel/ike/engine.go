@@ -1016,7 +1016,7 @@ func (e *engine) installChild(q *qmExchange) error {
 		c.expires = e.clk.Now().Add(q.lifetime)
 	}
 	e.children = append(e.children, c)
-	e.log.Info("ike: ESP SA up", "alg", q.alg.String(), "in_spi", fmt.Sprintf("%08x", q.inSPI),
+	e.log.Debug("ike: ESP SA up", "alg", q.alg.String(), "in_spi", fmt.Sprintf("%08x", q.inSPI),
 		"out_spi", fmt.Sprintf("%08x", q.outSPI), "lifetime", q.lifetime, "encap", q.encap)
 	e.emit(ChildSAUp{Child: c.sa})
 	if q.rekeyOf != 0 {

@@ -260,7 +260,7 @@ func (s *Initiator) onMM6(m *Message, raw []byte) error {
 	e.p1Done = true
 	s.state = iEstablished
 	if id, err := ParseID(idP.Body); err == nil {
-		e.log.Info("ike: phase 1 up", "suite", e.chosen.String(), "peer_id_type", id.Type, "peer_id", fmt.Sprintf("%x", id.Data))
+		e.log.Debug("ike: phase 1 up", "suite", e.chosen.String(), "peer_id_type", id.Type, "peer_id", fmt.Sprintf("%x", id.Data))
 	}
 	e.emit(Phase1Up{Suite: e.chosen.String()})
 	return e.startQM(0)

@@ -422,7 +422,7 @@ func (e *engine) progress() error {
 	case e.st == stWaitConnAck && seqLess(e.iccnNs, e.una):
 		e.st = stSessionUp
 		resetTimer(e.hello, e.cfg.HelloInterval)
-		e.log.Info("session up", "local_session", e.localSID, "peer_session", e.peerSID)
+		e.log.Debug("session up", "local_session", e.localSID, "peer_session", e.peerSID)
 		e.emit(SessionUp{Session: e.session()})
 	}
 	return nil

@@ -133,7 +133,7 @@ func (e *engine) learnPeer(m *ControlMessage) error {
 
 func (e *engine) tunnelUp() {
 	e.st = stTunnelUp
-	e.log.Info("tunnel up", "local_tunnel", e.localTID, "peer_tunnel", e.peerTID,
+	e.log.Debug("tunnel up", "local_tunnel", e.localTID, "peer_tunnel", e.peerTID,
 		"peer_host", e.peerHost, "peer_vendor", e.peerVendor, "peer_window", e.peerWindow)
 	e.emit(TunnelUp{PeerTunnelID: e.peerTID, PeerHostName: e.peerHost, PeerVendor: e.peerVendor})
 }
@@ -158,7 +158,7 @@ func (e *engine) sendSCCRQ() error {
 		u16(AVPAssignedTunnelID, true, e.localTID).
 		u16(AVPReceiveWindowSize, true, e.cfg.RecvWindow)
 	e.st = stWaitCtlReply
-	e.log.Info("sending SCCRQ", "local_tunnel", e.localTID)
+	e.log.Debug("sending SCCRQ", "local_tunnel", e.localTID)
 	return e.queue(b, MsgSCCRQ)
 }
 
@@ -260,7 +260,7 @@ func (e *engine) onICRQ(m *ControlMessage) error {
 func (e *engine) onICCN(m *ControlMessage) error {
 	e.sequenced = m.Has(AVPSequencingRequired)
 	e.st = stSessionUp
-	e.log.Info("session up", "local_session", e.localSID, "peer_session", e.peerSID)
+	e.log.Debug("session up", "local_session", e.localSID, "peer_session", e.peerSID)
 	e.emit(SessionUp{Session: e.session()})
 	return nil
 }

@@ -277,7 +277,7 @@ func (c *Client) lcpUp() error {
 		c.magic = c.ourMagic
 	}
 	c.emit(LinkUp{})
-	c.log.Info("ppp: LCP up", "auth", c.authMethod, "peer_mru", c.peerMRU)
+	c.log.Debug("ppp: LCP up", "auth", c.authMethod, "peer_mru", c.peerMRU)
 	switch c.authMethod {
 	case AuthNone:
 		c.enterNetwork()
@@ -353,7 +353,7 @@ func (c *Client) papInput(p packet) error {
 func (c *Client) authSucceeded(msg string) error {
 	c.authDone = true
 	c.authDL = time.Time{}
-	c.log.Info("ppp: authenticated", "method", c.authMethod)
+	c.log.Debug("ppp: authenticated", "method", c.authMethod)
 	c.emit(AuthUp{Method: c.authMethod, Message: msg, User: c.cfg.User})
 	c.enterNetwork()
 	return nil
@@ -532,7 +532,7 @@ func (h clientIPCP) up() error {
 	if !c.noDNS2 && !c.dns2.IsUnspecified() && c.dns2 != c.dns1 {
 		dns = append(dns, c.dns2)
 	}
-	c.log.Info("ppp: IPCP up", "local", c.local, "peer", c.peer, "dns", dns)
+	c.log.Debug("ppp: IPCP up", "local", c.local, "peer", c.peer, "dns", dns)
 	c.emit(IPUp{Local: c.local, Peer: c.peer, DNS: dns, PeerMRU: c.peerMRU})
 	return nil
 }
