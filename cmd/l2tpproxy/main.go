@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -79,6 +80,7 @@ func listenerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "socks5", Value: "127.0.0.1:1080", Usage: "SOCKS5 proxy listen `ADDR` (empty to disable)", EnvVars: env("L2TPPROXY_SOCKS5")},
 		&cli.StringFlag{Name: "http", Value: "127.0.0.1:3128", Usage: "HTTP proxy listen `ADDR` (empty to disable)", EnvVars: env("L2TPPROXY_HTTP")},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("L2TPPROXY_LOG_LEVEL")},
+		&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` (for performance work)", Hidden: true},
 	}
 }
 
@@ -98,6 +100,13 @@ func upCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if f := cx.String("cpuprofile"); f != "" {
+				stopProfile, err := startCPUProfile(f)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
+			}
 			return serve(ctx, cfg, cx.String("socks5"), cx.String("http"), log, nil)
 		},
 	}
@@ -263,4 +272,16 @@ func newLogger(level string) (*slog.Logger, error) {
 		},
 	})
 	return slog.New(h), nil
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, configError("--cpuprofile: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, configError("--cpuprofile: %v", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
