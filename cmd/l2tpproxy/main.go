@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,8 @@ import (
 
 	"github.com/l2tpproxy/l2tpproxy/proxy"
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
 )
 
 // Exit codes, one per failure class, so scripts (and CI jobs) can tell a
@@ -157,8 +161,10 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 }
 
 // serve connects, starts the proxies and runs until ctx ends (clean
-// teardown, nil) or the tunnel dies (its error). ready, if set, is called
-// with the proxy addresses once they listen.
+// teardown, nil). If the tunnel goes down after it was up, serve reconnects
+// with backoff while the proxies keep listening (their new connections fail
+// fast meanwhile), unless reconnecting cannot help (credentials rejected).
+// ready, if set, is called with the proxy addresses once they listen.
 func serve(ctx context.Context, cfg tunnel.Config, socksAddr, httpAddr string, log *slog.Logger, ready func(socks, http net.Addr)) error {
 	// Listen first: a port already in use is a configuration error, found
 	// before we bother the VPN server.
@@ -177,30 +183,33 @@ func serve(ctx context.Context, cfg tunnel.Config, socksAddr, httpAddr string, l
 		defer httpLn.Close()
 	}
 
-	c, err := tunnel.Dial(ctx, cfg)
+	c, err := dialTunnel(ctx, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return nil
 		}
 		return err
 	}
-	defer c.Close()
-	info := c.Info()
-	log.Info("tunnel up", "address", info.Address.String(), "dns", fmt.Sprint(info.DNS), "mtu", info.MTU,
-		"connect_time", info.ConnectDur.Round(time.Millisecond).String())
+	var cur currentTunnel
+	cur.set(c)
+	defer func() {
+		if c := cur.set(nil); c != nil {
+			c.Close()
+		}
+	}()
 
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
 	var socksA, httpA net.Addr
 	if socksLn != nil {
-		s := proxy.NewSOCKS5(c, c, log.With("proxy", "socks5"))
+		s := proxy.NewSOCKS5(&cur, &cur, log.With("proxy", "socks5"))
 		go func() { errc <- s.Serve(pctx, socksLn) }()
 		socksA = socksLn.Addr()
 		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
-		h := proxy.NewHTTP(c, log.With("proxy", "http"))
+		h := proxy.NewHTTP(&cur, log.With("proxy", "http"))
 		go func() { errc <- h.Serve(pctx, httpLn) }()
 		httpA = httpLn.Addr()
 		log.Info("HTTP proxy listening", "addr", httpA.String())
@@ -209,22 +218,104 @@ func serve(ctx context.Context, cfg tunnel.Config, socksAddr, httpAddr string, l
 		ready(socksA, httpA)
 	}
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-		cancel()
-		c.Close()
-		return nil
-	case <-c.Done():
-		cancel()
-		if err := c.Err(); err != nil {
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			cancel()
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("proxy failed: %w", err)
+		case <-c.Done():
+		}
+		err := c.Err()
+		cur.set(nil)
+		if err == nil {
+			err = errors.New("closed")
+		}
+		if !retryable(err) {
 			return fmt.Errorf("tunnel went down: %w", err)
 		}
-		return errors.New("tunnel went down")
-	case err := <-errc:
-		cancel()
-		return fmt.Errorf("proxy failed: %w", err)
+		log.Warn("tunnel went down, reconnecting", "err", err.Error())
+		if c, err = reconnect(ctx, cfg, log); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tunnel went down and reconnecting failed: %w", err)
+		}
+		cur.set(c)
 	}
+}
+
+func dialTunnel(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (*tunnel.Client, error) {
+	c, err := tunnel.Dial(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	info := c.Info()
+	log.Info("tunnel up", "address", info.Address.String(), "dns", fmt.Sprint(info.DNS), "mtu", info.MTU,
+		"connect_time", info.ConnectDur.Round(time.Millisecond).String())
+	return c, nil
+}
+
+// reconnect retries with exponential backoff (1 s doubling to 30 s) until
+// it connects, ctx ends, or the server rejects our credentials.
+func reconnect(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (*tunnel.Client, error) {
+	wait := time.Second
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		c, err := dialTunnel(ctx, cfg, log)
+		if err == nil {
+			return c, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("reconnect failed", "err", err.Error(), "retry_in", (2 * wait).String())
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// retryable tells whether reconnecting can help: not when the server
+// rejected our credentials or our configuration is wrong.
+func retryable(err error) bool {
+	switch {
+	case errors.Is(err, tunnel.ErrConfig),
+		errors.Is(err, ike.ErrAuthFailed), errors.Is(err, ike.ErrNoProposalChosen),
+		errors.Is(err, ppp.ErrAuthFailed), errors.Is(err, ppp.ErrAuthRejected):
+		return false
+	}
+	return true
+}
+
+// currentTunnel is what the proxies dial through: the tunnel that is up now,
+// if any. Connections made through a tunnel that went down fail with it.
+type currentTunnel struct{ c atomic.Pointer[tunnel.Client] }
+
+var errTunnelDown = errors.New("the VPN tunnel is down (reconnecting)")
+
+func (t *currentTunnel) set(c *tunnel.Client) *tunnel.Client { return t.c.Swap(c) }
+
+func (t *currentTunnel) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c := t.c.Load()
+	if c == nil {
+		return nil, errTunnelDown
+	}
+	return c.DialContext(ctx, network, address)
+}
+
+func (t *currentTunnel) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	c := t.c.Load()
+	if c == nil {
+		return nil, errTunnelDown
+	}
+	return c.LookupHost(ctx, host)
 }
 
 type cfgError struct{ msg string }
