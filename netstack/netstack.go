@@ -49,6 +49,12 @@ type Config struct {
 	Headroom  int          // bytes reserved before each outbound IP packet for lower-layer headers
 	Tailroom  int          // spare capacity after it (ESP padding + ICV)
 	Logger    *slog.Logger
+
+	// OutBatch, if set, is used instead of New's out function whenever
+	// more than one packet is waiting: each bufs[i][headroom:] is one
+	// outbound IPv4 packet, with the same rules as out's buf (headroom and
+	// tailroom free, called from one goroutine in order, not retained).
+	OutBatch func(bufs [][]byte, headroom int) error
 }
 
 // MTU bounds. 576 is the IPv4 minimum every host must accept (RFC 791,
@@ -66,7 +72,10 @@ type Stack struct {
 	link   *linkEndpoint
 	out    func(buf []byte, headroom int) error
 	pool   sync.Pool // *[]byte of cap Headroom+MTU+Tailroom
-	dns    dnsCache
+	// Scratch of the out goroutine (emit): the batch being handed to out.
+	outBufs [][]byte
+	outPtrs []*[]byte
+	dns     dnsCache
 
 	closeOnce sync.Once
 }
@@ -227,18 +236,47 @@ func (s *Stack) setTCPOptions() error {
 
 func ptr[T any](v T) *T { return &v }
 
-// emit runs on the link's out goroutine: it copies one packet into a pooled
-// buffer after Headroom bytes and hands it to out.
-func (s *Stack) emit(pkt *stack.PacketBuffer) {
+// emit runs on the link's out goroutine: it copies each packet into a
+// pooled buffer after Headroom bytes and hands them to out (or OutBatch).
+func (s *Stack) emit(pkts []*stack.PacketBuffer) {
+	if len(pkts) == 1 || s.cfg.OutBatch == nil {
+		for _, pkt := range pkts {
+			s.emitOne(pkt)
+		}
+		return
+	}
+	bufs, ptrs := s.outBufs[:0], s.outPtrs[:0]
+	for _, pkt := range pkts {
+		bp, buf := s.copyOut(pkt)
+		bufs, ptrs = append(bufs, buf), append(ptrs, bp)
+	}
+	if err := s.cfg.OutBatch(bufs, s.cfg.Headroom); err != nil {
+		c := s.link.outErrs.Add(1)
+		s.logger.Debug("netstack: out failed", "err", err, "errors_total", c)
+	}
+	for _, bp := range ptrs {
+		if bp != nil {
+			s.pool.Put(bp)
+		}
+	}
+	clear(bufs)
+	clear(ptrs)
+	s.outBufs, s.outPtrs = bufs[:0], ptrs[:0]
+}
+
+// copyOut copies pkt into a pooled buffer (bp, nil for an oversized
+// one-off) after Headroom bytes and releases pkt.
+func (s *Stack) copyOut(pkt *stack.PacketBuffer) (bp *[]byte, buf []byte) {
 	size := pkt.Size()
 	need := s.cfg.Headroom + size
-	bp := s.pool.Get().(*[]byte)
-	buf := *bp
+	bp = s.pool.Get().(*[]byte)
+	buf = *bp
 	if need+s.cfg.Tailroom > cap(buf) {
 		// gVisor fragments to the link MTU, so this should not happen;
 		// stay correct anyway with a one-off buffer.
 		s.logger.Warn("netstack: outbound packet larger than MTU", "size", size, "mtu", s.cfg.MTU)
-		buf = make([]byte, need, need+s.cfg.Tailroom)
+		s.pool.Put(bp)
+		bp, buf = nil, make([]byte, need, need+s.cfg.Tailroom)
 	} else {
 		buf = buf[:need]
 	}
@@ -247,11 +285,19 @@ func (s *Stack) emit(pkt *stack.PacketBuffer) {
 		off += copy(buf[off:], v)
 	}
 	pkt.DecRef()
+	return bp, buf
+}
+
+// emitOne hands a single packet to out.
+func (s *Stack) emitOne(pkt *stack.PacketBuffer) {
+	bp, buf := s.copyOut(pkt)
 	if err := s.out(buf, s.cfg.Headroom); err != nil {
 		c := s.link.outErrs.Add(1)
 		s.logger.Debug("netstack: out failed", "err", err, "errors_total", c)
 	}
-	s.pool.Put(bp)
+	if bp != nil {
+		s.pool.Put(bp)
+	}
 }
 
 // InjectInbound delivers one IPv4 packet received from the tunnel to the

@@ -500,6 +500,7 @@ pppLoop:
 		Headroom:  datapath.Headroom,
 		Tailroom:  datapath.Tailroom,
 		Logger:    log.With("layer", "netstack"),
+		OutBatch:  c.data.SendIPBatch,
 	}, c.data.SendIP)
 	if err != nil {
 		return &Error{Class: ErrNetstack, Layer: "netstack", Err: err}
@@ -634,33 +635,40 @@ type l2tpTransport struct{ c *Client }
 
 func (t l2tpTransport) WriteL2TP(pkt []byte) error { return t.c.data.SendL2TP(pkt) }
 
-// readLoop is the only reader of the socket. It demultiplexes per RFC 3948
-// §2: from the IKE port, plain ISAKMP; on the NAT-T port, 0xFF is a
-// keepalive, a zero marker precedes ISAKMP, anything else is ESP.
+// readLoop is the only reader of the socket. It reads in batches
+// (recvmmsg, and UDP GRO on Linux) and handles each datagram in turn.
 func (c *Client) readLoop() {
-	buf := make([]byte, 65535)
+	rx := datapath.NewReceiver(c.conn, rxBatch)
+	handle := c.handleDatagram
 	for {
-		n, from, err := c.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
+		if err := rx.Read(handle); err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue // e.g. an ICMP error surfaced by the kernel; timers handle loss
 		}
-		if from.Addr().Unmap() != c.server {
-			continue
-		}
-		c.markReply()
-		dg := buf[:n]
-		if from.Port() == c.ikeTo.Port() && c.ikeTo.Port() != c.nattTo.Port() {
-			c.ike.HandlePacket(append([]byte(nil), dg...))
-			continue
-		}
-		switch esp.Classify(dg) {
-		case esp.KindIKE:
-			c.ike.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
-		case esp.KindESP:
-			c.data.Receive(dg)
-		}
+	}
+}
+
+// rxBatch is how many messages one read may return.
+const rxBatch = 64
+
+// handleDatagram demultiplexes per RFC 3948 §2: from the IKE port, plain
+// ISAKMP; on the NAT-T port, 0xFF is a keepalive, a zero marker precedes
+// ISAKMP, anything else is ESP. dg is only valid during the call.
+func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
+	if from.Addr() != c.server {
+		return
+	}
+	c.markReply()
+	if from.Port() == c.ikeTo.Port() && c.ikeTo.Port() != c.nattTo.Port() {
+		c.ike.HandlePacket(append([]byte(nil), dg...))
+		return
+	}
+	switch esp.Classify(dg) {
+	case esp.KindIKE:
+		c.ike.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
+	case esp.KindESP:
+		c.data.Receive(dg)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
 
@@ -22,13 +23,25 @@ func testServerCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "big-size", Value: 64 << 20, Usage: "size of /big.bin in bytes"},
 			&cli.StringFlag{Name: "log-level", Value: "warn"},
+			&cli.StringFlag{Name: "phase2", EnvVars: []string{"L2TPPROXY_TESTSERVER_PHASE2"},
+				Usage: "ESP suite the server accepts: gcm (AES-GCM-128/ICV16), cbc (AES-CBC-128/HMAC-SHA1-96) or all (IKE defaults)"},
 		},
 		Action: func(cx *cli.Context) error {
 			log, err := newLogger(cx.String("log-level"))
 			if err != nil {
 				return err
 			}
-			srv, err := testserver.Start(testserver.Config{Logger: log, BigSize: cx.Int64("big-size")})
+			cfg := testserver.Config{Logger: log, BigSize: cx.Int64("big-size")}
+			switch p2 := cx.String("phase2"); p2 {
+			case "", "all":
+			case "gcm":
+				cfg.Phase2 = []esp.Algorithm{{Enc: esp.EncAESGCM16, EncKeyBits: 128}}
+			case "cbc":
+				cfg.Phase2 = []esp.Algorithm{{Enc: esp.EncAESCBC, EncKeyBits: 128, Auth: esp.AuthHMACSHA1}}
+			default:
+				return fmt.Errorf("--phase2 %q: want gcm, cbc or all", p2)
+			}
+			srv, err := testserver.Start(cfg)
 			if err != nil {
 				return err
 			}

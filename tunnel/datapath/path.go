@@ -16,6 +16,7 @@
 package datapath
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -93,13 +94,21 @@ type Path struct {
 
 	bufs sync.Pool // *[]byte of Headroom+maxDatagram+Tailroom
 
+	// txMu serialises sealing and sending, so that datagrams leave in
+	// sequence-number order whichever goroutine sends: a batch of sealed
+	// datagrams overtaken by a later one could otherwise fall behind a
+	// peer's anti-replay window (32 packets on Linux by default).
+	txMu   sync.Mutex
+	tx     *sender  // batched sends (sendmmsg + UDP GSO on Linux)
+	txPkts [][]byte // sealed datagrams of the batch in progress
+
 	// Counters, for diagnostics and tests.
 	RxESP, RxDropped, TxESP atomic.Uint64
 }
 
 // New returns a path with no SA, session or sinks yet.
 func New(cfg Config) *Path {
-	p := &Path{cfg: cfg, srcIP: cfg.LocalIP.As4(), dstIP: cfg.PeerIP.As4()}
+	p := &Path{cfg: cfg, srcIP: cfg.LocalIP.As4(), dstIP: cfg.PeerIP.As4(), tx: newSender(cfg.Conn)}
 	p.bufs.New = func() any {
 		b := make([]byte, Headroom+maxDatagram+Tailroom)
 		return &b
@@ -170,13 +179,50 @@ func (p *Path) SendIP(buf []byte, headroom int) error {
 	if s == nil {
 		return ErrNoSession
 	}
+	return p.seal(buf, p.frameIP(buf, headroom, s))
+}
+
+// SendIPBatch is SendIP for many packets: each bufs[i][headroom:] is one
+// IPv4 packet. All are sealed, then sent with as few system calls as the
+// platform allows (sendmmsg, and UDP GSO for runs of equal-size datagrams).
+// It returns the first error; packets that could be sealed are still sent.
+func (p *Path) SendIPBatch(bufs [][]byte, headroom int) error {
+	s := p.session.Load()
+	if s == nil {
+		return ErrNoSession
+	}
+	out, dst := p.out.Load(), p.dst.Load()
+	if out == nil || dst == nil {
+		return ErrNoSA
+	}
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	var first error
+	p.txPkts = p.txPkts[:0]
+	for _, buf := range bufs {
+		pkt, err := p.sealOne(out, buf, p.frameIP(buf, headroom, s))
+		if err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		p.txPkts = append(p.txPkts, pkt)
+	}
+	if err := p.flushLocked(*dst); err != nil {
+		return err
+	}
+	return first
+}
+
+// frameIP writes the PPP and L2TP headers in front of buf[headroom:] and
+// returns where the inner UDP header starts.
+func (p *Path) frameIP(buf []byte, headroom int, s *l2tp.Session) int {
 	l2 := l2tp.DataHeaderLen(s.SequencedData)
 	start := headroom - pppHeaderLen - l2 - udpHeaderLen
 	h := buf[start+udpHeaderLen:]
 	p.putData(h, s, l2)
 	h[l2], h[l2+1] = 0xFF, 0x03
 	binary.BigEndian.PutUint16(h[l2+2:], ppp.ProtoIPv4)
-	return p.seal(buf, start)
+	return start
 }
 
 // SendPPP sends a PPP frame (protocol + information) in an L2TP data message.
@@ -228,18 +274,49 @@ func (p *Path) seal(buf []byte, start int) error {
 	if out == nil || dst == nil {
 		return ErrNoSA
 	}
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	pkt, err := p.sealOne(out, buf, start)
+	if err != nil {
+		return err
+	}
+	p.txPkts = append(p.txPkts[:0], pkt)
+	return p.flushLocked(*dst)
+}
+
+// flushLocked sends the sealed datagrams in p.txPkts. txMu is held.
+func (p *Path) flushLocked(dst netip.AddrPort) error {
+	pkts := p.txPkts
+	if len(pkts) == 0 {
+		return nil
+	}
+	p.sent.Store(true)
+	p.TxESP.Add(uint64(len(pkts)))
+	var err error
+	if p.tx.ok() {
+		err = p.tx.write(pkts, dst)
+	} else {
+		for _, pkt := range pkts {
+			if _, err = p.cfg.Conn.WriteToUDPAddrPort(pkt, dst); err != nil {
+				break
+			}
+		}
+	}
+	clear(p.txPkts) // do not keep pooled buffers reachable
+	p.txPkts = pkts[:0]
+	return err
+}
+
+// sealOne writes the inner UDP header at buf[start:] and ESP-seals
+// buf[start:] in place, returning the datagram.
+func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error) {
 	u := buf[start:]
 	binary.BigEndian.PutUint16(u[0:], p.cfg.LocalPort)
 	binary.BigEndian.PutUint16(u[2:], p.cfg.PeerPort)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
 	binary.BigEndian.PutUint16(u[6:], udpChecksum(p.srcIP, p.dstIP, u))
-	pkt, err := out.Seal(buf, start, protoUDP)
-	if err != nil {
-		return err
-	}
-	p.TxESP.Add(1)
-	return p.WriteTo(pkt, *dst)
+	return out.Seal(buf, start, protoUDP)
 }
 
 // Receive opens one ESP datagram in place and hands its content up: IPv4

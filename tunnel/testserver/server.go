@@ -287,22 +287,18 @@ func (s *Server) runPPP(ctx context.Context) {
 }
 
 func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		dg := buf[:n]
+	batch := 1
+	if natt {
+		batch = 64
+	}
+	rx := datapath.NewReceiver(conn, batch)
+	handle := func(dg []byte, from netip.AddrPort) {
 		if !natt {
 			s.mu.Lock()
 			s.clientIKE = from
 			s.mu.Unlock()
 			s.resp.HandlePacket(append([]byte(nil), dg...))
-			continue
+			return
 		}
 		s.mu.Lock()
 		if s.clientNATT != from {
@@ -315,6 +311,14 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 			s.resp.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 		case esp.KindESP:
 			s.data.Receive(dg)
+		}
+	}
+	for {
+		if err := rx.Read(handle); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
 		}
 	}
 }

@@ -1,0 +1,47 @@
+//go:build !linux
+
+package datapath
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Receiver reads datagrams from a UDP socket. Without recvmmsg it reads one
+// datagram per call. It is used by one goroutine.
+type Receiver struct {
+	conn *net.UDPConn
+	buf  []byte
+}
+
+// NewReceiver prepares reads from conn (batch is ignored on this platform).
+func NewReceiver(conn *net.UDPConn, batch int) *Receiver {
+	return &Receiver{conn: conn, buf: make([]byte, maxDatagram)}
+}
+
+// Read waits for a datagram and calls fn with it. dg is only valid during
+// the call.
+func (r *Receiver) Read(fn func(dg []byte, from netip.AddrPort)) error {
+	n, from, err := r.conn.ReadFromUDPAddrPort(r.buf)
+	if err != nil {
+		return err
+	}
+	fn(r.buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	return nil
+}
+
+// sender writes one datagram per system call on this platform.
+type sender struct{ conn *net.UDPConn }
+
+func newSender(conn *net.UDPConn) *sender { return &sender{conn: conn} }
+
+func (s *sender) ok() bool { return s.conn != nil }
+
+func (s *sender) write(pkts [][]byte, to netip.AddrPort) error {
+	for _, p := range pkts {
+		if _, err := s.conn.WriteToUDPAddrPort(p, to); err != nil {
+			return err
+		}
+	}
+	return nil
+}
