@@ -47,6 +47,10 @@ type linkEndpoint struct {
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
 
+	// rxOffload is whether the packet being delivered inbound right now
+	// has had its checksums verified (see Capabilities).
+	rxOffload atomic.Bool
+
 	dropped atomic.Uint64 // best-effort packets dropped on a full queue
 	blocked atomic.Uint64 // writes that had to wait for queue space
 	outErrs atomic.Uint64 // out() returned an error
@@ -61,6 +65,7 @@ func newLinkEndpoint(mtu uint32, logger *slog.Logger) *linkEndpoint {
 		done:   make(chan struct{}),
 	}
 	e.mtu.Store(mtu)
+	e.rxOffload.Store(true)
 	return e
 }
 
@@ -184,10 +189,25 @@ func (e *linkEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
 // SetLinkAddress implements stack.NetworkLinkEndpoint (no-op).
 func (e *linkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
-// Capabilities implements stack.NetworkLinkEndpoint. No checksum offload:
-// packets leave through a real network (inside ESP), so gVisor must compute
-// checksums on send and verify them on receive. No GSO: one MTU per packet.
+// Capabilities implements stack.NetworkLinkEndpoint.
+//
+// No TX checksum offload: packets leave through a real network (inside
+// ESP) and the far end checks them, so gVisor computes them. No GSO: one
+// MTU per packet.
+//
+// RX checksum offload is declared, like a NIC that verifies checksums in
+// hardware: EnqueueInbound verifies the IPv4 header and TCP/UDP checksums
+// in software before delivery (the ESP ICV only covers the tunnel leg, not
+// the path from the sending host to the VPN server, so the end-to-end
+// checksums still matter), and the stack's GRO must be able to hand up
+// coalesced segments whose checksums no longer add up. The NIC asks for
+// the capabilities on every inbound packet, so a packet that was not
+// verified (fragments, other protocols) is delivered with rxOffload off
+// and gVisor checks it itself. Only the inbound goroutine changes rxOffload.
 func (e *linkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	if e.rxOffload.Load() {
+		return stack.CapabilityRXChecksumOffload
+	}
 	return stack.CapabilityNone
 }
 

@@ -16,9 +16,11 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
@@ -76,6 +78,9 @@ type Stack struct {
 	outBufs [][]byte
 	outPtrs []*[]byte
 	dns     dnsCache
+	// gro coalesces inbound TCP segments; used only by the inbound caller
+	// (EnqueueInbound, FlushInbound).
+	gro gro.GRO
 
 	closeOnce sync.Once
 }
@@ -113,6 +118,7 @@ func New(cfg Config, out func(buf []byte, headroom int) error) (*Stack, error) {
 	}
 
 	s := &Stack{cfg: cfg, logger: logger, out: out}
+	s.gro.Init(true)
 	bufSize := cfg.Headroom + cfg.MTU + cfg.Tailroom
 	s.pool.New = func() any {
 		b := make([]byte, bufSize)
@@ -304,6 +310,17 @@ func (s *Stack) emitOne(pkt *stack.PacketBuffer) {
 // stack. pkt is copied; the caller may reuse it on return. It must be called
 // from one goroutine at a time. It never blocks on the outbound queue.
 func (s *Stack) InjectInbound(pkt []byte) error {
+	err := s.EnqueueInbound(pkt)
+	s.FlushInbound()
+	return err
+}
+
+// EnqueueInbound is InjectInbound for a burst of packets (say, one batch
+// read from the socket): TCP segments may be held back to be coalesced with
+// the following segments of their flow (generic receive offload, like
+// Linux's GRO) until FlushInbound, which the caller must call at the end
+// of the burst. pkt is copied. Same goroutine rule as InjectInbound.
+func (s *Stack) EnqueueInbound(pkt []byte) error {
 	select {
 	case <-s.link.done:
 		return ErrClosed
@@ -317,9 +334,70 @@ func (s *Stack) InjectInbound(pkt []byte) error {
 		return ErrClosed
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	d.DeliverNetworkPacket(ipv4.ProtocolNumber, pb)
+	pb.NetworkProtocolNumber = ipv4.ProtocolNumber
+	if checksumsValid(pkt) {
+		s.gro.Dispatcher = d
+		s.gro.Enqueue(pb)
+	} else {
+		// Not verified here (a fragment, another protocol, a bad
+		// checksum): gVisor checks every checksum itself (see
+		// linkEndpoint.Capabilities). Held segments go first, in order.
+		s.FlushInbound()
+		s.link.rxOffload.Store(false)
+		d.DeliverNetworkPacket(ipv4.ProtocolNumber, pb)
+		s.link.rxOffload.Store(true)
+	}
 	pb.DecRef()
 	return nil
+}
+
+// FlushInbound delivers the packets EnqueueInbound held back.
+func (s *Stack) FlushInbound() {
+	if s.gro.Dispatcher != nil {
+		s.gro.Flush()
+	}
+}
+
+// checksumsValid reports whether pkt (an IPv4 packet) has a valid header
+// checksum and, for TCP and UDP, a valid transport checksum, so that the
+// stack need not check them again. It is false for anything it cannot
+// check completely: fragments (the transport checksum covers the
+// reassembled datagram), protocols other than TCP, UDP and ICMP (gVisor
+// checks ICMP checksums itself, whatever the link declares), and
+// malformed packets.
+func checksumsValid(pkt []byte) bool {
+	h := header.IPv4(pkt)
+	hl, tl := int(h.HeaderLength()), int(h.TotalLength())
+	if hl < header.IPv4MinimumSize || tl < hl || tl > len(pkt) {
+		return false
+	}
+	if checksum.Checksum(pkt[:hl], 0) != 0xffff {
+		return false
+	}
+	if h.More() || h.FragmentOffset() != 0 {
+		return false
+	}
+	proto := tcpip.TransportProtocolNumber(h.Protocol())
+	l4 := pkt[hl:tl]
+	switch proto {
+	case header.ICMPv4ProtocolNumber:
+		return true
+	case header.TCPProtocolNumber:
+		if len(l4) < header.TCPMinimumSize {
+			return false
+		}
+	case header.UDPProtocolNumber:
+		if len(l4) < header.UDPMinimumSize {
+			return false
+		}
+		if header.UDP(l4).Checksum() == 0 {
+			return true // RFC 768: the sender computed no checksum
+		}
+	default:
+		return false
+	}
+	sum := header.PseudoHeaderChecksum(proto, h.SourceAddress(), h.DestinationAddress(), uint16(len(l4)))
+	return checksum.Checksum(l4, sum) == 0xffff
 }
 
 // Close aborts every connection and stops the stack. It waits for an

@@ -641,7 +641,9 @@ func (c *Client) readLoop() {
 	rx := datapath.NewReceiver(c.conn, rxBatch)
 	handle := c.handleDatagram
 	for {
-		if err := rx.Read(handle); err != nil {
+		err := rx.Read(handle)
+		c.data.Flush() // the end of a burst: hand held segments to the stack
+		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -669,6 +671,6 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	case esp.KindIKE:
 		c.ike.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 	case esp.KindESP:
-		c.data.Receive(dg)
+		c.data.ReceiveBurst(dg)
 	}
 }

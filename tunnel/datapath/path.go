@@ -63,6 +63,15 @@ type FrameSink interface{ HandleFrame(frame []byte) }
 // IPSink takes inbound IPv4 packets (the network stack). It must copy.
 type IPSink interface{ InjectInbound(pkt []byte) error }
 
+// IPBurstSink is an IPSink that can take a burst of packets more cheaply:
+// it may hold packets given to EnqueueInbound (to coalesce TCP segments)
+// until FlushInbound. netstack.Stack is one.
+type IPBurstSink interface {
+	IPSink
+	EnqueueInbound(pkt []byte) error
+	FlushInbound()
+}
+
 // Config fixes what does not change for the life of a path.
 type Config struct {
 	Conn *net.UDPConn // the socket shared with IKE (RFC 3948 §2.1)
@@ -93,6 +102,8 @@ type Path struct {
 	sent    atomic.Bool   // something was sent since the last TakeSent
 
 	bufs sync.Pool // *[]byte of Headroom+maxDatagram+Tailroom
+
+	held IPBurstSink // holds packets until Flush; only the reader uses it
 
 	// txMu serialises sealing and sending, so that datagrams leave in
 	// sequence-number order whichever goroutine sends: a batch of sealed
@@ -322,7 +333,22 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 // Receive opens one ESP datagram in place and hands its content up: IPv4
 // straight to the IP sink (which copies it), control traffic (cloned, since
 // it crosses to another goroutine) to the owning layer. dg is not retained.
-func (p *Path) Receive(dg []byte) {
+func (p *Path) Receive(dg []byte) { p.receive(dg, false) }
+
+// ReceiveBurst is Receive for one datagram of a burst (a batch read from
+// the socket): an IP sink that is an IPBurstSink may hold the packet until
+// Flush, which the reader must call at the end of the burst.
+func (p *Path) ReceiveBurst(dg []byte) { p.receive(dg, true) }
+
+// Flush delivers what the IP sink held back during a burst.
+func (p *Path) Flush() {
+	if h := p.held; h != nil {
+		p.held = nil
+		h.FlushInbound()
+	}
+}
+
+func (p *Path) receive(dg []byte, burst bool) {
 	in := p.in.Load()
 	if in == nil {
 		p.RxDropped.Add(1)
@@ -380,7 +406,15 @@ func (p *Path) Receive(dg []byte) {
 	}
 	if proto == ppp.ProtoIPv4 {
 		if ip := p.ip.Load(); ip != nil && s != nil {
-			(*ip).InjectInbound(info)
+			if b, ok := (*ip).(IPBurstSink); ok && burst {
+				if p.held != b {
+					p.Flush()
+					p.held = b
+				}
+				b.EnqueueInbound(info)
+			} else {
+				(*ip).InjectInbound(info)
+			}
 		}
 		return
 	}

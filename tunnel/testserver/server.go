@@ -310,11 +310,13 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 		case esp.KindIKE:
 			s.resp.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 		case esp.KindESP:
-			s.data.Receive(dg)
+			s.data.ReceiveBurst(dg)
 		}
 	}
 	for {
-		if err := rx.Read(handle); err != nil {
+		err := rx.Read(handle)
+		s.data.Flush()
+		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
