@@ -340,7 +340,8 @@ func (p *Path) Receive(dg []byte) { p.receive(dg, false) }
 // Flush, which the reader must call at the end of the burst.
 func (p *Path) ReceiveBurst(dg []byte) { p.receive(dg, true) }
 
-// Flush delivers what the IP sink held back during a burst.
+// Flush delivers what the IP sink held back during a burst. Only the
+// goroutine that calls ReceiveBurst may call it.
 func (p *Path) Flush() {
 	if h := p.held; h != nil {
 		p.held = nil

@@ -315,7 +315,9 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 	}
 	for {
 		err := rx.Read(handle)
-		s.data.Flush()
+		if natt {
+			s.data.Flush() // only the NAT-T reader hands ESP to the path
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
