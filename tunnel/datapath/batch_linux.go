@@ -4,7 +4,6 @@ package datapath
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -37,11 +36,10 @@ const (
 	solUDP = unix.IPPROTO_UDP
 )
 
-var errNoRaw = errors.New("datapath: socket has no raw descriptor")
-
 // Receiver reads datagrams from a UDP socket many at a time (recvmmsg), and
 // with UDP_GRO many datagrams per message. It is used by one goroutine.
 type Receiver struct {
+	conn  *net.UDPConn
 	rc    syscall.RawConn
 	bufs  [][]byte
 	hdrs  []unix.Mmsghdr
@@ -62,6 +60,7 @@ const oobLen = 64 // room for a UDP_GRO cmsg (an int) and then some
 func NewReceiver(conn *net.UDPConn, batch int) *Receiver {
 	batch = max(batch, 1)
 	r := &Receiver{
+		conn:  conn,
 		bufs:  make([][]byte, batch),
 		hdrs:  make([]unix.Mmsghdr, batch),
 		iovs:  make([]unix.Iovec, batch),
@@ -97,13 +96,14 @@ func (r *Receiver) recvmmsg(fd uintptr) bool {
 		h.Hdr.Flags = 0
 		h.Len = 0
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
-		uintptr(len(r.hdrs)), 0, 0, 0)
-	if errno == unix.EAGAIN || errno == unix.EWOULDBLOCK {
-		return false // wait for the poller
+	var n uintptr
+	errno := unix.EINTR
+	for errno == unix.EINTR {
+		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
+			uintptr(len(r.hdrs)), 0, 0, 0)
 	}
-	if errno == unix.EINTR {
-		return false
+	if errno == unix.EAGAIN {
+		return false // nothing queued: wait for the poller
 	}
 	r.n, r.err = int(n), nil
 	if errno != 0 {
@@ -115,8 +115,13 @@ func (r *Receiver) recvmmsg(fd uintptr) bool {
 // Read waits for at least one datagram, then calls fn for every datagram it
 // got, in arrival order. dg is only valid during the call.
 func (r *Receiver) Read(fn func(dg []byte, from netip.AddrPort)) error {
-	if r.rc == nil {
-		return errNoRaw
+	if r.rc == nil { // no raw descriptor: one datagram per call
+		n, from, err := r.conn.ReadFromUDPAddrPort(r.bufs[0])
+		if err != nil {
+			return err
+		}
+		fn(r.bufs[0][:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		return nil
 	}
 	if err := r.rc.Read(r.readFn); err != nil {
 		return err // net.ErrClosed once the socket is closed
@@ -197,7 +202,8 @@ type sender struct {
 
 	// state of the write in progress, for writeFn
 	msgs, done int
-	err        error
+	err        error // first datagram that could not be sent
+	gsoErr     error // a GSO send failed: the kernel cannot segment
 	writeFn    func(fd uintptr) bool
 }
 
@@ -299,9 +305,19 @@ func (s *sender) sendmmsg(fd uintptr) bool {
 		case unix.EAGAIN:
 			return false // socket buffer full: wait for the poller (back-pressure)
 		case unix.EINTR:
+		case unix.EIO, unix.EINVAL:
+			if s.hdrs[s.done].Hdr.Iovlen > 1 {
+				s.gsoErr = errno // let write retry without GSO
+				return true
+			}
+			fallthrough
 		default:
-			s.err = errno
-			return true
+			// This datagram cannot be sent (say, EMSGSIZE): report
+			// it, but do not let it take the rest of the batch along.
+			if s.err == nil {
+				s.err = errno
+			}
+			s.done++
 		}
 	}
 	return true
@@ -311,28 +327,25 @@ func (s *sender) sendmmsg(fd uintptr) bool {
 func (s *sender) write(pkts [][]byte, to netip.AddrPort) error {
 	s.setDest(to)
 	gso := s.gso.Load()
+	s.err = nil
 	for {
 		s.build(pkts, gso)
-		s.err = nil
+		s.gsoErr = nil
 		if err := s.rc.Write(s.writeFn); err != nil {
 			return err
 		}
-		if s.err == nil {
-			return nil
+		if s.gsoErr == nil {
+			return s.err
 		}
 		// Like wireguard-go: EIO means the device cannot segment (e.g.
 		// checksum offload off); turn GSO off for good and resend what is
 		// left one datagram per message.
-		if gso && (errors.Is(s.err, unix.EIO) || errors.Is(s.err, unix.EINVAL)) {
-			s.gso.Store(false)
-			gso = false
-			sent := 0
-			for _, h := range s.hdrs[:s.done] {
-				sent += int(h.Hdr.Iovlen)
-			}
-			pkts = pkts[sent:]
-			continue
+		s.gso.Store(false)
+		gso = false
+		sent := 0
+		for _, h := range s.hdrs[:s.done] {
+			sent += int(h.Hdr.Iovlen)
 		}
-		return s.err
+		pkts = pkts[sent:]
 	}
 }

@@ -2,7 +2,12 @@
 
 package datapath
 
-import "testing"
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
 
 // TestGSOGrouping checks how datagrams are grouped into UDP_SEGMENT sends:
 // a run ends at a larger datagram, after a shorter one, at the segment
@@ -63,5 +68,37 @@ func TestGROSegment(t *testing.T) {
 	bad[0] = 0xff // length beyond the buffer
 	if groSegment(bad) != 0 {
 		t.Error("segment size from a malformed control buffer")
+	}
+}
+
+// TestSendSkipsBadDatagram checks that a datagram the kernel refuses does
+// not take the rest of its batch with it, and that the error is reported.
+func TestSendSkipsBadDatagram(t *testing.T) {
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	rxConn, err := net.ListenUDP("udp4", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rxConn.Close()
+	txConn, err := net.ListenUDP("udp4", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txConn.Close()
+	pkts := [][]byte{{1}, make([]byte, 70000), {2}, {3}}
+	tx := newSender(txConn)
+	if err := tx.write(pkts, rxConn.LocalAddr().(*net.UDPAddr).AddrPort()); err == nil {
+		t.Error("no error for an oversized datagram")
+	}
+	rx := NewReceiver(rxConn, 8)
+	rxConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []byte
+	for len(got) < 3 {
+		if err := rx.Read(func(dg []byte, _ netip.AddrPort) { got = append(got, dg...) }); err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+	}
+	if string(got) != "\x01\x02\x03" {
+		t.Errorf("received %v, want [1 2 3]", got)
 	}
 }
