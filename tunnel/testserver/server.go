@@ -156,6 +156,10 @@ func Start(cfg Config) (*Server, error) {
 		Headroom:  datapath.Headroom,
 		Tailroom:  datapath.Tailroom,
 		Logger:    s.log.With("srv", "netstack"),
+		// Batched, GSO sends like the client's: on loopback the client's
+		// UDP_GRO can only coalesce what the sender sent as GSO, which is
+		// what a real NIC's GRO does for traffic from a real server.
+		OutBatch: s.data.SendIPBatch,
 	}, s.data.SendIP)
 	if err != nil {
 		s.closeSockets()
