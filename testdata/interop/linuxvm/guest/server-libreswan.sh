@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Sourced by init.sh: Libreswan (pluto) as an IKEv1 PSK L2TP server, in the style of hwdsl2/setup-ipsec-vpn.
+cat >/etc/ipsec.conf <<CONF
+config setup
+  ikev1-policy=accept
+  virtual-private=%v4:10.0.0.0/8,%v4:192.168.0.0/16,%v4:172.16.0.0/12,%v4:127.0.0.0/8,%v4:!$PPP_NET
+  uniqueids=no
+  logfile=$OUT/pluto.log
+  logtime=yes
+  plutodebug=${PLUTODEBUG:-none}
+
+conn shared
+  left=%defaultroute
+  leftid=$SERVER_IP
+  right=%any
+  encapsulation=yes
+  authby=secret
+  pfs=no
+  rekey=no
+  keyingtries=5
+  dpddelay=30
+  dpdtimeout=300
+  dpdaction=clear
+  ikev2=never
+  ike=aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048,aes128-sha1;modp2048
+  phase2alg=aes_gcm-null,aes128-sha1,aes256-sha1,aes256-sha2_512,aes128-sha2,aes256-sha2
+  ikelifetime=24h
+  salifetime=24h
+  sha2-truncbug=no
+
+conn l2tp-psk
+  auto=add
+  leftprotoport=17/1701
+  rightprotoport=17/%any
+  type=transport
+  also=shared
+CONF
+printf '%%any %%any : PSK "%s"\n' "$PSK" >/etc/ipsec.secrets
+chmod 600 /etc/ipsec.secrets
+mkdir -p /run/pluto /var/lib/ipsec/nss
+[ -f /var/lib/ipsec/nss/cert9.db ] || ipsec initnss --nssdir /var/lib/ipsec/nss >"$OUT/initnss.log" 2>&1
+ipsec pluto --config /etc/ipsec.conf >"$OUT/pluto-start.log" 2>&1 || { cat "$OUT/pluto-start.log"; false; }
+for _ in $(seq 1 100); do [ -S /run/pluto/pluto.ctl ] && break; sleep 0.2; done
+[ -S /run/pluto/pluto.ctl ] || { echo "pluto control socket missing"; false; }
+ipsec whack --listen >>"$OUT/pluto-start.log" 2>&1
+ipsec auto --add l2tp-psk >>"$OUT/pluto-start.log" 2>&1 || { cat "$OUT/pluto-start.log"; false; }
+ipsec auto --rereadsecrets >>"$OUT/pluto-start.log" 2>&1
+echo "libreswan $(ipsec --version 2>/dev/null | head -n1) started"

@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# Sourced by init.sh: strongSwan charon (unpacked, not installed) + swanctl as an IKEv1 PSK L2TP server.
+mkdir -p /etc/l2tpvm
+cat >/etc/l2tpvm/strongswan-server.conf <<CONF
+charon {
+  load = random nonce openssl aes sha1 sha2 md5 hmac gmp kdf pem pkcs1 pubkey x509 kernel-netlink socket-default vici
+  install_routes = no
+  install_virtual_ip = no
+  filelog {
+    charon {
+      path = $OUT/charon.log
+      time_format = %b %e %T
+      default = ${CHARONDEBUG:-1}
+      flush_line = yes
+    }
+  }
+  syslog { daemon { default = -1 } }
+}
+CONF
+cat >/etc/l2tpvm/swanctl-server.conf <<CONF
+connections {
+  l2tp-psk {
+    version = 1
+    remote_addrs = %any
+    encap = yes
+    proposals = aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha1-modp2048,aes128-sha1-modp2048,default
+    dpd_delay = 30s
+    dpd_timeout = 300s
+    rekey_time = 0s
+    reauth_time = 0s
+    over_time = 0s
+    rand_time = 0s
+    unique = never
+    local { auth = psk }
+    remote { auth = psk }
+    children {
+      l2tp-psk {
+        mode = transport
+        local_ts = dynamic[udp/1701]
+        remote_ts = dynamic[udp]
+        esp_proposals = aes128-sha1,aes256-sha1,aes128-sha256,aes256-sha256,aes256-sha512,aes128gcm16,aes256gcm16,default
+        rekey_time = 0s
+        life_time = 24h
+        rand_time = 0s
+        dpd_action = clear
+      }
+    }
+  }
+}
+secrets {
+  ike-l2tp { secret = "$PSK" }
+}
+CONF
+STRONGSWAN_CONF=/etc/l2tpvm/strongswan-server.conf /usr/lib/ipsec/charon >"$OUT/charon-stdout.log" 2>&1 &
+for _ in $(seq 1 100); do [ -S /run/charon.vici ] && break; sleep 0.2; done
+[ -S /run/charon.vici ] || { echo "charon vici socket missing"; false; }
+swanctl --load-all --file /etc/l2tpvm/swanctl-server.conf >"$OUT/swanctl-load.log" 2>&1 ||
+	{ cat "$OUT/swanctl-load.log"; false; }
+echo "strongswan charon started"
