@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/capture"
 )
 
 func unhex(t *testing.T, s string) []byte {
@@ -131,61 +133,38 @@ func TestDerivedExamples(t *testing.T) {
 	}
 }
 
-type captureKeys struct {
-	PSKHex  string `json:"psk_hex"`
-	ICookie string `json:"icookie"`
-	RCookie string `json:"rcookie"`
-	GXI     string `json:"g_xi"`
-	GXR     string `json:"g_xr"`
-	Ni      string `json:"ni"`
-	Nr      string `json:"nr"`
-	GXY     string `json:"dh_shared_secret"`
-	SKEYID  string `json:"skeyid"`
-	SKEYIDd string `json:"skeyid_d"`
-	SKEYIDa string `json:"skeyid_a"`
-	SKEYIDe string `json:"skeyid_e"`
-	Ka      string `json:"ka"`
-	IVMM5   string `json:"iv_mm5"`
-	QMNi    string `json:"qm_ni"`
-	QMNr    string `json:"qm_nr"`
-	ESP     map[string]struct {
-		SPI     string `json:"spi"`
-		EncKey  string `json:"enc_key"`
-		AuthKey string `json:"auth_key"`
-	} `json:"esp"`
-}
-
 // TestCaptureKeys recomputes every phase-1 key and both ESP KEYMATs of the
 // three real sessions in testdata/captures from the PSK and the public
 // values (all three negotiated SHA2-256 PRF, AES-256 IKE, AES-128/SHA1 ESP).
 func TestCaptureKeys(t *testing.T) {
-	dirs, _ := filepath.Glob("../../testdata/captures/*/keys.json")
+	dirs, _ := capture.Sessions("../../testdata/captures")
 	if len(dirs) != 3 {
 		t.Fatalf("found %d captures", len(dirs))
 	}
-	for _, path := range dirs {
-		t.Run(filepath.Base(filepath.Dir(path)), func(t *testing.T) {
-			var k captureKeys
-			readJSON(t, path, &k)
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			k, err := capture.LoadKeys(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
 			s, _ := NewSuite(HashSHA256)
-			skeyid := s.SKEYIDPSK(unhex(t, k.PSKHex), unhex(t, k.Ni), unhex(t, k.Nr))
-			if hex.EncodeToString(skeyid) != k.SKEYID {
+			skeyid := s.SKEYIDPSK(k.PSK, k.Ni, k.Nr)
+			if !bytes.Equal(skeyid, k.SKEYID) {
 				t.Fatalf("SKEYID %x", skeyid)
 			}
-			ks := s.DeriveKeys(skeyid, unhex(t, k.GXY), unhex(t, k.ICookie), unhex(t, k.RCookie))
-			if hex.EncodeToString(ks.D) != k.SKEYIDd || hex.EncodeToString(ks.A) != k.SKEYIDa || hex.EncodeToString(ks.E) != k.SKEYIDe {
+			ks := s.DeriveKeys(skeyid, k.GXY, k.ICookie, k.RCookie)
+			if !bytes.Equal(ks.D, k.SKEYIDd) || !bytes.Equal(ks.A, k.SKEYIDa) || !bytes.Equal(ks.E, k.SKEYIDe) {
 				t.Fatal("SKEYID_d/a/e differ")
 			}
-			if got := hex.EncodeToString(s.EncryptionKey(ks.E, 32)); got != k.Ka {
-				t.Errorf("Ka %s", got)
+			if got := s.EncryptionKey(ks.E, 32); !bytes.Equal(got, k.Ka) {
+				t.Errorf("Ka %x", got)
 			}
-			if got := hex.EncodeToString(s.Phase1IV(unhex(t, k.GXI), unhex(t, k.GXR), 16)); got != k.IVMM5 {
-				t.Errorf("IV %s", got)
+			if got := s.Phase1IV(k.GXI, k.GXR, 16); !bytes.Equal(got, k.IVMM5) {
+				t.Errorf("IV %x", got)
 			}
 			for dir, e := range k.ESP {
-				spi := binary.BigEndian.Uint32(unhex(t, e.SPI))
-				km := s.Keymat(ks.D, nil, 3, spi, unhex(t, k.QMNi), unhex(t, k.QMNr), 36)
-				if hex.EncodeToString(km[:16]) != e.EncKey || hex.EncodeToString(km[16:]) != e.AuthKey {
+				km := s.Keymat(ks.D, nil, 3, e.SPI, k.QMNi, k.QMNr, 36)
+				if !bytes.Equal(km[:16], e.EncKey) || !bytes.Equal(km[16:], e.AuthKey) {
 					t.Errorf("%s: KEYMAT %x", dir, km)
 				}
 			}

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/capture"
 )
 
 var captureDirs = []string{
@@ -16,80 +16,28 @@ var captureDirs = []string{
 	"c-softether-server_strongswan-client",
 }
 
-// readPcap returns the link type and the frames of a classic little-endian
-// microsecond pcap file (what tcpdump wrote for the captures).
-func readPcap(t testing.TB, path string) (linkType uint32, frames [][]byte) {
+// captureInbounds builds an Inbound for each direction of the capture's SA.
+func captureInbounds(t testing.TB, dir string) map[uint32]*Inbound {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	ck, err := capture.LoadKeys(filepath.Join(testdataDir, "captures", dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) < 24 || binary.LittleEndian.Uint32(data) != 0xa1b2c3d4 {
-		t.Fatalf("%s: not a little-endian pcap", path)
-	}
-	linkType = binary.LittleEndian.Uint32(data[20:])
-	for p := data[24:]; len(p) > 0; {
-		if len(p) < 16 {
-			t.Fatalf("%s: truncated record header", path)
-		}
-		n := int(binary.LittleEndian.Uint32(p[8:]))
-		if n != int(binary.LittleEndian.Uint32(p[12:])) || len(p) < 16+n {
-			t.Fatalf("%s: truncated or snapped record", path)
-		}
-		frames = append(frames, p[16:16+n])
-		p = p[16+n:]
-	}
-	return linkType, frames
-}
-
-// ipv4UDP returns the UDP header+payload of an IPv4/UDP packet.
-func ipv4UDP(ip []byte) (udp []byte, ok bool) {
-	if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != 17 {
-		return nil, false
-	}
-	ihl := int(ip[0]&0xF) * 4
-	total := int(binary.BigEndian.Uint16(ip[2:]))
-	if total > len(ip) || ihl+8 > total {
-		return nil, false
-	}
-	return ip[ihl:total], true
-}
-
-type captureKeys struct {
-	ESP map[string]struct {
-		SPI     string `json:"spi"`
-		EncAlg  string `json:"enc_alg"`
-		EncKey  string `json:"enc_key"`
-		AuthAlg string `json:"auth_alg"`
-		AuthKey string `json:"auth_key"`
-		ICVBits int    `json:"icv_bits"`
-	} `json:"esp"`
-}
-
-// captureInbounds builds an Inbound for each direction of the capture's SA.
-func captureInbounds(t testing.TB, dir string) map[uint32]*Inbound {
-	var ck captureKeys
-	loadJSON(t, filepath.Join("captures", dir, "keys.json"), &ck)
 	out := map[uint32]*Inbound{}
 	for name, e := range ck.ESP {
 		if e.EncAlg != "cbc(aes)" || e.AuthAlg != "hmac(sha1)" || e.ICVBits != 96 {
 			t.Fatalf("%s %s: unexpected suite %s/%s/%d", dir, name, e.EncAlg, e.AuthAlg, e.ICVBits)
 		}
-		spi, err := strconv.ParseUint(e.SPI, 16, 32)
-		if err != nil {
-			t.Fatal(err)
-		}
-		enc := unhex(t, e.EncKey)
 		in, err := NewInbound(Keys{
-			SPI:     uint32(spi),
-			Alg:     Algorithm{Enc: EncAESCBC, EncKeyBits: len(enc) * 8, Auth: AuthHMACSHA1},
-			EncKey:  enc,
-			AuthKey: unhex(t, e.AuthKey),
+			SPI:     e.SPI,
+			Alg:     Algorithm{Enc: EncAESCBC, EncKeyBits: len(e.EncKey) * 8, Auth: AuthHMACSHA1},
+			EncKey:  e.EncKey,
+			AuthKey: e.AuthKey,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[uint32(spi)] = in
+		out[e.SPI] = in
 	}
 	if len(out) != 2 {
 		t.Fatalf("%s: %d ESP SAs in keys.json", dir, len(out))
@@ -97,25 +45,26 @@ func captureInbounds(t testing.TB, dir string) map[uint32]*Inbound {
 	return out
 }
 
-// captureDatagrams returns the UDP 4500 payloads of outer.pcap, in order.
-func captureDatagrams(t testing.TB, dir string) [][]byte {
-	lt, frames := readPcap(t, filepath.Join(testdataDir, "captures", dir, "outer.pcap"))
-	if lt != 1 {
-		t.Fatalf("%s outer.pcap: link type %d, want Ethernet", dir, lt)
+// captureFile returns the UDP datagrams of one of the capture's pcap files.
+func captureFile(t testing.TB, dir, file string) []capture.Datagram {
+	t.Helper()
+	ds, err := capture.Datagrams(filepath.Join(testdataDir, "captures", dir, file))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return ds
+}
+
+// captureDatagrams returns the UDP 4500 payloads of outer.pcap, in order
+// (fresh copies: Open decrypts in place).
+func captureDatagrams(t testing.TB, dir string) [][]byte {
+	t.Helper()
 	var out [][]byte
-	for _, f := range frames {
-		if len(f) < 14 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+	for _, d := range captureFile(t, dir, "outer.pcap") {
+		if d.Src.Port() != 4500 && d.Dst.Port() != 4500 {
 			continue
 		}
-		udp, ok := ipv4UDP(f[14:])
-		if !ok {
-			continue
-		}
-		if binary.BigEndian.Uint16(udp[0:]) != 4500 && binary.BigEndian.Uint16(udp[2:]) != 4500 {
-			continue
-		}
-		out = append(out, append([]byte(nil), udp[8:]...))
+		out = append(out, append([]byte(nil), d.Payload...))
 	}
 	return out
 }
@@ -127,10 +76,7 @@ func TestCaptures(t *testing.T) {
 	for _, dir := range captureDirs {
 		t.Run(dir, func(t *testing.T) {
 			ins := captureInbounds(t, dir)
-			lt, dec := readPcap(t, filepath.Join(testdataDir, "captures", dir, "decrypted-l2tp.pcap"))
-			if lt != 101 {
-				t.Fatalf("decrypted-l2tp.pcap link type %d, want 101 (raw IP)", lt)
-			}
+			dec := captureFile(t, dir, "decrypted-l2tp.pcap")
 			counts := map[Kind]int{}
 			perSA := map[uint32]int{}
 			var got [][]byte
@@ -167,11 +113,13 @@ func TestCaptures(t *testing.T) {
 			if len(got) != len(dec) {
 				t.Fatalf("%d ESP packets opened, decrypted-l2tp.pcap has %d", len(got), len(dec))
 			}
-			for i := range got {
-				want, ok := ipv4UDP(dec[i])
-				if !ok {
-					t.Fatalf("decrypted frame %d is not IPv4/UDP", i)
-				}
+			for i, d := range dec {
+				// The inner UDP header and payload as verify.py wrote them.
+				want := binary.BigEndian.AppendUint16(nil, d.Src.Port())
+				want = binary.BigEndian.AppendUint16(want, d.Dst.Port())
+				want = binary.BigEndian.AppendUint16(want, uint16(8+len(d.Payload)))
+				want = binary.BigEndian.AppendUint16(want, d.Checksum)
+				want = append(want, d.Payload...)
 				if !bytes.Equal(got[i], want) {
 					t.Fatalf("packet %d:\n got %x\nwant %x", i, got[i], want)
 				}

@@ -4,55 +4,56 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
-	"os"
+	"net/netip"
 	"path/filepath"
 	"testing"
 
 	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/capture"
 )
 
 const capturesDir = "../../testdata/captures"
 
-type capKeys struct {
-	PSKHex  string `json:"psk_hex"`
-	ICookie string `json:"icookie"`
-	RCookie string `json:"rcookie"`
-	GXI     string `json:"g_xi"`
-	GXR     string `json:"g_xr"`
-	Ni      string `json:"ni"`
-	Nr      string `json:"nr"`
-	GXY     string `json:"dh_shared_secret"`
-	SKEYID  string `json:"skeyid"`
-	SKEYIDd string `json:"skeyid_d"`
-	SKEYIDa string `json:"skeyid_a"`
-	SKEYIDe string `json:"skeyid_e"`
-	Ka      string `json:"ka"`
-	IVMM5   string `json:"iv_mm5"`
-	ESP     map[string]struct {
-		SPI     string `json:"spi"`
-		EncKey  string `json:"enc_key"`
-		AuthKey string `json:"auth_key"`
-	} `json:"esp"`
+// capturedIKE is one ISAKMP message found in a capture.
+type capturedIKE struct {
+	src, dst netip.AddrPort
+	natt     bool // arrived on port 4500 (non-ESP marker stripped)
+	msg      []byte
 }
 
-func mustHex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
+// readCapturedIKE returns the ISAKMP messages of a capture's outer.pcap: UDP
+// to/from 500 or 4500. On 4500 the 4-byte non-ESP marker is stripped (RFC
+// 3948 §2.2); ESP and NAT keepalives are skipped.
+func readCapturedIKE(path string) ([]capturedIKE, error) {
+	ds, err := capture.Datagrams(path)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return b
+	var out []capturedIKE
+	for _, d := range ds {
+		sp, dp := d.Src.Port(), d.Dst.Port()
+		payload := d.Payload
+		natt := false
+		switch {
+		case sp == 4500 || dp == 4500:
+			if len(payload) < 4 || binary.BigEndian.Uint32(payload) != 0 {
+				continue // ESP or keepalive
+			}
+			payload = payload[4:]
+			natt = true
+		case sp == 500 || dp == 500:
+		default:
+			continue
+		}
+		out = append(out, capturedIKE{src: d.Src, dst: d.Dst, natt: natt, msg: append([]byte(nil), payload...)})
+	}
+	return out, nil
 }
 
 func captureDirs(t testing.TB) []string {
-	dirs, _ := filepath.Glob(filepath.Join(capturesDir, "*-*"))
-	var out []string
-	for _, d := range dirs {
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			out = append(out, d)
-		}
+	out, err := capture.Sessions(capturesDir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(out) != 3 {
 		t.Fatalf("found %d capture dirs, want 3", len(out))
@@ -100,12 +101,8 @@ func TestCaptureReplay(t *testing.T) {
 }
 
 func replayCapture(t *testing.T, dir string) {
-	raw, err := os.ReadFile(filepath.Join(dir, "keys.json"))
+	k, err := capture.LoadKeys(dir)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var k capKeys
-	if err := json.Unmarshal(raw, &k); err != nil {
 		t.Fatal(err)
 	}
 	pkts, err := readCapturedIKE(filepath.Join(dir, "outer.pcap"))
@@ -163,7 +160,7 @@ func replayCapture(t *testing.T, dir string) {
 	if mm1 == nil || mm2 == nil || mm3 == nil || mm4 == nil || mm5 == nil || mm6 == nil {
 		t.Fatal("incomplete main mode")
 	}
-	if hex.EncodeToString(mm2.ICookie[:]) != k.ICookie || hex.EncodeToString(mm2.RCookie[:]) != k.RCookie {
+	if !bytes.Equal(mm2.ICookie[:], k.ICookie) || !bytes.Equal(mm2.RCookie[:], k.RCookie) {
 		t.Fatal("cookies differ from keys.json")
 	}
 	// Phase-1 suite from MM2.
@@ -188,27 +185,27 @@ func replayCapture(t *testing.T, dir string) {
 	saiB := First(mm1.Payloads, PayloadSA).Body
 	gxi, ni := First(mm3.Payloads, PayloadKE).Body, First(mm3.Payloads, PayloadNonce).Body
 	gxr, nr := First(mm4.Payloads, PayloadKE).Body, First(mm4.Payloads, PayloadNonce).Body
-	if hex.EncodeToString(gxi) != k.GXI || hex.EncodeToString(nr) != k.Nr {
+	if !bytes.Equal(gxi, k.GXI) || !bytes.Equal(nr, k.Nr) {
 		t.Fatal("KE/nonce differ from keys.json")
 	}
 	if n := len(All(mm3.Payloads, PayloadNATD)); n != 2 {
 		t.Errorf("MM3 has %d NAT-D", n)
 	}
 	ckyI, ckyR := mm2.ICookie[:], mm2.RCookie[:]
-	skeyid := suite.SKEYIDPSK(mustHex(t, k.PSKHex), ni, nr)
-	ks := suite.DeriveKeys(skeyid, mustHex(t, k.GXY), ckyI, ckyR)
-	if hex.EncodeToString(ks.SKEYID) != k.SKEYID || hex.EncodeToString(ks.D) != k.SKEYIDd ||
-		hex.EncodeToString(ks.A) != k.SKEYIDa || hex.EncodeToString(ks.E) != k.SKEYIDe {
+	skeyid := suite.SKEYIDPSK(k.PSK, ni, nr)
+	ks := suite.DeriveKeys(skeyid, k.GXY, ckyI, ckyR)
+	if !bytes.Equal(ks.SKEYID, k.SKEYID) || !bytes.Equal(ks.D, k.SKEYIDd) ||
+		!bytes.Equal(ks.A, k.SKEYIDa) || !bytes.Equal(ks.E, k.SKEYIDe) {
 		t.Fatal("SKEYIDs differ")
 	}
 	keyLen, bs, _ := p1KeyLen(tr.Enc, tr.KeyBits)
 	ka := suite.EncryptionKey(ks.E, keyLen)
-	if hex.EncodeToString(ka) != k.Ka {
+	if !bytes.Equal(ka, k.Ka) {
 		t.Fatal("Ka differs")
 	}
 	blk, _ := newP1Block(tr.Enc, ka)
 	iv0 := suite.Phase1IV(gxi, gxr, bs)
-	if hex.EncodeToString(iv0) != k.IVMM5 {
+	if !bytes.Equal(iv0, k.IVMM5) {
 		t.Fatal("MM5 IV differs")
 	}
 	ivs := newIVManager(suite, blk, iv0)
@@ -340,14 +337,14 @@ func replayCapture(t *testing.T, dir string) {
 	c2s, s2c := k.ESP["client_to_server"], k.ESP["server_to_client"]
 	for _, c := range []struct {
 		spi        uint32
-		wantSPI    string
-		enc, integ string
+		wantSPI    uint32
+		enc, integ []byte
 	}{{q.rSPI, c2s.SPI, c2s.EncKey, c2s.AuthKey}, {q.iSPI, s2c.SPI, s2c.EncKey, s2c.AuthKey}} {
-		if hex.EncodeToString(be32(c.spi)) != c.wantSPI {
-			t.Fatalf("SPI %08x, keys.json %s", c.spi, c.wantSPI)
+		if c.spi != c.wantSPI {
+			t.Fatalf("SPI %08x, keys.json %08x", c.spi, c.wantSPI)
 		}
 		km := suite.Keymat(ks.D, nil, 3, c.spi, q.ni, q.nr, 36)
-		if hex.EncodeToString(km[:16]) != c.enc || hex.EncodeToString(km[16:]) != c.integ {
+		if !bytes.Equal(km[:16], c.enc) || !bytes.Equal(km[16:], c.integ) {
 			t.Errorf("KEYMAT for %08x differs", c.spi)
 		}
 	}

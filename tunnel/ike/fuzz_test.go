@@ -5,13 +5,18 @@ import (
 	"math/rand"
 	"path/filepath"
 	"testing"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/capture"
 )
 
 func addCaptureSeeds(f *testing.F) [][]byte {
 	var all [][]byte
-	dirs, _ := filepath.Glob(filepath.Join(capturesDir, "*-*", "outer.pcap"))
+	dirs, err := capture.Sessions(capturesDir)
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, d := range dirs {
-		pkts, err := readCapturedIKE(d)
+		pkts, err := readCapturedIKE(filepath.Join(d, "outer.pcap"))
 		if err != nil {
 			f.Fatal(err)
 		}

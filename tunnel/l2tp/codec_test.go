@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/capture"
 )
 
 const (
@@ -19,70 +21,39 @@ const (
 
 // capturePacket is one L2TP packet from a decrypted-l2tp.pcap.
 type capturePacket struct {
-	index    int // 1-based pcap record number
-	src, dst [4]byte
-	l2tp     []byte
+	index int // 1-based pcap record number
+	l2tp  []byte
 }
 
-// readL2TPPcap is a tiny reader for linktype-101 (raw IPv4) pcap files: it
-// returns the UDP payloads of UDP/1701 packets.
+// readL2TPPcap returns the UDP payloads of the UDP/1701 packets of a
+// decrypted-l2tp.pcap, every record of which must be IPv4/UDP.
 func readL2TPPcap(t testing.TB, path string) []capturePacket {
 	t.Helper()
-	d, err := os.ReadFile(path)
+	ds, err := capture.Datagrams(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d) < 24 {
-		t.Fatalf("%s: short pcap", path)
-	}
-	var bo binary.ByteOrder
-	switch binary.LittleEndian.Uint32(d) {
-	case 0xa1b2c3d4:
-		bo = binary.LittleEndian
-	case 0xd4c3b2a1:
-		bo = binary.BigEndian
-	default:
-		t.Fatalf("%s: not a microsecond pcap", path)
-	}
-	if lt := bo.Uint32(d[20:]); lt != 101 {
-		t.Fatalf("%s: linktype %d, want 101", path, lt)
-	}
 	var out []capturePacket
-	for off, n := 24, 1; off < len(d); n++ {
-		if off+16 > len(d) {
-			t.Fatalf("%s: truncated record header", path)
+	for i, d := range ds {
+		if d.Frame != i+1 {
+			t.Fatalf("%s #%d: not IPv4/UDP", path, i+1)
 		}
-		incl := int(bo.Uint32(d[off+8:]))
-		off += 16
-		if off+incl > len(d) {
-			t.Fatalf("%s: truncated record", path)
-		}
-		p := d[off : off+incl]
-		off += incl
-		if len(p) < 28 || p[0]>>4 != 4 || p[9] != 17 {
-			t.Fatalf("%s #%d: not IPv4/UDP", path, n)
-		}
-		ihl := int(p[0]&0xf) * 4
-		udp := p[ihl:]
-		if binary.BigEndian.Uint16(udp[2:]) != 1701 && binary.BigEndian.Uint16(udp) != 1701 {
+		if d.Src.Port() != 1701 && d.Dst.Port() != 1701 {
 			continue
 		}
-		ulen := int(binary.BigEndian.Uint16(udp[4:]))
-		if ulen < 8 || ulen > len(udp) {
-			t.Fatalf("%s #%d: bad UDP length", path, n)
-		}
-		cp := capturePacket{index: n, l2tp: udp[8:ulen]}
-		copy(cp.src[:], p[12:16])
-		copy(cp.dst[:], p[16:20])
-		out = append(out, cp)
+		out = append(out, capturePacket{index: d.Frame, l2tp: d.Payload})
 	}
 	return out
 }
 
 func capturePaths(t testing.TB) []string {
-	m, err := filepath.Glob(filepath.Join(capturesDir, "*", "decrypted-l2tp.pcap"))
-	if err != nil || len(m) != 3 {
-		t.Fatalf("want 3 capture files, got %v (%v)", m, err)
+	dirs, err := capture.Sessions(capturesDir)
+	if err != nil || len(dirs) != 3 {
+		t.Fatalf("want 3 capture dirs, got %v (%v)", dirs, err)
+	}
+	m := make([]string, len(dirs))
+	for i, d := range dirs {
+		m[i] = filepath.Join(d, "decrypted-l2tp.pcap")
 	}
 	return m
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"os"
+	"net/netip"
 	"path/filepath"
 	"testing"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/capture"
 )
 
 // capturedFrame is one PPP frame from a decrypted-l2tp.pcap.
@@ -21,29 +23,18 @@ var captureServers = map[string]string{
 	"c-softether-server_strongswan-client": "10.231.0.2",
 }
 
-// readCapture reads a little-endian pcap with linktype 101 (raw IPv4) and
-// returns the PPP payloads of the L2TP data messages.
+// readCapture returns the PPP payloads of the L2TP data messages in a
+// capture's decrypted-l2tp.pcap.
 func readCapture(t testing.TB, dir string) []capturedFrame {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "captures", dir, "decrypted-l2tp.pcap"))
+	ds, err := capture.Datagrams(filepath.Join("..", "..", "testdata", "captures", dir, "decrypted-l2tp.pcap"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(b[20:]) != 101 {
-		t.Fatalf("%s: not a LE pcap with linktype 101", dir)
-	}
-	server := captureServers[dir]
+	server := netip.MustParseAddr(captureServers[dir])
 	var out []capturedFrame
-	for off := 24; off+16 <= len(b); {
-		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
-		pkt := b[off+16 : off+16+incl]
-		off += 16 + incl
-		ihl := int(pkt[0]&15) * 4
-		if pkt[9] != 17 {
-			continue
-		}
-		src := pkt[12:16]
-		l2 := pkt[ihl+8:]
+	for _, d := range ds {
+		l2 := d.Payload
 		flags := binary.BigEndian.Uint16(l2)
 		if flags&0x8000 != 0 || flags&0x000f != 2 { // control message or not L2TPv2
 			continue
@@ -59,24 +50,9 @@ func readCapture(t testing.TB, dir string) []capturedFrame {
 		if flags&0x0200 != 0 {
 			h += 2 + int(binary.BigEndian.Uint16(l2[h:]))
 		}
-		fs := bytes.Equal(src, ipv4Bytes(server))
-		out = append(out, capturedFrame{fromServer: fs, ppp: bytes.Clone(l2[h:])})
+		out = append(out, capturedFrame{fromServer: d.Src.Addr() == server, ppp: bytes.Clone(l2[h:])})
 	}
 	return out
-}
-
-func ipv4Bytes(s string) []byte {
-	var a [4]byte
-	var i, n int
-	for _, c := range s + "." {
-		if c == '.' {
-			a[i] = byte(n)
-			i, n = i+1, 0
-			continue
-		}
-		n = n*10 + int(c-'0')
-	}
-	return a[:]
 }
 
 func allCaptures(t testing.TB) map[string][]capturedFrame {
