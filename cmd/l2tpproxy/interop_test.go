@@ -184,7 +184,14 @@ func TestInterop(t *testing.T) {
 		t.Logf("CONNECT_TIME %s %s", p["SERVER_KIND"]+p["MODE"], m[1])
 	}
 	for _, layer := range []string{"IKE SA established", "IPsec SA established", "L2TP tunnel established", "L2TP session established", "PPP authenticated", "IPCP up"} {
-		if !strings.Contains(pc.output(), layer) {
+		found := false
+		for _, line := range strings.Split(pc.output(), "\n") {
+			if strings.Contains(line, layer) {
+				t.Logf("PROGRESS %s", line)
+				found = true
+			}
+		}
+		if !found {
 			t.Errorf("no progress line %q", layer)
 		}
 	}
