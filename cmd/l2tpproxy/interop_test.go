@@ -36,6 +36,17 @@ import (
 
 type peer map[string]string
 
+// label names the server in result lines, e.g. "softether/strict" or "libreswan/hwdsl2".
+func (p peer) label() string {
+	l := p["SERVER_KIND"]
+	for _, k := range []string{"MODE", "AUTH"} {
+		if p[k] != "" {
+			l += "/" + p[k]
+		}
+	}
+	return l
+}
+
 func loadPeer(t *testing.T) peer {
 	path := os.Getenv("L2TPPROXY_INTEROP_ENV")
 	if path == "" {
@@ -181,7 +192,7 @@ func TestInterop(t *testing.T) {
 	pc.waitFor(t, regexp.MustCompile(`HTTP proxy listening`), 90*time.Second)
 	t.Logf("connected in %v (process start to proxies listening)", time.Since(began).Round(time.Millisecond))
 	if m := regexp.MustCompile(`connect_time=(\S+)`).FindStringSubmatch(pc.output()); m != nil {
-		t.Logf("CONNECT_TIME %s %s", p["SERVER_KIND"]+p["MODE"], m[1])
+		t.Logf("CONNECT_TIME %s %s", p.label(), m[1])
 	}
 	for _, layer := range []string{"IKE SA established", "IPsec SA established", "L2TP tunnel established", "L2TP session established", "PPP authenticated", "IPCP up"} {
 		found := false
@@ -239,7 +250,7 @@ func TestInterop(t *testing.T) {
 				t.Fatalf("big: %d bytes sha256 %s, want %s %s", n, got, p["BIG_SIZE"], p["BIG_SHA256"])
 			}
 			d := time.Since(start)
-			t.Logf("THROUGHPUT download %s %s: %d bytes in %v = %.1f MiB/s", p["SERVER_KIND"]+p["MODE"], via.name, n, d.Round(time.Millisecond), float64(n)/d.Seconds()/(1<<20))
+			t.Logf("THROUGHPUT download %s %s: %d bytes in %v = %.1f MiB/s", p.label(), via.name, n, d.Round(time.Millisecond), float64(n)/d.Seconds()/(1<<20))
 
 			up := make([]byte, 16<<20)
 			rand.Read(up)
@@ -256,7 +267,7 @@ func TestInterop(t *testing.T) {
 				t.Fatalf("upload: server says %q, want %q", got, want)
 			}
 			d = time.Since(start)
-			t.Logf("THROUGHPUT upload %s %s: %d bytes in %v = %.1f MiB/s", p["SERVER_KIND"]+p["MODE"], via.name, len(up), d.Round(time.Millisecond), float64(len(up))/d.Seconds()/(1<<20))
+			t.Logf("THROUGHPUT upload %s %s: %d bytes in %v = %.1f MiB/s", p.label(), via.name, len(up), d.Round(time.Millisecond), float64(len(up))/d.Seconds()/(1<<20))
 		})
 	}
 
