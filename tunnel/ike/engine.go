@@ -541,7 +541,7 @@ func (e *engine) onCleartextNotify(n Notify) error {
 func (e *engine) onNotify(n Notify) error {
 	switch n.Type {
 	case NotifyRUThere:
-		e.log.Debug("ike: DPD R-U-THERE", "seq", n.Data)
+		e.log.Debug("ike: DPD R-U-THERE", "seq", fmt.Sprintf("%x", n.Data))
 		return e.sendInformational(func(b *builder) {
 			b.add(PayloadNotify, Notify{DOI: 1, Protocol: 1, Type: NotifyRUThereAck, SPI: e.cookies(), Data: n.Data}.encode())
 		})
@@ -635,6 +635,7 @@ func (e *engine) shutdown() {
 	if !e.p1Done {
 		return
 	}
+	e.log.Debug("ike: sending Deletes", "esp_sas", len(e.children))
 	for _, c := range e.children {
 		spi := c.sa.Inbound.SPI
 		_ = e.sendInformational(func(b *builder) {
