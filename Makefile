@@ -18,6 +18,7 @@ test:
 
 # A short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 15s
+# Each target runs on its own; a crasher is saved under the package's testdata/fuzz/ and fails the run.
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \

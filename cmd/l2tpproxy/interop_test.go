@@ -271,6 +271,26 @@ func TestInterop(t *testing.T) {
 		})
 	}
 
+	// Idle: the server's keepalives (DPD, L2TP HELLO, LCP echo) must be
+	// answered and ours sent, or the server drops the tunnel. Long enough for
+	// Libreswan's 30 s DPD and xl2tpd's 60 s HELLO.
+	if idle, _ := time.ParseDuration(os.Getenv("L2TPPROXY_INTEROP_IDLE")); idle > 0 {
+		t.Run("idle", func(t *testing.T) {
+			time.Sleep(idle)
+			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Get(p["HELLO_URL"])
+			if err != nil {
+				t.Fatalf("after %v idle: %v\n%s", idle, err, pc.output())
+			}
+			resp.Body.Close()
+			if strings.Contains(pc.output(), "tunnel went down") {
+				t.Fatalf("the tunnel went down while idle:\n%s", pc.output())
+			}
+			t.Logf("still up after %v idle", idle)
+		})
+	}
+
 	// SIGINT tears down in order and exits 0.
 	pc.cmd.Process.Signal(os.Interrupt)
 	select {
