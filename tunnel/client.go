@@ -63,6 +63,12 @@ type Config struct {
 	// ReplyTimeout is how long Dial waits for the first reply of the server
 	// before it reports the server unreachable (default 8 s).
 	ReplyTimeout time.Duration
+	// L2TPTimeout bounds the L2TP setup once IPsec is up (default 8 s: a
+	// server that answered IKE is alive, so a silent L2TP means no L2TP
+	// service, and the user should hear so quickly). PPPTimeout bounds each
+	// PPP phase: LCP, authentication, IPCP (default 8 s each; SoftEther's
+	// IPCP Nak alone can take ~4 s).
+	L2TPTimeout, PPPTimeout time.Duration
 	// KeepaliveInterval is the NAT-T keepalive period while the tunnel is
 	// idle (default 20 s, what Windows uses: MS-IKEE <14>).
 	KeepaliveInterval time.Duration
@@ -87,6 +93,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReplyTimeout == 0 {
 		c.ReplyTimeout = 8 * time.Second
+	}
+	if c.L2TPTimeout == 0 {
+		c.L2TPTimeout = 8 * time.Second
+	}
+	if c.PPPTimeout == 0 {
+		c.PPPTimeout = 8 * time.Second
 	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = 20 * time.Second
@@ -438,12 +450,23 @@ ikeLoop:
 	}, l2tpTransport{c})
 	c.data.SetControl(c.lac)
 	c.l2tpRun.start(c.lac.Run)
+	l2tpTimer := time.NewTimer(c.cfg.L2TPTimeout)
+	defer l2tpTimer.Stop()
+	tunnelUp := false
 l2tpLoop:
 	for {
 		select {
+		case <-l2tpTimer.C:
+			what := "no answer from the L2TP server"
+			if tunnelUp {
+				what = "the L2TP server set up the tunnel but no session"
+			}
+			return &Error{Class: ErrL2TP, Layer: "L2TP", Err: fmt.Errorf("%w: %s within %s", l2tp.ErrTimeout, what, c.cfg.L2TPTimeout),
+				Hint: "IPsec is up, so the server is reachable: check that it runs an L2TP service (xl2tpd) for IPsec clients"}
 		case ev := <-c.lac.Events():
 			switch ev := ev.(type) {
 			case l2tp.TunnelUp:
+				tunnelUp = true
 				c.info.L2TPPeer = ev.PeerHostName
 				log.Info("L2TP tunnel established", "peer", ev.PeerHostName, "vendor", ev.PeerVendor, "tunnel", ev.PeerTunnelID)
 			case l2tp.SessionUp:
@@ -463,13 +486,32 @@ l2tpLoop:
 
 	// PPP: LCP, authentication, IPCP.
 	c.pppRun.start(c.ppp.Run)
+	pppTimer := time.NewTimer(c.cfg.PPPTimeout)
+	defer pppTimer.Stop()
+	authed, linkUp := false, false
 	var ip ppp.IPUp
 pppLoop:
 	for {
 		select {
+		case <-pppTimer.C:
+			if authed {
+				return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: within %s of authentication", ppp.ErrNoIP, c.cfg.PPPTimeout),
+					Hint: "the server assigned no IP address: its address pool may be exhausted"}
+			}
+			what := "link negotiation (LCP)"
+			if linkUp {
+				what = "authentication"
+			}
+			return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: %s did not finish within %s", ppp.ErrTimeout, what, c.cfg.PPPTimeout),
+				Hint: "the server's PPP stopped answering"}
 		case ev := <-c.ppp.Events():
 			switch ev := ev.(type) {
+			case ppp.LinkUp:
+				linkUp = true
+				pppTimer.Reset(c.cfg.PPPTimeout)
 			case ppp.AuthUp:
+				authed = true
+				pppTimer.Reset(c.cfg.PPPTimeout)
 				c.info.PPPAuth = ev.Method.String()
 				log.Info("PPP authenticated", "method", ev.Method.String())
 			case ppp.IPUp:

@@ -22,6 +22,7 @@ import (
 	"github.com/l2tpproxy/l2tpproxy/proxy"
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -209,23 +210,26 @@ func get(t *testing.T, hc *http.Client, u string) []byte {
 // and never leaks the secrets into the message.
 func TestFailures(t *testing.T) {
 	cases := []struct {
-		name  string
-		edit  func(*tunnel.Config)
-		class error
-		layer error
+		name   string
+		faults testserver.Faults
+		edit   func(*tunnel.Config)
+		class  error
+		layer  error
 	}{
-		{"wrong psk", func(c *tunnel.Config) { c.PSK = []byte("not-the-psk-sEcReT1") }, tunnel.ErrIKE, ike.ErrAuthFailed},
-		{"wrong password", func(c *tunnel.Config) { c.Password = []byte("not-the-password-sEcReT2") }, tunnel.ErrPPP, ppp.ErrAuthFailed},
-		{"unreachable", func(c *tunnel.Config) {
+		{"no l2tp", testserver.Faults{NoL2TP: true}, func(*tunnel.Config) {}, tunnel.ErrL2TP, l2tp.ErrTimeout},
+		{"no ipcp", testserver.Faults{NoIPCP: true}, func(*tunnel.Config) {}, tunnel.ErrPPP, ppp.ErrNoIP},
+		{"wrong psk", testserver.Faults{}, func(c *tunnel.Config) { c.PSK = []byte("not-the-psk-sEcReT1") }, tunnel.ErrIKE, ike.ErrAuthFailed},
+		{"wrong password", testserver.Faults{}, func(c *tunnel.Config) { c.Password = []byte("not-the-password-sEcReT2") }, tunnel.ErrPPP, ppp.ErrAuthFailed},
+		{"unreachable", testserver.Faults{}, func(c *tunnel.Config) {
 			c.Server = deadAddr(t)
 			c.ReplyTimeout = 2 * time.Second
 		}, tunnel.ErrServerUnreachable, nil},
-		{"no password", func(c *tunnel.Config) { c.Password = nil }, tunnel.ErrConfig, nil},
+		{"no password", testserver.Faults{}, func(c *tunnel.Config) { c.Password = nil }, tunnel.ErrConfig, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// The test server serves one client in its lifetime.
-			cfg := clientConfig(t, startServer(t, testserver.Config{}))
+			cfg := clientConfig(t, startServer(t, testserver.Config{Faults: tc.faults}))
 			tc.edit(&cfg)
 			start := time.Now()
 			c, err := tunnel.Dial(context.Background(), cfg)

@@ -47,9 +47,17 @@ type Config struct {
 	// package's defaults).
 	Phase1 []ike.Phase1Transform
 	Phase2 []esp.Algorithm
+	// Faults to inject, for tests of the client's failure reporting.
+	Faults Faults
 	// BigSize is the size of /big.bin on the target (default 64 MiB).
 	BigSize int64
 	Logger  *slog.Logger
+}
+
+// Faults makes the server misbehave in a chosen way.
+type Faults struct {
+	NoL2TP bool // IKE and ESP work, but L2TP control messages are ignored
+	NoIPCP bool // PPP authenticates the client, then never answers IPCP
 }
 
 // Addresses on the far side of the tunnel.
@@ -147,7 +155,9 @@ func Start(cfg Config) (*Server, error) {
 	})
 	s.lns = l2tp.NewLNS(l2tp.Config{HostName: "testserver", VendorName: "l2tpproxy-testserver",
 		Logger: s.log.With("srv", "l2tp")}, serverL2TPTransport{s})
-	s.data.SetControl(s.lns)
+	if !cfg.Faults.NoL2TP {
+		s.data.SetControl(s.lns)
+	}
 	s.newPPP()
 
 	s.stack, err = netstack.New(netstack.Config{
@@ -264,7 +274,21 @@ func (s *Server) newPPP() {
 		DNS:    []netip.Addr{ServerIP},
 		Logger: s.log.With("srv", "ppp"),
 	}, s.data.SendPPP)
+	if s.cfg.Faults.NoIPCP {
+		s.data.SetFrames(dropIPCP{s.pppSrv})
+		return
+	}
 	s.data.SetFrames(s.pppSrv)
+}
+
+// dropIPCP passes PPP frames on except IPCP ones (Faults.NoIPCP).
+type dropIPCP struct{ next datapath.FrameSink }
+
+func (d dropIPCP) HandleFrame(frame []byte) {
+	if proto, _, err := ppp.DecodeFrame(frame); err == nil && proto == 0x8021 {
+		return
+	}
+	d.next.HandleFrame(frame)
 }
 
 // runPPP runs the PPP server for the session that just came up. The test
