@@ -39,7 +39,15 @@ type linkEndpoint struct {
 	mtu    atomic.Uint32
 	logger *slog.Logger
 
-	q    chan *stack.PacketBuffer
+	// Outbound packets are copied (GSO segments: cut, see gso.go) by the
+	// writer into pooled buffers of bufSize bytes, each holding one IPv4
+	// packet after headroom bytes with at least tailroom spare, and
+	// queued; one queue entry is one packet of at most the MTU.
+	pool               *sync.Pool // *[]byte of len bufSize
+	bufSize            int
+	headroom, tailroom int
+
+	q    chan *[]byte
 	done chan struct{} // closed by shutdown
 	once sync.Once
 	wg   sync.WaitGroup // the out goroutine
@@ -56,13 +64,20 @@ type linkEndpoint struct {
 	outErrs atomic.Uint64 // out() returned an error
 }
 
-var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*linkEndpoint)(nil)
+	_ stack.GSOEndpoint  = (*linkEndpoint)(nil)
+)
 
-func newLinkEndpoint(mtu uint32, logger *slog.Logger) *linkEndpoint {
+func newLinkEndpoint(mtu uint32, headroom, tailroom int, pool *sync.Pool, logger *slog.Logger) *linkEndpoint {
 	e := &linkEndpoint{
-		logger: logger,
-		q:      make(chan *stack.PacketBuffer, outQueueLen),
-		done:   make(chan struct{}),
+		logger:   logger,
+		pool:     pool,
+		bufSize:  headroom + int(mtu) + tailroom,
+		headroom: headroom,
+		tailroom: tailroom,
+		q:        make(chan *[]byte, outQueueLen),
+		done:     make(chan struct{}),
 	}
 	e.mtu.Store(mtu)
 	e.rxOffload.Store(true)
@@ -76,19 +91,19 @@ func (e *linkEndpoint) shutdown() {
 
 // run drains the queue, calling emit with up to outBatchLen packets at a
 // time, in order, until shutdown. It is the single goroutine that calls the
-// user's out function. emit takes over the references of the packets.
-func (e *linkEndpoint) run(emit func([]*stack.PacketBuffer)) {
+// user's out function. emit takes over the buffers (see release).
+func (e *linkEndpoint) run(emit func([]*[]byte)) {
 	defer e.wg.Done()
-	batch := make([]*stack.PacketBuffer, 0, outBatchLen)
+	batch := make([]*[]byte, 0, outBatchLen)
 	for {
 		select {
-		case pkt := <-e.q:
-			batch = append(batch[:0], pkt)
+		case bp := <-e.q:
+			batch = append(batch[:0], bp)
 		drain:
 			for len(batch) < outBatchLen {
 				select {
-				case pkt := <-e.q:
-					batch = append(batch, pkt)
+				case bp := <-e.q:
+					batch = append(batch, bp)
 				default:
 					break drain
 				}
@@ -98,13 +113,36 @@ func (e *linkEndpoint) run(emit func([]*stack.PacketBuffer)) {
 		case <-e.done:
 			for {
 				select {
-				case pkt := <-e.q:
-					pkt.DecRef()
+				case bp := <-e.q:
+					e.release(bp)
 				default:
 					return
 				}
 			}
 		}
+	}
+}
+
+// getBuf returns a buffer for a packet of size bytes, with len
+// headroom+size: a pooled one if it fits, else a one-off.
+func (e *linkEndpoint) getBuf(size int) *[]byte {
+	need := e.headroom + size
+	if need+e.tailroom > e.bufSize {
+		// gVisor fragments to the link MTU and GSO segments are cut to
+		// it, so this should not happen; stay correct anyway.
+		e.logger.Warn("netstack: outbound packet larger than MTU", "size", size, "mtu", e.mtu.Load())
+		b := make([]byte, need, need+e.tailroom)
+		return &b
+	}
+	bp := e.pool.Get().(*[]byte)
+	*bp = (*bp)[:need]
+	return bp
+}
+
+// release returns a buffer from getBuf to the pool (one-offs are dropped).
+func (e *linkEndpoint) release(bp *[]byte) {
+	if cap(*bp) == e.bufSize {
+		e.pool.Put(bp)
 	}
 }
 
@@ -125,8 +163,33 @@ func mayBlock(pkt *stack.PacketBuffer) bool {
 	}
 }
 
-// WritePackets implements stack.LinkWriter. It takes a reference on every
-// packet it queues; the caller keeps (and releases) its own.
+// enqueue queues bp, waiting for space if block. It reports false when the
+// endpoint is shut down (bp is then released).
+func (e *linkEndpoint) enqueue(bp *[]byte, block bool) bool {
+	select {
+	case e.q <- bp:
+		return true
+	default:
+	}
+	if !block {
+		e.release(bp)
+		c := e.dropped.Add(1)
+		e.logger.Debug("netstack: out queue full, dropped best-effort packet", "dropped_total", c)
+		return true
+	}
+	e.blocked.Add(1)
+	select {
+	case e.q <- bp:
+		return true
+	case <-e.done:
+		e.release(bp)
+		return false
+	}
+}
+
+// WritePackets implements stack.LinkWriter. It copies every packet into a
+// pooled buffer and queues it, cutting TCP GSO segments into MTU-sized
+// packets on the way (see gso.go); the caller keeps its references.
 func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
@@ -138,39 +201,62 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 			return n, nil
 		default:
 		}
-		if mayBlock(pkt) {
-			pkt.IncRef()
-			select {
-			case e.q <- pkt:
-				n++
-				continue
-			default:
-			}
-			e.blocked.Add(1)
-			select {
-			case e.q <- pkt:
-			case <-e.done:
-				pkt.DecRef()
+		block := mayBlock(pkt)
+		if pkt.GSOOptions.Type == stack.GSOTCPv4 {
+			if !e.writeSegmented(pkt, block) {
 				if n == 0 {
 					return 0, &tcpip.ErrClosedForSend{}
 				}
 				return n, nil
 			}
-		} else {
-			pkt.IncRef()
-			select {
-			case e.q <- pkt:
-			default:
-				pkt.DecRef()
-				c := e.dropped.Add(1)
-				e.logger.Debug("netstack: out queue full, dropped best-effort packet",
-					"proto", pkt.TransportProtocolNumber, "dropped_total", c)
+			n++
+			continue
+		}
+		bp := e.getBuf(pkt.Size())
+		off := e.headroom
+		for _, v := range pkt.AsSlices() {
+			off += copy((*bp)[off:], v)
+		}
+		if !e.enqueue(bp, block) {
+			if n == 0 {
+				return 0, &tcpip.ErrClosedForSend{}
 			}
+			return n, nil
 		}
 		n++
 	}
 	return n, nil
 }
+
+// writeSegmented cuts a TCP GSO packet into packets of at most the MTU and
+// queues them. It reports false when the endpoint is shut down.
+func (e *linkEndpoint) writeSegmented(pkt *stack.PacketBuffer, block bool) bool {
+	var g tcp4Segmenter
+	if err := g.init(pkt.AsSlices(), int(pkt.GSOOptions.MSS), int(e.mtu.Load())); err != nil {
+		// Dropping it is what a NIC does with a bad TSO descriptor; TCP
+		// retransmits.
+		c := e.outErrs.Add(1)
+		e.logger.Warn("netstack: dropped outbound packet", "err", err, "errors_total", c)
+		return true
+	}
+	for {
+		bp := e.getBuf(g.nextLen)
+		if g.next((*bp)[e.headroom:]) == 0 {
+			e.release(bp)
+			return true
+		}
+		if !e.enqueue(bp, block) {
+			return false
+		}
+	}
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *linkEndpoint) GSOMaxSize() uint32 { return gsoMaxSize }
+
+// SupportedGSO implements stack.GSOEndpoint. "Host" GSO is gVisor's name
+// for segmentation below the stack: this endpoint does it (gso.go).
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
 
 // MTU implements stack.NetworkLinkEndpoint.
 func (e *linkEndpoint) MTU() uint32 { return e.mtu.Load() }
@@ -179,7 +265,7 @@ func (e *linkEndpoint) MTU() uint32 { return e.mtu.Load() }
 func (e *linkEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 
 // MaxHeaderLength implements stack.NetworkLinkEndpoint. The lower layers'
-// headroom is provided by the out goroutine's copy into a pooled buffer, so
+// headroom is provided by WritePackets' copy into a pooled buffer, so
 // gVisor need not reserve any.
 func (e *linkEndpoint) MaxHeaderLength() uint16 { return 0 }
 
@@ -192,8 +278,9 @@ func (e *linkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 // Capabilities implements stack.NetworkLinkEndpoint.
 //
 // No TX checksum offload: packets leave through a real network (inside
-// ESP) and the far end checks them, so gVisor computes them. No GSO: one
-// MTU per packet.
+// ESP) and the far end checks them, so gVisor computes them — except for
+// TCP GSO segments, whose checksums the endpoint computes per cut packet
+// (gso.go).
 //
 // RX checksum offload is declared, like a NIC that verifies checksums in
 // hardware: EnqueueInbound verifies the IPv4 header and TCP/UDP checksums

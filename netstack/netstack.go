@@ -76,7 +76,6 @@ type Stack struct {
 	pool   sync.Pool // *[]byte of cap Headroom+MTU+Tailroom
 	// Scratch of the out goroutine (emit): the batch being handed to out.
 	outBufs [][]byte
-	outPtrs []*[]byte
 	dns     dnsCache
 	// gro coalesces inbound TCP segments; used only by the inbound caller
 	// (EnqueueInbound, FlushInbound).
@@ -141,7 +140,7 @@ func New(cfg Config, out func(buf []byte, headroom int) error) (*Stack, error) {
 		return nil, err
 	}
 
-	s.link = newLinkEndpoint(uint32(cfg.MTU), logger)
+	s.link = newLinkEndpoint(uint32(cfg.MTU), cfg.Headroom, cfg.Tailroom, &s.pool, logger)
 	if terr := s.stack.CreateNIC(nicID, s.link); terr != nil {
 		s.stack.Destroy()
 		return nil, fmt.Errorf("%w: create NIC: %s", ErrBadConfig, terr)
@@ -242,68 +241,34 @@ func (s *Stack) setTCPOptions() error {
 
 func ptr[T any](v T) *T { return &v }
 
-// emit runs on the link's out goroutine: it copies each packet into a
-// pooled buffer after Headroom bytes and hands them to out (or OutBatch).
-func (s *Stack) emit(pkts []*stack.PacketBuffer) {
-	if len(pkts) == 1 || s.cfg.OutBatch == nil {
-		for _, pkt := range pkts {
-			s.emitOne(pkt)
+// emit runs on the link's out goroutine: each bps[i] is a pooled buffer
+// holding one outbound packet after Headroom bytes (copied there by the
+// link's WritePackets). It hands them to out (or OutBatch) and releases
+// them.
+func (s *Stack) emit(bps []*[]byte) {
+	if len(bps) == 1 || s.cfg.OutBatch == nil {
+		for _, bp := range bps {
+			if err := s.out(*bp, s.cfg.Headroom); err != nil {
+				c := s.link.outErrs.Add(1)
+				s.logger.Debug("netstack: out failed", "err", err, "errors_total", c)
+			}
+			s.link.release(bp)
 		}
 		return
 	}
-	bufs, ptrs := s.outBufs[:0], s.outPtrs[:0]
-	for _, pkt := range pkts {
-		bp, buf := s.copyOut(pkt)
-		bufs, ptrs = append(bufs, buf), append(ptrs, bp)
+	bufs := s.outBufs[:0]
+	for _, bp := range bps {
+		bufs = append(bufs, *bp)
 	}
 	if err := s.cfg.OutBatch(bufs, s.cfg.Headroom); err != nil {
 		c := s.link.outErrs.Add(1)
 		s.logger.Debug("netstack: out failed", "err", err, "errors_total", c)
 	}
-	for _, bp := range ptrs {
-		if bp != nil {
-			s.pool.Put(bp)
-		}
+	for _, bp := range bps {
+		s.link.release(bp)
 	}
 	clear(bufs)
-	clear(ptrs)
-	s.outBufs, s.outPtrs = bufs[:0], ptrs[:0]
-}
-
-// copyOut copies pkt into a pooled buffer (bp, nil for an oversized
-// one-off) after Headroom bytes and releases pkt.
-func (s *Stack) copyOut(pkt *stack.PacketBuffer) (bp *[]byte, buf []byte) {
-	size := pkt.Size()
-	need := s.cfg.Headroom + size
-	bp = s.pool.Get().(*[]byte)
-	buf = *bp
-	if need+s.cfg.Tailroom > cap(buf) {
-		// gVisor fragments to the link MTU, so this should not happen;
-		// stay correct anyway with a one-off buffer.
-		s.logger.Warn("netstack: outbound packet larger than MTU", "size", size, "mtu", s.cfg.MTU)
-		s.pool.Put(bp)
-		bp, buf = nil, make([]byte, need, need+s.cfg.Tailroom)
-	} else {
-		buf = buf[:need]
-	}
-	off := s.cfg.Headroom
-	for _, v := range pkt.AsSlices() {
-		off += copy(buf[off:], v)
-	}
-	pkt.DecRef()
-	return bp, buf
-}
-
-// emitOne hands a single packet to out.
-func (s *Stack) emitOne(pkt *stack.PacketBuffer) {
-	bp, buf := s.copyOut(pkt)
-	if err := s.out(buf, s.cfg.Headroom); err != nil {
-		c := s.link.outErrs.Add(1)
-		s.logger.Debug("netstack: out failed", "err", err, "errors_total", c)
-	}
-	if bp != nil {
-		s.pool.Put(bp)
-	}
+	s.outBufs = bufs[:0]
 }
 
 // InjectInbound delivers one IPv4 packet received from the tunnel to the
