@@ -447,6 +447,9 @@ ikeLoop:
 		Clock:  c.cfg.Clock,
 		Logger: log,
 		Rand:   c.cfg.Rand,
+		// Every ESP packet from the server carries L2TP: while they arrive,
+		// its L2TP is alive even if a control message or ack got lost.
+		PeerActivity: c.data.RxESP.Load,
 	}, l2tpTransport{c})
 	c.data.SetControl(c.lac)
 	c.l2tpRun.start(c.lac.Run)

@@ -24,9 +24,17 @@ type Config struct {
 	HelloInterval time.Duration // send HELLO after this much silence (default 60s)
 	RetryInitial  time.Duration // first retransmission timeout; default 1s, doubling, capped at 8s
 	MaxRetries    int           // retransmissions before ErrTimeout; default 5
-	Clock         clock.Clock   // default clock.Real
-	Logger        *slog.Logger  // default: discard
-	Rand          io.Reader     // source of tunnel/session IDs; default crypto/rand
+	// PeerActivity, if set, counts packets received from the peer outside
+	// the control channel (the data path bypasses the engine). While it
+	// grows, the peer is alive: no HELLO is needed after silence on the
+	// control channel, and an unacknowledged message is retransmitted
+	// without giving up (a loaded server's control channel can be lossy
+	// while data still flows; RFC 2661 §5.5 keepalives only matter when
+	// nothing else shows the peer is there).
+	PeerActivity func() uint64
+	Clock        clock.Clock  // default clock.Real
+	Logger       *slog.Logger // default: discard
+	Rand         io.Reader    // source of tunnel/session IDs; default crypto/rand
 }
 
 // Defaults (RFC 2661 §5.8 recommends a retransmission cap of at least 8 s).

@@ -96,9 +96,11 @@ type engine struct {
 	out     []outMsg
 	sent    int
 	retries int
-	ackOwed bool
-	rx      []rxSlot // out-of-order messages within our receive window
-	zlb     [controlHeaderLen]byte
+	// lastActivity is the PeerActivity count seen last.
+	lastActivity uint64
+	ackOwed      bool
+	rx           []rxSlot // out-of-order messages within our receive window
+	zlb          [controlHeaderLen]byte
 
 	rtx, hello  clock.Timer
 	closing     *closeReq
@@ -376,8 +378,13 @@ func (e *engine) retransmit() error {
 	}
 	e.retries++
 	if e.retries > e.cfg.MaxRetries {
-		return fmt.Errorf("%w: %s (Ns %d) not acknowledged after %d retransmissions",
-			ErrTimeout, e.out[0].mt, e.out[0].ns, e.cfg.MaxRetries)
+		if !e.peerActive() {
+			return fmt.Errorf("%w: %s (Ns %d) not acknowledged after %d retransmissions",
+				ErrTimeout, e.out[0].mt, e.out[0].ns, e.cfg.MaxRetries)
+		}
+		// The peer's data keeps arriving: keep trying at the capped interval.
+		e.retries = e.cfg.MaxRetries
+		e.log.Debug("unacknowledged, but the peer's data still arrives", "type", e.out[0].mt, "ns", e.out[0].ns)
 	}
 	e.log.Debug("retransmitting", "count", e.sent, "retry", e.retries)
 	for i := 0; i < e.sent; i++ {
@@ -396,11 +403,25 @@ func (e *engine) backoff() time.Duration {
 	return min(d, limit)
 }
 
+// peerActive reports whether the peer's data arrived since the last call.
+func (e *engine) peerActive() bool {
+	if e.cfg.PeerActivity == nil {
+		return false
+	}
+	n := e.cfg.PeerActivity()
+	active := n != e.lastActivity
+	e.lastActivity = n
+	return active
+}
+
 // onSilence runs when nothing arrived for HelloInterval (RFC 2661 §5.5):
 // probe with HELLO once established. A LAC whose session is not up
 // HelloInterval after Run started gives up.
 func (e *engine) onSilence() error {
 	resetTimer(e.hello, e.cfg.HelloInterval)
+	if e.st == stSessionUp && e.peerActive() {
+		return nil // data arrived meanwhile: the peer is alive
+	}
 	switch {
 	case e.st == stSessionUp || (e.role == roleLNS && e.st.tunnelEstablished()):
 		if len(e.out) == 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -738,5 +739,45 @@ func TestSCCRQRefused(t *testing.T) {
 	sp := s.l.packets()
 	if last := sp[len(sp)-1].m; !last.IsZLB() || last.TunnelID != 9 || last.Nr != 1 {
 		t.Errorf("last packet %+v", last.Header)
+	}
+}
+
+// TestPeerActivityKeepsTunnel: while the peer's data arrives (PeerActivity
+// grows), a LAC whose control channel to the peer is lost neither sends
+// HELLOs nor gives up; once the data stops, the HELLO goes unanswered and
+// Run ends with ErrTimeout.
+func TestPeerActivityKeepsTunnel(t *testing.T) {
+	var activity atomic.Uint64
+	p := newPair(t, func(c *Config) {
+		c.HelloInterval = 10 * time.Second
+		c.PeerActivity = activity.Load
+	}, func(c *Config) { c.HelloInterval = time.Hour })
+	p.establish(t)
+	p.down.setFilter(func(int, *ControlMessage) linkAction { return drop }) // LNS->LAC control lost
+	hellos := p.up.count(MsgHELLO)
+	for range 120 { // two minutes of data but no control traffic
+		activity.Add(1)
+		p.clk.Advance(time.Second)
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-p.lacErr:
+		t.Fatalf("LAC gave up while data was arriving: %v", err)
+	default:
+	}
+	if n := p.up.count(MsgHELLO) - hellos; n != 0 {
+		t.Errorf("%d HELLOs sent while data was arriving", n)
+	}
+	var err error
+	advanceUntil(t, p.clk, time.Second, 200*time.Second, func() bool {
+		select {
+		case err = <-p.lacErr:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "HELLO") {
+		t.Errorf("LAC Run = %v, want ErrTimeout for HELLO once the data stopped", err)
 	}
 }
