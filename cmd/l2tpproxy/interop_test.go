@@ -122,7 +122,9 @@ func start(t *testing.T, p peer, edit func(env map[string]string), args ...strin
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()
@@ -138,6 +140,7 @@ func start(t *testing.T, p peer, edit func(env map[string]string), args ...strin
 	go func() {
 		pc.err = cmd.Wait()
 		pw.Close()
+		<-scanned // done means every line the process wrote has been read
 		close(pc.done)
 	}()
 	t.Cleanup(func() {
