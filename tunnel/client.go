@@ -716,6 +716,6 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	case esp.KindIKE:
 		c.ike.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 	case esp.KindESP:
-		c.data.ReceiveBurst(dg)
+		c.data.Receive(dg)
 	}
 }

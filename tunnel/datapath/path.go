@@ -330,18 +330,8 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 	return out.Seal(buf, start, protoUDP)
 }
 
-// Receive opens one ESP datagram in place and hands its content up: IPv4
-// straight to the IP sink (which copies it), control traffic (cloned, since
-// it crosses to another goroutine) to the owning layer. dg is not retained.
-func (p *Path) Receive(dg []byte) { p.receive(dg, false) }
-
-// ReceiveBurst is Receive for one datagram of a burst (a batch read from
-// the socket): an IP sink that is an IPBurstSink may hold the packet until
-// Flush, which the reader must call at the end of the burst.
-func (p *Path) ReceiveBurst(dg []byte) { p.receive(dg, true) }
-
 // Flush delivers what the IP sink held back during a burst. Only the
-// goroutine that calls ReceiveBurst may call it.
+// goroutine that calls Receive may call it.
 func (p *Path) Flush() {
 	if h := p.held; h != nil {
 		p.held = nil
@@ -349,7 +339,13 @@ func (p *Path) Flush() {
 	}
 }
 
-func (p *Path) receive(dg []byte, burst bool) {
+// Receive opens one ESP datagram in place and hands its content up: IPv4
+// to the IP sink (which copies it), control traffic (cloned, since it
+// crosses to another goroutine) to the owning layer. dg is not retained.
+// Receive is called for each datagram of a burst (a batch read from the
+// socket): an IP sink that is an IPBurstSink may hold packets until Flush,
+// which the reader must call at the end of the burst.
+func (p *Path) Receive(dg []byte) {
 	in := p.in.Load()
 	if in == nil {
 		p.RxDropped.Add(1)
@@ -407,7 +403,7 @@ func (p *Path) receive(dg []byte, burst bool) {
 	}
 	if proto == ppp.ProtoIPv4 {
 		if ip := p.ip.Load(); ip != nil && s != nil {
-			if b, ok := (*ip).(IPBurstSink); ok && burst {
+			if b, ok := (*ip).(IPBurstSink); ok {
 				if p.held != b {
 					p.Flush()
 					p.held = b

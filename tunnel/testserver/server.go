@@ -320,6 +320,7 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 		batch = 64
 	}
 	rx := datapath.NewReceiver(conn, batch)
+	var last netip.AddrPort // this goroutine's copy of clientNATT: no lock per datagram
 	handle := func(dg []byte, from netip.AddrPort) {
 		if !natt {
 			s.mu.Lock()
@@ -328,17 +329,18 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 			s.resp.HandlePacket(append([]byte(nil), dg...))
 			return
 		}
-		s.mu.Lock()
-		if s.clientNATT != from {
+		if from != last {
+			last = from
+			s.mu.Lock()
 			s.clientNATT = from
+			s.mu.Unlock()
 			s.data.SetPeer(from) // answer whatever sent last, like SoftEther
 		}
-		s.mu.Unlock()
 		switch esp.Classify(dg) {
 		case esp.KindIKE:
 			s.resp.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 		case esp.KindESP:
-			s.data.ReceiveBurst(dg)
+			s.data.Receive(dg)
 		}
 	}
 	for {
