@@ -318,18 +318,15 @@ func (t *currentTunnel) LookupHost(ctx context.Context, host string) ([]netip.Ad
 	return c.LookupHost(ctx, host)
 }
 
-type cfgError struct{ msg string }
-
-func (e *cfgError) Error() string { return e.msg }
-
+// configError is a configuration error of the CLI itself, in the same class
+// (and form) as the ones tunnel.Dial reports.
 func configError(format string, a ...any) error {
-	return &cfgError{fmt.Sprintf(format, a...)}
+	return &tunnel.Error{Class: tunnel.ErrConfig, Layer: "config", Err: fmt.Errorf(format, a...)}
 }
 
 func exitCode(err error) int {
-	var ce *cfgError
 	switch {
-	case errors.As(err, &ce), errors.Is(err, tunnel.ErrConfig):
+	case errors.Is(err, tunnel.ErrConfig):
 		return exitConfig
 	case errors.Is(err, tunnel.ErrServerUnreachable):
 		return exitUnreachable
