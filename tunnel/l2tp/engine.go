@@ -153,9 +153,13 @@ func (e *engine) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			e.log.Info("shutting down", "state", e.st)
+			why := "client shutting down"
+			if e.role == roleLNS {
+				why = "server shutting down"
+			}
 			e.closing = &closeReq{
-				cdn:  &ResultCode{Result: CDNAdministrative, HasError: true, Message: "client shutting down"},
-				stop: ResultCode{Result: StopCCNGeneralClear, HasError: true, Message: "client shutting down"},
+				cdn:  &ResultCode{Result: CDNAdministrative, HasError: true, Message: why},
+				stop: ResultCode{Result: StopCCNGeneralClear, HasError: true, Message: why},
 			}
 			return e.closeDown(nil)
 		case pkt := <-e.in:

@@ -305,7 +305,7 @@ func TestShutdownFromLNS(t *testing.T) {
 		t.Errorf("LNS Run = %v", err)
 	}
 	err := waitErr(t, p.lacErr, "LAC")
-	if !errors.Is(err, ErrSessionClosed) || !strings.Contains(err.Error(), "client shutting down") {
+	if !errors.Is(err, ErrSessionClosed) || !strings.Contains(err.Error(), "server shutting down") {
 		t.Errorf("LAC Run = %v", err)
 	}
 	if p.down.count(MsgCDN) != 1 || p.down.count(MsgStopCCN) != 1 {

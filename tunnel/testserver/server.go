@@ -51,7 +51,11 @@ type Config struct {
 	Faults Faults
 	// BigSize is the size of /big.bin on the target (default 64 MiB).
 	BigSize int64
-	Logger  *slog.Logger
+	// IKEAddr and NATTAddr are where the server listens for IKE (the
+	// client's --server) and NAT-T (--natt-port); zero means an ephemeral
+	// port on 127.0.0.1. A test that restarts a server gives the old ports.
+	IKEAddr, NATTAddr netip.AddrPort
+	Logger            *slog.Logger
 }
 
 // Faults makes the server misbehave in a chosen way.
@@ -93,8 +97,9 @@ type Server struct {
 	clientIKE  netip.AddrPort // where the client sends IKE from
 	clientNATT netip.AddrPort
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel   context.CancelFunc
+	respDone chan struct{} // closed when the IKE responder has sent its Deletes
+	wg       sync.WaitGroup
 }
 
 // Start runs a server until Close.
@@ -117,19 +122,18 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	ikeConn, err := net.ListenUDP("udp4", lo)
+	ikeConn, err := listenUDP(cfg.IKEAddr)
 	if err != nil {
 		return nil, err
 	}
-	nattConn, err := net.ListenUDP("udp4", lo)
+	nattConn, err := listenUDP(cfg.NATTAddr)
 	if err != nil {
 		ikeConn.Close()
 		return nil, err
 	}
 	_ = nattConn.SetReadBuffer(4 << 20)
 	_ = nattConn.SetWriteBuffer(4 << 20)
-	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn}
+	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn, respDone: make(chan struct{})}
 	local := nattConn.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	s.resp, err = ike.NewResponder(ike.ResponderConfig{
@@ -210,9 +214,20 @@ func (s *Server) BigSHA256() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Close stops the server.
+// listenUDP listens on a (zero: an ephemeral port on 127.0.0.1).
+func listenUDP(a netip.AddrPort) (*net.UDPConn, error) {
+	if !a.IsValid() {
+		a = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0)
+	}
+	return net.ListenUDP("udp4", net.UDPAddrFromAddrPort(a))
+}
+
+// Close stops the server the way an administrator's restart does: the IKE
+// responder sends Deletes for the ESP SAs and the ISAKMP SA first (RFC 2409
+// §5.7), then everything stops.
 func (s *Server) Close() error {
 	s.cancel()
+	<-s.respDone
 	s.closeSockets()
 	s.stack.Close()
 	s.wg.Wait()
@@ -235,6 +250,7 @@ func (s *Server) goRun(f func()) {
 // run drives the responder roles: IKE, then the LNS, then PPP per session.
 func (s *Server) run(ctx context.Context) {
 	s.goRun(func() {
+		defer close(s.respDone)
 		if err := s.resp.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("ike responder ended", "err", err)
 		}
