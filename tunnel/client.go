@@ -582,7 +582,9 @@ func (c *Client) supervise() {
 				}
 				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
 			case ike.ChildSADeleted:
-				c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
+				if ev.ByPeer {
+					c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
+				}
 			}
 		case <-c.ikeRun.done:
 			c.fail(ikeError(c.ikeRun.err, c.ikeTo))

@@ -266,3 +266,32 @@ func deadAddr(t testing.TB) string {
 	pc.Close()
 	return a
 }
+
+// TestServerDeletesIPsecSA: the server takes our only ESP SA down but keeps
+// the ISAKMP SA. The client negotiates a new one by itself and the tunnel
+// carries traffic again, without a reconnect.
+func TestServerDeletesIPsecSA(t *testing.T) {
+	srv := startServer(t, testserver.Config{})
+	c := dial(t, clientConfig(t, srv))
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	if b := get(t, hc, srv.URL("/hello.txt")); string(b) != srv.HelloBody() {
+		t.Fatalf("before: %q", b)
+	}
+	if err := srv.DeleteIPsecSAs(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; srv.IPsecSAs() < 2; i++ {
+		if i > 100 {
+			t.Fatalf("no new IPsec SA 10 s after the server deleted ours (%d so far)", srv.IPsecSAs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b := get(t, hc, srv.URL("/hello.txt")); string(b) != srv.HelloBody() {
+		t.Fatalf("after: %q", b)
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("tunnel went down: %v", c.Err())
+	default:
+	}
+}

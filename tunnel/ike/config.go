@@ -152,8 +152,12 @@ type Phase1Up struct{ Suite string } // e.g. "AES-CBC-256/HMAC-SHA2-256/MODP2048
 // ChildSAUp reports a new ESP SA pair.
 type ChildSAUp struct{ Child ChildSA }
 
-// ChildSADeleted reports that an ESP SA pair is gone (peer Delete or rekey).
-type ChildSADeleted struct{ InboundSPI uint32 }
+// ChildSADeleted reports that an ESP SA pair is gone: the peer deleted it
+// (ByPeer), or we retired it after a rekey.
+type ChildSADeleted struct {
+	InboundSPI uint32
+	ByPeer     bool
+}
 
 func (Phase1Up) ikeEvent()       {}
 func (ChildSAUp) ikeEvent()      {}

@@ -28,8 +28,15 @@ const (
 	// is alive; silence after MM5 means it could not decrypt or verify it,
 	// almost always a wrong PSK, and the user should hear so within 10 s
 	// (1 s + 2 s + 4 s), not after the full 31 s schedule.
-	mm5Tries       = 3
-	firstRetry     = time.Second
+	mm5Tries   = 3
+	firstRetry = time.Second
+	// renewGrace is how long the initiator waits, after the peer deleted
+	// its last ESP SA, before it negotiates a new one itself. A server that
+	// is stopping sends its ESP Deletes and the ISAKMP Delete in one burst
+	// (RFC 2409 §5.7 lets either come first); a server that rekeys on its
+	// own (SoftEther answers a Delete with a new Quick Mode) brings the new
+	// SA within that time. Either way we must not start a third exchange.
+	renewGrace     = 2 * time.Second
 	nonceLen       = 32
 	maxQMExchanges = 8
 )
@@ -146,6 +153,10 @@ type engine struct {
 	timerAt  time.Time
 	qms      []*qmExchange
 	children []*child
+	// renewAt is when the initiator starts a Quick Mode because the peer
+	// deleted every ESP SA (zero: not pending). Without one the L2TP
+	// tunnel would be cut off until the next reconnect.
+	renewAt time.Time
 }
 
 func newEngine(initiator bool, psk []byte, local netip.AddrPort, clk clock.Clock, log *slog.Logger, rnd io.Reader, tr Transport) (*engine, error) {
@@ -262,6 +273,9 @@ func (e *engine) armTimer() {
 			next = at
 		}
 	}
+	if !e.renewAt.IsZero() && (next.IsZero() || e.renewAt.Before(next)) {
+		next = e.renewAt
+	}
 	if next.IsZero() {
 		if e.timer != nil {
 			e.timer.Stop()
@@ -316,6 +330,9 @@ func (e *engine) onTimer() error {
 		p.tries++
 	}
 	if err := e.checkRekey(now); err != nil {
+		return err
+	}
+	if err := e.checkRenew(now); err != nil {
 		return err
 	}
 	e.armTimer()
@@ -596,14 +613,37 @@ func (e *engine) onDelete(d Delete) error {
 				if c.sa.Outbound.SPI == spi || c.sa.Inbound.SPI == spi {
 					e.children = append(e.children[:i], e.children[i+1:]...)
 					e.log.Info("ike: peer deleted ESP SA", "inbound_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
-					e.emit(ChildSADeleted{InboundSPI: c.sa.Inbound.SPI})
+					e.emit(ChildSADeleted{InboundSPI: c.sa.Inbound.SPI, ByPeer: true})
 					break
 				}
 			}
 		}
+		if e.initiator && len(e.children) == 0 && e.renewAt.IsZero() {
+			e.renewAt = e.clk.Now().Add(renewGrace)
+		}
 		e.armTimer()
 	}
 	return nil
+}
+
+// checkRenew starts a Quick Mode once renewGrace has passed since the peer
+// deleted our last ESP SA, unless a new SA or an exchange for one came
+// meanwhile.
+func (e *engine) checkRenew(now time.Time) error {
+	if e.renewAt.IsZero() || now.Before(e.renewAt) {
+		return nil
+	}
+	e.renewAt = time.Time{}
+	if len(e.children) > 0 {
+		return nil
+	}
+	for _, q := range e.qms {
+		if !q.done {
+			return nil
+		}
+	}
+	e.log.Info("ike: the server deleted our only IPsec SA; negotiating a new one")
+	return e.startQM(0)
 }
 
 // sendInformational sends an encrypted Informational exchange with a fresh
@@ -636,16 +676,26 @@ func (e *engine) shutdown() {
 		return
 	}
 	e.log.Debug("ike: sending Deletes", "esp_sas", len(e.children))
+	e.deleteChildren(false)
+	_ = e.sendInformational(func(b *builder) {
+		b.add(PayloadDelete, Delete{DOI: 1, Protocol: 1, SPIs: [][]byte{e.cookies()}}.encode())
+	})
+}
+
+// deleteChildren sends a Delete for every ESP SA and forgets them, with a
+// ChildSADeleted event each if report is set.
+func (e *engine) deleteChildren(report bool) {
 	for _, c := range e.children {
 		spi := c.sa.Inbound.SPI
 		_ = e.sendInformational(func(b *builder) {
 			b.add(PayloadDelete, Delete{DOI: 1, Protocol: 3, SPIs: [][]byte{be32(spi)}}.encode())
 		})
+		if report {
+			e.emit(ChildSADeleted{InboundSPI: spi})
+		}
 	}
-	_ = e.sendInformational(func(b *builder) {
-		b.add(PayloadDelete, Delete{DOI: 1, Protocol: 1, SPIs: [][]byte{e.cookies()}}.encode())
-	})
 	e.children = nil
+	e.armTimer()
 }
 
 // ---- phase 1 helpers shared by both roles ----

@@ -56,6 +56,19 @@ func (r *Responder) Run(ctx context.Context) error {
 	return r.e.run(ctx, nil, r.handleMM)
 }
 
+// DeleteChildSAs deletes every ESP SA, telling the peer (RFC 2409 §5.7), as
+// a server does when its administrator takes the connection's IPsec SA down
+// but keeps the ISAKMP SA. The test server uses it to inject that fault. It
+// waits for Run to take the request, or for ctx to end.
+func (r *Responder) DeleteChildSAs(ctx context.Context) error {
+	select {
+	case r.e.do <- func() { r.e.deleteChildren(true) }:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (r *Responder) handleMM(m *Message, raw []byte) error {
 	e := r.e
 	if e.mmLastIn != nil && bytes.Equal(raw, e.mmLastIn) {

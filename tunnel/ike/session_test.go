@@ -342,3 +342,56 @@ func TestNewInitiatorValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionServerDeletesESP: the server deletes our only ESP SA but keeps
+// the ISAKMP SA. After renewGrace the initiator negotiates a new SA itself.
+func TestSessionServerDeletesESP(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	if err := p.resp.DeleteChildSAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.resp.Events(), false); del.ByPeer {
+		t.Errorf("responder's own delete reported as the peer's: %+v", del)
+	}
+	del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false)
+	if del.InboundSPI != first.Inbound.SPI || !del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x by peer", del, first.Inbound.SPI)
+	}
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+	checkKeysMatch(t, second, rc)
+	if second.Inbound.SPI == first.Inbound.SPI {
+		t.Fatal("same SPI")
+	}
+}
+
+// TestSessionServerStops: ESP Deletes followed by the ISAKMP Delete end the
+// initiator with ErrDeleted and no new Quick Mode.
+func TestSessionServerStops(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	p.rCancel()
+	if err := waitErr(t, p, p.iErr, true); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("initiator: %v", err)
+	}
+	msgs, _ := p.toResp.messages()
+	if n := quickModes(msgs); n != 1 {
+		t.Errorf("initiator ran %d Quick Modes, want 1", n)
+	}
+}
+
+// quickModes counts the distinct Quick Mode exchanges (M-IDs) in msgs.
+func quickModes(msgs [][]byte) int {
+	mids := map[uint32]bool{}
+	for _, raw := range msgs {
+		if m, err := Parse(raw); err == nil && m.Exchange == ExchangeQuickMode {
+			mids[m.MessageID] = true
+		}
+	}
+	return len(mids)
+}

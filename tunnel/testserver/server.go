@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -96,6 +97,9 @@ type Server struct {
 	mu         sync.Mutex
 	clientIKE  netip.AddrPort // where the client sends IKE from
 	clientNATT netip.AddrPort
+
+	ctx      context.Context // ends at Close
+	ipsecSAs atomic.Int64    // ESP SA pairs established so far
 
 	cancel   context.CancelFunc
 	respDone chan struct{} // closed when the IKE responder has sent its Deletes
@@ -182,7 +186,7 @@ func Start(cfg Config) (*Server, error) {
 	s.data.SetIP(s.stack)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.ctx, s.cancel = ctx, cancel
 	if err := s.startServices(ctx); err != nil {
 		cancel()
 		s.stack.Close()
@@ -213,6 +217,14 @@ func (s *Server) BigSHA256() string {
 	io.Copy(h, io.LimitReader(&pattern{}, s.cfg.BigSize))
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// IPsecSAs is how many ESP SA pairs were established so far (rekeys and
+// renewals count).
+func (s *Server) IPsecSAs() int64 { return s.ipsecSAs.Load() }
+
+// DeleteIPsecSAs deletes the client's ESP SAs but keeps the ISAKMP SA, as a
+// server administrator's "ipsec down" of the child does.
+func (s *Server) DeleteIPsecSAs() error { return s.resp.DeleteChildSAs(s.ctx) }
 
 // listenUDP listens on a (zero: an ephemeral port on 127.0.0.1).
 func listenUDP(a netip.AddrPort) (*net.UDPConn, error) {
@@ -269,6 +281,7 @@ func (s *Server) run(ctx context.Context) {
 				if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
 					s.log.Warn("install SA", "err", err)
 				}
+				s.ipsecSAs.Add(1)
 			}
 		case ev := <-s.lns.Events():
 			if up, ok := ev.(l2tp.SessionUp); ok {
