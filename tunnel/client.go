@@ -143,13 +143,18 @@ type Client struct {
 	local  netip.AddrPort
 	info   Info
 
-	ike   *ike.Initiator
+	// ike is the initiator of the current IKE SA; supervise replaces it
+	// when the server deletes the IKE SA but not the IPsec SA. ikeMu orders
+	// that replacement (and ikeRun's) with teardown.
+	ike   atomic.Pointer[ike.Initiator]
+	ikeMu sync.Mutex
 	lac   *l2tp.LAC
 	ppp   *ppp.Client
 	data  *datapath.Path
 	stack atomic.Pointer[netstack.Stack]
 
-	ikeRun, l2tpRun, pppRun layerRun
+	ikeRun          *layerRun // replaced with c.ike, under ikeMu
+	l2tpRun, pppRun layerRun
 
 	gotReply  chan struct{} // closed on the first datagram from the server
 	replyOnce sync.Once
@@ -354,7 +359,12 @@ func (c *Client) teardown(graceful bool) {
 		}
 		c.pppRun.stop(wait)
 		c.l2tpRun.stop(wait)
-		c.ikeRun.stop(wait)
+		c.ikeMu.Lock() // no new IKE SA starts once closing is set
+		ikeRun := c.ikeRun
+		c.ikeMu.Unlock()
+		if ikeRun != nil {
+			ikeRun.stop(wait)
+		}
 		c.conn.Close()
 		close(c.done)
 	})
@@ -364,10 +374,10 @@ func (c *Client) markReply() {
 	c.replyOnce.Do(func() { close(c.gotReply) })
 }
 
-// connect brings the layers up one after the other.
-func (c *Client) connect(ctx context.Context) error {
-	log := c.log
-	ikeCfg := ike.Config{
+// startIKE starts an initiator for a new IKE SA (Main Mode, then Quick
+// Mode) and makes it the current one, unless the client is closing.
+func (c *Client) startIKE() (*ike.Initiator, error) {
+	ini, err := ike.NewInitiator(ike.Config{
 		PSK:        c.cfg.PSK,
 		LocalAddr:  c.local,
 		RemoteAddr: c.ikeTo,
@@ -375,16 +385,31 @@ func (c *Client) connect(ctx context.Context) error {
 		Phase1:     c.cfg.Phase1,
 		Phase2:     c.cfg.Phase2,
 		Clock:      c.cfg.Clock,
-		Logger:     log.With("layer", "ike"),
+		Logger:     c.log.With("layer", "ike"),
 		Rand:       c.cfg.Rand,
-	}
-	ini, err := ike.NewInitiator(ikeCfg, ikeTransport{c})
+	}, ikeTransport{c})
 	if err != nil {
-		return &Error{Class: ErrConfig, Layer: "IKE", Err: err}
+		return nil, &Error{Class: ErrConfig, Layer: "IKE", Err: err}
 	}
-	c.ike = ini
-	go c.readLoop()
+	c.ikeMu.Lock()
+	defer c.ikeMu.Unlock()
+	if c.closing.Load() {
+		return nil, ErrClosed
+	}
+	c.ike.Store(ini)
+	c.ikeRun = new(layerRun)
 	c.ikeRun.start(ini.Run)
+	return ini, nil
+}
+
+// connect brings the layers up one after the other.
+func (c *Client) connect(ctx context.Context) error {
+	log := c.log
+	ini, err := c.startIKE()
+	if err != nil {
+		return err
+	}
+	go c.readLoop()
 
 	// IKE: wait for the phase-1 and the ESP SA.
 	unreachable := time.NewTimer(c.cfg.ReplyTimeout)
@@ -563,6 +588,14 @@ func (c *Client) supervise() {
 	// Keep draining every layer's events: their owners block (IKE) or drop
 	// (others) when nobody reads. A closed channel is set to nil.
 	lacEv, pppEv := c.lac.Events(), c.ppp.Events()
+	ini := c.ike.Load()
+	// live counts the current IKE SA's ESP SAs that nobody deleted. When the
+	// server deletes the IKE SA (its lifetime ended) but leaves the IPsec SA
+	// up, the L2TP session, PPP and every TCP connection are still good:
+	// only a new IKE SA is needed, not a reconnect. A server that stops or
+	// restarts deletes the IPsec SAs first (Libreswan and strongSwan do), so
+	// live is 0 then and the tunnel goes down as it must.
+	live := 1
 	for {
 		select {
 		case _, ok := <-lacEv:
@@ -573,22 +606,35 @@ func (c *Client) supervise() {
 			if !ok {
 				pppEv = nil
 			}
-		case ev := <-c.ike.Events():
+		case ev := <-ini.Events():
 			switch ev := ev.(type) {
+			case ike.Phase1Up:
+				c.log.Info("IKE SA re-established", "suite", ev.Suite)
 			case ike.ChildSAUp:
+				live++
 				if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
 					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 					continue
 				}
 				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
 			case ike.ChildSADeleted:
+				live--
 				if ev.ByPeer {
 					c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 				}
 			}
 		case <-c.ikeRun.done:
-			c.fail(ikeError(c.ikeRun.err, c.ikeTo))
-			return
+			err := c.ikeRun.err
+			if !errors.Is(err, ike.ErrDeleted) || live <= 0 {
+				c.fail(ikeError(err, c.ikeTo))
+				return
+			}
+			c.log.Info("the server deleted the IKE SA but not the IPsec SA: negotiating a new IKE SA, the tunnel stays up")
+			if ini, err = c.startIKE(); err != nil {
+				c.fail(ikeError(err, c.ikeTo))
+				return
+			}
+			live = 0
 		case <-c.l2tpRun.done:
 			c.fail(l2tpError(c.l2tpRun.err))
 			return
@@ -711,12 +757,12 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	}
 	c.markReply()
 	if from.Port() == c.ikeTo.Port() && c.ikeTo.Port() != c.nattTo.Port() {
-		c.ike.HandlePacket(append([]byte(nil), dg...))
+		c.ike.Load().HandlePacket(append([]byte(nil), dg...))
 		return
 	}
 	switch esp.Classify(dg) {
 	case esp.KindIKE:
-		c.ike.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
+		c.ike.Load().HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 	case esp.KindESP:
 		c.data.Receive(dg)
 	}

@@ -295,3 +295,51 @@ func TestServerDeletesIPsecSA(t *testing.T) {
 	default:
 	}
 }
+
+// TestServerDeletesIKESA: the server deletes the ISAKMP SA alone (its
+// lifetime ended) and leaves the IPsec SA up. The client negotiates a new IKE
+// SA in place: a TCP connection opened before carries requests after, and
+// the tunnel never goes down.
+func TestServerDeletesIKESA(t *testing.T) {
+	srv := startServer(t, testserver.Config{})
+	c := dial(t, clientConfig(t, srv))
+	conn, err := c.DialContext(context.Background(), "tcp", fmt.Sprintf("%s:%d", testserver.TargetName, testserver.HTTPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	ask := func(when string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL("/hello.txt"), nil)
+		if err := req.Write(conn); err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != srv.HelloBody() {
+			t.Fatalf("%s: %q", when, b)
+		}
+	}
+	ask("before")
+	if err := srv.DeleteIKESA(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; srv.IPsecSAs() < 2; i++ {
+		if i > 100 {
+			t.Fatalf("no new IKE and IPsec SA 10 s after the server deleted the IKE SA (%d SAs)", srv.IPsecSAs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ask("after, on the same TCP connection")
+	select {
+	case <-c.Done():
+		t.Fatalf("tunnel went down: %v", c.Err())
+	default:
+	}
+}

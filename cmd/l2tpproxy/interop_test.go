@@ -294,6 +294,34 @@ func TestInterop(t *testing.T) {
 		})
 	}
 
+	// The server takes our IPsec SA down but keeps the ISAKMP SA (Libreswan's
+	// whack --deletestate, strongSwan's swanctl --terminate --child): the
+	// client negotiates a new one by itself, without a reconnect. Only the VM
+	// servers have a control channel for this.
+	if p["VM_CTL"] != "" {
+		t.Run("ipsec-sa-deleted", func(t *testing.T) {
+			rc, log := vmRequest(t, p, "delete-child", 60*time.Second)
+			if rc != "0" {
+				t.Fatalf("the server could not delete the IPsec SA (rc %s):\n%s", rc, log)
+			}
+			began := time.Now()
+			pc.waitFor(t, regexp.MustCompile(`IPsec SA deleted by the server`), 30*time.Second)
+			pc.waitFor(t, regexp.MustCompile(`negotiating a new one`), 30*time.Second)
+			pc.waitFor(t, regexp.MustCompile(`IPsec SA rekeyed`), 60*time.Second)
+			t.Logf("new IPsec SA %v after the server deleted ours", time.Since(began).Round(time.Millisecond))
+			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Get(p["HELLO_URL"])
+			if err != nil {
+				t.Fatalf("through the new SA: %v\n%s", err, pc.output())
+			}
+			resp.Body.Close()
+			if strings.Contains(pc.output(), "tunnel went down") {
+				t.Fatalf("the tunnel went down instead:\n%s", pc.output())
+			}
+		})
+	}
+
 	// SIGINT tears down in order and exits 0.
 	pc.cmd.Process.Signal(os.Interrupt)
 	select {
@@ -348,5 +376,31 @@ func TestInteropBadCredentials(t *testing.T) {
 				t.Errorf("a secret appears in the output")
 			}
 		})
+	}
+}
+
+// vmRequest asks the server VM's init to run a request (see
+// testdata/interop/linuxvm/guest/init.sh) and returns its exit code and log.
+func vmRequest(t *testing.T, p peer, what string, timeout time.Duration) (rc, log string) {
+	t.Helper()
+	id := fmt.Sprintf("it%d", time.Now().UnixNano())
+	tmp := filepath.Join(p["VM_CTL"], id+".req.tmp")
+	if err := os.WriteFile(tmp, []byte(what+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(p["VM_CTL"], id+".req")); err != nil {
+		t.Fatal(err)
+	}
+	rcFile := filepath.Join(p["VM_LOGS"], what+"-"+id+".rc")
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(rcFile); err == nil && len(b) > 0 {
+			l, _ := os.ReadFile(filepath.Join(p["VM_LOGS"], what+"-"+id+".log"))
+			return strings.TrimSpace(string(b)), string(l)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the VM did not run %q within %v", what, timeout)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }

@@ -157,6 +157,8 @@ type engine struct {
 	// deleted every ESP SA (zero: not pending). Without one the L2TP
 	// tunnel would be cut off until the next reconnect.
 	renewAt time.Time
+	// abandoned is set once we deleted the ISAKMP SA alone: Run returns.
+	abandoned bool
 }
 
 func newEngine(initiator bool, psk []byte, local netip.AddrPort, clk clock.Clock, log *slog.Logger, rnd io.Reader, tr Transport) (*engine, error) {
@@ -682,6 +684,20 @@ func (e *engine) shutdown() {
 	})
 }
 
+// deleteISAKMP sends a Delete for the ISAKMP SA alone, leaving its ESP SAs
+// up (RFC 2409 §5.7: deleting an ISAKMP SA does not delete the SAs it
+// negotiated), as Libreswan does when an IKE SA's lifetime ends; Run then
+// returns.
+func (e *engine) deleteISAKMP() {
+	if !e.p1Done {
+		return
+	}
+	_ = e.sendInformational(func(b *builder) {
+		b.add(PayloadDelete, Delete{DOI: 1, Protocol: 1, SPIs: [][]byte{e.cookies()}}.encode())
+	})
+	e.abandoned = true
+}
+
 // deleteChildren sends a Delete for every ESP SA and forgets them, with a
 // ChildSADeleted event each if report is set.
 func (e *engine) deleteChildren(report bool) {
@@ -1140,6 +1156,9 @@ func (e *engine) run(ctx context.Context, start func() error, mm func(*Message, 
 			}
 		case f := <-e.do:
 			f()
+			if e.abandoned {
+				return nil
+			}
 		case <-e.timerC():
 			if err := e.onTimer(); err != nil {
 				return err

@@ -56,6 +56,19 @@ func (r *Responder) Run(ctx context.Context) error {
 	return r.e.run(ctx, nil, r.handleMM)
 }
 
+// DeleteISAKMPSA deletes the ISAKMP SA but leaves its ESP SAs up, as a
+// server does when the IKE SA's lifetime ends; Run returns nil after it. The
+// test server uses it to inject that event. It waits for Run to take the
+// request, or for ctx to end.
+func (r *Responder) DeleteISAKMPSA(ctx context.Context) error {
+	select {
+	case r.e.do <- r.e.deleteISAKMP:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // DeleteChildSAs deletes every ESP SA, telling the peer (RFC 2409 §5.7), as
 // a server does when its administrator takes the connection's IPsec SA down
 // but keeps the ISAKMP SA. The test server uses it to inject that fault. It

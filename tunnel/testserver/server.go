@@ -87,7 +87,10 @@ type Server struct {
 	ike  *net.UDPConn // plays UDP 500
 	natt *net.UDPConn // plays UDP 4500
 
-	resp  *ike.Responder
+	// resp answers IKE for the current ISAKMP SA. A new one takes over when
+	// that SA is deleted, so a client can negotiate another (as a real
+	// server answers a new Main Mode from the same client).
+	resp  atomic.Pointer[ike.Responder]
 	lns   *l2tp.LNS
 	data  *datapath.Path
 	stack *netstack.Stack
@@ -140,19 +143,12 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn, respDone: make(chan struct{})}
 	local := nattConn.LocalAddr().(*net.UDPAddr).AddrPort()
 
-	s.resp, err = ike.NewResponder(ike.ResponderConfig{
-		PSK:       cfg.PSK,
-		LocalAddr: netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
-		Phase1:    cfg.Phase1,
-		Phase2:    cfg.Phase2,
-		Clock:     clock.Real,
-		Logger:    s.log.With("srv", "ike"),
-		Rand:      rand.Reader,
-	}, serverIKETransport{s})
+	resp, err := s.newResponder()
 	if err != nil {
 		s.closeSockets()
 		return nil, err
 	}
+	s.resp.Store(resp)
 	s.data = datapath.New(datapath.Config{
 		Conn:      nattConn,
 		Rand:      rand.Reader,
@@ -199,6 +195,20 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// newResponder makes an IKE responder for one ISAKMP SA.
+func (s *Server) newResponder() (*ike.Responder, error) {
+	local := s.natt.LocalAddr().(*net.UDPAddr).AddrPort()
+	return ike.NewResponder(ike.ResponderConfig{
+		PSK:       s.cfg.PSK,
+		LocalAddr: netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
+		Phase1:    s.cfg.Phase1,
+		Phase2:    s.cfg.Phase2,
+		Clock:     clock.Real,
+		Logger:    s.log.With("srv", "ike"),
+		Rand:      rand.Reader,
+	}, serverIKETransport{s})
+}
+
 // IKEAddr is the address to give the client as --server.
 func (s *Server) IKEAddr() netip.AddrPort { return s.ike.LocalAddr().(*net.UDPAddr).AddrPort() }
 
@@ -224,7 +234,12 @@ func (s *Server) IPsecSAs() int64 { return s.ipsecSAs.Load() }
 
 // DeleteIPsecSAs deletes the client's ESP SAs but keeps the ISAKMP SA, as a
 // server administrator's "ipsec down" of the child does.
-func (s *Server) DeleteIPsecSAs() error { return s.resp.DeleteChildSAs(s.ctx) }
+func (s *Server) DeleteIPsecSAs() error { return s.resp.Load().DeleteChildSAs(s.ctx) }
+
+// DeleteIKESA deletes the client's ISAKMP SA but leaves the IPsec SA up, as
+// Libreswan does when an IKE SA's lifetime ends. The server answers a new
+// Main Mode afterwards.
+func (s *Server) DeleteIKESA() error { return s.resp.Load().DeleteISAKMPSA(s.ctx) }
 
 // listenUDP listens on a (zero: an ephemeral port on 127.0.0.1).
 func listenUDP(a netip.AddrPort) (*net.UDPConn, error) {
@@ -263,9 +278,7 @@ func (s *Server) goRun(f func()) {
 func (s *Server) run(ctx context.Context) {
 	s.goRun(func() {
 		defer close(s.respDone)
-		if err := s.resp.Run(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("ike responder ended", "err", err)
-		}
+		s.runIKE(ctx)
 	})
 	s.goRun(func() {
 		if err := s.lns.Run(ctx); err != nil && ctx.Err() == nil {
@@ -276,19 +289,51 @@ func (s *Server) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-s.resp.Events():
-			if up, ok := ev.(ike.ChildSAUp); ok {
-				if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
-					s.log.Warn("install SA", "err", err)
-				}
-				s.ipsecSAs.Add(1)
-			}
 		case ev := <-s.lns.Events():
 			if up, ok := ev.(l2tp.SessionUp); ok {
 				s.data.SetSession(up.Session)
 				s.runPPP(ctx)
 			}
 		}
+	}
+}
+
+// runIKE runs one responder per ISAKMP SA until ctx ends, installing the
+// ESP SAs each one negotiates.
+func (s *Server) runIKE(ctx context.Context) {
+	for {
+		r := s.resp.Load()
+		ended := make(chan struct{})
+		events := make(chan struct{})
+		go func() {
+			defer close(events)
+			for {
+				select {
+				case ev := <-r.Events():
+					if up, ok := ev.(ike.ChildSAUp); ok {
+						if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
+							s.log.Warn("install SA", "err", err)
+						}
+						s.ipsecSAs.Add(1)
+					}
+				case <-ended:
+					return
+				}
+			}
+		}()
+		err := r.Run(ctx)
+		close(ended) // Run's events were all taken: the engine emits synchronously
+		<-events
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Info("ike responder ended; answering a new Main Mode", "err", err)
+		next, err := s.newResponder()
+		if err != nil {
+			s.log.Warn("new ike responder", "err", err)
+			return
+		}
+		s.resp.Store(next)
 	}
 }
 
@@ -355,7 +400,7 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 			s.mu.Lock()
 			s.clientIKE = from
 			s.mu.Unlock()
-			s.resp.HandlePacket(append([]byte(nil), dg...))
+			s.resp.Load().HandlePacket(append([]byte(nil), dg...))
 			return
 		}
 		if from != last {
@@ -367,7 +412,7 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 		}
 		switch esp.Classify(dg) {
 		case esp.KindIKE:
-			s.resp.HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
+			s.resp.Load().HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 		case esp.KindESP:
 			s.data.Receive(dg)
 		}

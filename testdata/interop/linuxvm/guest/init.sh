@@ -109,6 +109,46 @@ while :; do
 			{ ip -s xfrm state; ip xfrm policy; iptables -L -v -n; ip addr; ps ax; } >"$OUT/state-$id.txt" 2>&1
 			echo 0 >"$OUT/state-$id.rc"
 			;;
+		delete-child)
+			# Take the clients' IPsec SAs down but keep the ISAKMP SAs, as an
+			# administrator's whack/swanctl does: the server sends ESP Deletes.
+			say "deleting the IPsec SAs ($KIND) for $id"
+			rc=1
+			case "$KIND" in
+			libreswan)
+				ipsec whack --trafficstatus
+				for n in $(ipsec whack --trafficstatus | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .*type=ESP.*/\1/p'); do
+					ipsec whack --deletestate "$n" && rc=0
+				done
+				;;
+			strongswan)
+				swanctl --list-sas
+				swanctl --terminate --child l2tp-psk --timeout 10 && rc=0
+				;;
+			esac >"$OUT/delete-child-$id.log" 2>&1
+			echo "$rc" >"$OUT/delete-child-$id.rc"
+			;;
+		delete-ike)
+			# Libreswan: delete the ISAKMP SA alone, as its lifetime's end does.
+			# strongSwan: terminate the whole IKE SA (it deletes the children too).
+			say "deleting the IKE SAs ($KIND) for $id"
+			rc=1
+			case "$KIND" in
+			libreswan)
+				ipsec whack --showstates
+				for n in $(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .*ISAKMP SA established.*/\1/p'); do
+					ipsec whack --deletestate "$n" && rc=0
+				done
+				sleep 1
+				ipsec whack --showstates
+				;;
+			strongswan)
+				swanctl --list-sas
+				swanctl --terminate --ike l2tp-psk --timeout 10 && rc=0
+				;;
+			esac >"$OUT/delete-ike-$id.log" 2>&1
+			echo "$rc" >"$OUT/delete-ike-$id.rc"
+			;;
 		esac
 	done
 	sleep 1
