@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"os/exec"
@@ -319,6 +320,53 @@ func TestInterop(t *testing.T) {
 			if strings.Contains(pc.output(), "tunnel went down") {
 				t.Fatalf("the tunnel went down instead:\n%s", pc.output())
 			}
+		})
+	}
+
+	// The server ends the IKE SA. Libreswan deletes the ISAKMP SA alone (as
+	// when its lifetime ends): the client negotiates a new IKE SA in place
+	// and an open connection survives. strongSwan terminates the whole IKE
+	// SA, IPsec SA included: `up` reconnects and the proxy works again.
+	if p["VM_CTL"] != "" {
+		t.Run("ike-sa-deleted", func(t *testing.T) {
+			var reused bool
+			trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
+			defer hc.CloseIdleConnections()
+			get := func(when string) {
+				t.Helper()
+				req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", p["HELLO_URL"], nil)
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", when, err, pc.output())
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			get("before")
+			rc, log := vmRequest(t, p, "delete-ike", 60*time.Second)
+			if rc != "0" {
+				t.Fatalf("the server could not delete the IKE SA (rc %s):\n%s", rc, log)
+			}
+			began := time.Now()
+			if p["SERVER_KIND"] == "libreswan" {
+				pc.waitFor(t, regexp.MustCompile(`negotiating a new IKE SA, the tunnel stays up`), 30*time.Second)
+				pc.waitFor(t, regexp.MustCompile(`IPsec SA rekeyed`), 60*time.Second)
+				t.Logf("new IKE and IPsec SA %v after the server deleted the IKE SA", time.Since(began).Round(time.Millisecond))
+				get("after")
+				if !reused {
+					t.Error("the connection opened before did not carry the request after")
+				}
+				if strings.Contains(pc.output(), "tunnel went down") {
+					t.Fatalf("the tunnel went down instead:\n%s", pc.output())
+				}
+				return
+			}
+			pc.waitFor(t, regexp.MustCompile(`tunnel went down, reconnecting`), 30*time.Second)
+			pc.waitFor(t, regexp.MustCompile(`tunnel up`), 60*time.Second)
+			t.Logf("reconnected %v after the server terminated the IKE SA", time.Since(began).Round(time.Millisecond))
+			hc.CloseIdleConnections()
+			get("after the reconnect")
 		})
 	}
 
