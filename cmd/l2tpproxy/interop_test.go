@@ -301,15 +301,15 @@ func TestInterop(t *testing.T) {
 	// servers have a control channel for this.
 	if p["VM_CTL"] != "" {
 		t.Run("ipsec-sa-deleted", func(t *testing.T) {
+			began := time.Now()
 			rc, log := vmRequest(t, p, "delete-child", 60*time.Second)
 			if rc != "0" {
 				t.Fatalf("the server could not delete the IPsec SA (rc %s):\n%s", rc, log)
 			}
-			began := time.Now()
 			pc.waitFor(t, regexp.MustCompile(`IPsec SA deleted by the server`), 30*time.Second)
 			pc.waitFor(t, regexp.MustCompile(`negotiating a new one`), 30*time.Second)
 			pc.waitFor(t, regexp.MustCompile(`IPsec SA rekeyed`), 60*time.Second)
-			t.Logf("new IPsec SA %v after the server deleted ours", time.Since(began).Round(time.Millisecond))
+			t.Logf("RENEWAL %s: new IPsec SA %v after we asked the server to delete ours", p.label(), time.Since(began).Round(time.Millisecond))
 			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
 			defer hc.CloseIdleConnections()
 			resp, err := hc.Get(p["HELLO_URL"])
@@ -344,15 +344,15 @@ func TestInterop(t *testing.T) {
 				resp.Body.Close()
 			}
 			get("before")
+			began := time.Now()
 			rc, log := vmRequest(t, p, "delete-ike", 60*time.Second)
 			if rc != "0" {
 				t.Fatalf("the server could not delete the IKE SA (rc %s):\n%s", rc, log)
 			}
-			began := time.Now()
 			if p["SERVER_KIND"] == "libreswan" {
 				pc.waitFor(t, regexp.MustCompile(`negotiating a new IKE SA, the tunnel stays up`), 30*time.Second)
 				pc.waitFor(t, regexp.MustCompile(`IPsec SA rekeyed`), 60*time.Second)
-				t.Logf("new IKE and IPsec SA %v after the server deleted the IKE SA", time.Since(began).Round(time.Millisecond))
+				t.Logf("RENEWAL %s: new IKE and IPsec SA %v after we asked the server to delete the IKE SA", p.label(), time.Since(began).Round(time.Millisecond))
 				get("after")
 				if !reused {
 					t.Error("the connection opened before did not carry the request after")
@@ -364,7 +364,7 @@ func TestInterop(t *testing.T) {
 			}
 			pc.waitFor(t, regexp.MustCompile(`tunnel went down, reconnecting`), 30*time.Second)
 			pc.waitFor(t, regexp.MustCompile(`tunnel up`), 60*time.Second)
-			t.Logf("reconnected %v after the server terminated the IKE SA", time.Since(began).Round(time.Millisecond))
+			t.Logf("RENEWAL %s: reconnected %v after we asked the server to terminate the IKE SA", p.label(), time.Since(began).Round(time.Millisecond))
 			hc.CloseIdleConnections()
 			get("after the reconnect")
 		})

@@ -136,7 +136,7 @@ while :; do
 			case "$KIND" in
 			libreswan)
 				ipsec whack --showstates
-				for n in $(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .*ISAKMP SA established.*/\1/p'); do
+				for n in $(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .* STATE_MAIN_[RI]3 .*/\1/p'); do
 					ipsec whack --deletestate "$n" && rc=0
 				done
 				sleep 1
