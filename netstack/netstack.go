@@ -369,6 +369,10 @@ func checksumsValid(pkt []byte) bool {
 // in-progress out call to return; no out call starts after Close returns.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
+		t := s.stack.Stats().TCP
+		s.logger.Debug("tcp totals", "segments_sent", t.SegmentsSent.Value(), "segments_received", t.ValidSegmentsReceived.Value(),
+			"retransmits", t.Retransmits.Value(), "fast_retransmits", t.FastRetransmit.Value(), "timeouts", t.Timeouts.Value(),
+			"sack_recovery", t.SACKRecovery.Value(), "slow_start_retransmits", t.SlowStartRetransmits.Value())
 		s.link.shutdown() // wake writers blocked on a full queue first
 		s.stack.Close()
 		s.stack.Wait()
