@@ -370,6 +370,28 @@ func TestInterop(t *testing.T) {
 		})
 	}
 
+	// SoftEther's administrator disconnects our session (vpncmd
+	// SessionDisconnect: the server sends a CDN): `up` reconnects by itself.
+	if kick := p["KICK"]; kick != "" {
+		t.Run("server-kicks", func(t *testing.T) {
+			began := time.Now()
+			out, err := exec.Command(kick).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", kick, err, out)
+			}
+			pc.waitFor(t, regexp.MustCompile(`tunnel went down, reconnecting`), 30*time.Second)
+			pc.waitFor(t, regexp.MustCompile(`tunnel up`), 60*time.Second)
+			t.Logf("RENEWAL %s: reconnected %v after the server disconnected our session", p.label(), time.Since(began).Round(time.Millisecond))
+			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Get(p["HELLO_URL"])
+			if err != nil {
+				t.Fatalf("after the reconnect: %v\n%s", err, pc.output())
+			}
+			resp.Body.Close()
+		})
+	}
+
 	// SIGINT tears down in order and exits 0.
 	pc.cmd.Process.Signal(os.Interrupt)
 	select {
