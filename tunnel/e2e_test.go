@@ -280,12 +280,7 @@ func TestServerDeletesIPsecSA(t *testing.T) {
 	if err := srv.DeleteIPsecSAs(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; srv.IPsecSAs() < 2; i++ {
-		if i > 100 {
-			t.Fatalf("no new IPsec SA 10 s after the server deleted ours (%d so far)", srv.IPsecSAs())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitIPsecSAs(t, srv, 2, "after the server deleted ours")
 	if b := get(t, hc, srv.URL("/hello.txt")); string(b) != srv.HelloBody() {
 		t.Fatalf("after: %q", b)
 	}
@@ -330,16 +325,22 @@ func TestServerDeletesIKESA(t *testing.T) {
 	if err := srv.DeleteIKESA(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; srv.IPsecSAs() < 2; i++ {
-		if i > 100 {
-			t.Fatalf("no new IKE and IPsec SA 10 s after the server deleted the IKE SA (%d SAs)", srv.IPsecSAs())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitIPsecSAs(t, srv, 2, "after the server deleted the IKE SA")
 	ask("after, on the same TCP connection")
 	select {
 	case <-c.Done():
 		t.Fatalf("tunnel went down: %v", c.Err())
 	default:
+	}
+}
+
+// waitIPsecSAs waits (10 s at most) until srv has established n IPsec SAs.
+func waitIPsecSAs(t *testing.T, srv *testserver.Server, n int64, when string) {
+	t.Helper()
+	for i := 0; srv.IPsecSAs() < n; i++ {
+		if i > 100 {
+			t.Fatalf("%d IPsec SAs 10 s %s, want %d", srv.IPsecSAs(), when, n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

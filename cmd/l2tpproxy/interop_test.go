@@ -179,6 +179,18 @@ func (pc *proc) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Duration) 
 	}
 }
 
+// getHello fetches the peer's HELLO_URL through proxy on a new connection.
+func (pc *proc) getHello(t *testing.T, p peer, proxy *url.URL, when string) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy), DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := hc.Get(p["HELLO_URL"])
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", when, err, pc.output())
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -281,13 +293,7 @@ func TestInterop(t *testing.T) {
 	if idle, _ := time.ParseDuration(os.Getenv("L2TPPROXY_INTEROP_IDLE")); idle > 0 {
 		t.Run("idle", func(t *testing.T) {
 			time.Sleep(idle)
-			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
-			defer hc.CloseIdleConnections()
-			resp, err := hc.Get(p["HELLO_URL"])
-			if err != nil {
-				t.Fatalf("after %v idle: %v\n%s", idle, err, pc.output())
-			}
-			resp.Body.Close()
+			pc.getHello(t, p, socksURL, fmt.Sprintf("after %v idle", idle))
 			if strings.Contains(pc.output(), "tunnel went down") {
 				t.Fatalf("the tunnel went down while idle:\n%s", pc.output())
 			}
@@ -310,13 +316,7 @@ func TestInterop(t *testing.T) {
 			pc.waitFor(t, regexp.MustCompile(`negotiating a new one`), 30*time.Second)
 			pc.waitFor(t, regexp.MustCompile(`IPsec SA rekeyed`), 60*time.Second)
 			t.Logf("RENEWAL %s: new IPsec SA %v after we asked the server to delete ours", p.label(), time.Since(began).Round(time.Millisecond))
-			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
-			defer hc.CloseIdleConnections()
-			resp, err := hc.Get(p["HELLO_URL"])
-			if err != nil {
-				t.Fatalf("through the new SA: %v\n%s", err, pc.output())
-			}
-			resp.Body.Close()
+			pc.getHello(t, p, socksURL, "through the new SA")
 			if strings.Contains(pc.output(), "tunnel went down") {
 				t.Fatalf("the tunnel went down instead:\n%s", pc.output())
 			}
@@ -382,13 +382,7 @@ func TestInterop(t *testing.T) {
 			pc.waitFor(t, regexp.MustCompile(`tunnel went down, reconnecting`), 30*time.Second)
 			pc.waitFor(t, regexp.MustCompile(`tunnel up`), 60*time.Second)
 			t.Logf("RENEWAL %s: reconnected %v after the server disconnected our session", p.label(), time.Since(began).Round(time.Millisecond))
-			hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(socksURL)}, Timeout: 30 * time.Second}
-			defer hc.CloseIdleConnections()
-			resp, err := hc.Get(p["HELLO_URL"])
-			if err != nil {
-				t.Fatalf("after the reconnect: %v\n%s", err, pc.output())
-			}
-			resp.Body.Close()
+			pc.getHello(t, p, socksURL, "after the reconnect")
 		})
 	}
 

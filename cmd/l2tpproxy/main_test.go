@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -77,71 +76,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// TestServe runs the `up` path (listeners, tunnel, both proxies, shutdown)
-// against the in-process test server.
-func TestServe(t *testing.T) {
-	srv, err := testserver.Start(testserver.Config{BigSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cfg := tunnel.Config{
-		Server:   srv.IKEAddr().String(),
-		NATTPort: srv.NATTAddr().Port(),
-		PSK:      []byte("testpsk"),
-		User:     "vpnuser",
-		Password: []byte("vpnpass"),
-	}
-	var logBuf bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logBuf, nil))
-	cfg.Logger = log
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan [2]net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, "127.0.0.1:0", "127.0.0.1:0", log, func(s, h net.Addr) { ready <- [2]net.Addr{s, h} })
-	}()
-	var addrs [2]net.Addr
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	for i, scheme := range []string{"socks5h", "http"} {
-		u, _ := url.Parse(scheme + "://" + addrs[i].String())
-		hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u)}, Timeout: 20 * time.Second}
-		resp, err := hc.Get(srv.URL("/hello.txt"))
-		if err != nil {
-			t.Fatalf("%s: %v", scheme, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(b) != srv.HelloBody() {
-			t.Errorf("%s: %q", scheme, b)
-		}
-		hc.CloseIdleConnections()
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve after cancel: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not return after cancel")
-	}
-	for _, line := range []string{"IKE SA established", "IPsec SA established", "L2TP tunnel established", "PPP authenticated", "IPCP up", "SOCKS5 proxy listening"} {
-		if !strings.Contains(logBuf.String(), line) {
-			t.Errorf("log lacks %q", line)
-		}
-	}
-	if strings.Contains(logBuf.String(), "testpsk") || strings.Contains(logBuf.String(), "vpnpass") {
-		t.Error("a secret appears in the log")
-	}
-}
-
 // syncBuffer is a log sink safe for concurrent writes and reads.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -160,6 +94,99 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// running is serve run by a test: the proxy addresses, its log, and stop.
+type running struct {
+	socks, http net.Addr
+	log         *syncBuffer
+	cancel      context.CancelFunc
+	done        chan error
+}
+
+// startServe runs serve (the `up` path) against the test server at srv's
+// ports, with both proxies on ephemeral loopback ports.
+func startServe(t *testing.T, srv *testserver.Server) *running {
+	t.Helper()
+	r := &running{log: &syncBuffer{}, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(r.log, nil))
+	cfg := tunnel.Config{
+		Server:   srv.IKEAddr().String(),
+		NATTPort: srv.NATTAddr().Port(),
+		PSK:      []byte("testpsk"),
+		User:     "vpnuser",
+		Password: []byte("vpnpass"),
+		Logger:   log,
+	}
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	t.Cleanup(r.cancel)
+	ready := make(chan [2]net.Addr, 1)
+	go func() {
+		r.done <- serve(ctx, cfg, "127.0.0.1:0", "127.0.0.1:0", log, func(s, h net.Addr) { ready <- [2]net.Addr{s, h} })
+	}()
+	select {
+	case a := <-ready:
+		r.socks, r.http = a[0], a[1]
+	case err := <-r.done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	return r
+}
+
+// stop cancels serve as SIGINT does; it must return nil promptly.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("serve after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not return after cancel")
+	}
+}
+
+// fetch GETs u through the proxy at addr (scheme socks5h or http), without
+// keep-alive, and returns the body.
+func fetch(scheme string, addr net.Addr, u string) (string, error) {
+	pu, _ := url.Parse(scheme + "://" + addr.String())
+	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := hc.Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// TestServe runs the `up` path (listeners, tunnel, both proxies, shutdown)
+// against the in-process test server.
+func TestServe(t *testing.T) {
+	srv, err := testserver.Start(testserver.Config{BigSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	r := startServe(t, srv)
+	for scheme, addr := range map[string]net.Addr{"socks5h": r.socks, "http": r.http} {
+		if b, err := fetch(scheme, addr, srv.URL("/hello.txt")); err != nil || b != srv.HelloBody() {
+			t.Errorf("%s: %q, %v", scheme, b, err)
+		}
+	}
+	r.stop(t)
+	for _, line := range []string{"IKE SA established", "IPsec SA established", "L2TP tunnel established", "PPP authenticated", "IPCP up", "SOCKS5 proxy listening"} {
+		if !strings.Contains(r.log.String(), line) {
+			t.Errorf("log lacks %q", line)
+		}
+	}
+	if strings.Contains(r.log.String(), "testpsk") || strings.Contains(r.log.String(), "vpnpass") {
+		t.Error("a secret appears in the log")
+	}
+}
+
 // TestReconnect restarts the server under a running `up`: the old server
 // deletes its SAs as it stops (as strongSwan or Libreswan do on restart),
 // a new one takes its ports, and the same proxy listeners carry traffic
@@ -169,52 +196,13 @@ func TestReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ikeAddr, nattAddr := srv.IKEAddr(), srv.NATTAddr()
-	cfg := tunnel.Config{
-		Server:   ikeAddr.String(),
-		NATTPort: nattAddr.Port(),
-		PSK:      []byte("testpsk"),
-		User:     "vpnuser",
-		Password: []byte("vpnpass"),
-	}
-	var logBuf syncBuffer
-	log := slog.New(slog.NewTextHandler(&logBuf, nil))
-	cfg.Logger = log
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, "127.0.0.1:0", "", log, func(s, _ net.Addr) { ready <- s })
-	}()
-	var socks net.Addr
-	select {
-	case socks = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	u, _ := url.Parse("socks5h://" + socks.String())
-	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u), DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	get := func() error {
-		resp, err := hc.Get(srv.URL("/hello.txt"))
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err == nil && string(b) != srv.HelloBody() {
-			err = fmt.Errorf("body %q", b)
-		}
-		return err
-	}
-	if err := get(); err != nil {
-		t.Fatalf("before the restart: %v", err)
+	r := startServe(t, srv)
+	if b, err := fetch("socks5h", r.socks, srv.URL("/hello.txt")); err != nil || b != srv.HelloBody() {
+		t.Fatalf("before the restart: %q, %v", b, err)
 	}
 
 	srv.Close()
-	srv2, err := testserver.Start(testserver.Config{BigSize: 1 << 20, IKEAddr: ikeAddr, NATTAddr: nattAddr})
+	srv2, err := testserver.Start(testserver.Config{BigSize: 1 << 20, IKEAddr: srv.IKEAddr(), NATTAddr: srv.NATTAddr()})
 	if err != nil {
 		t.Fatalf("restarting the server on the same ports: %v", err)
 	}
@@ -224,28 +212,20 @@ func TestReconnect(t *testing.T) {
 	// a few backoff rounds, then give up (bounded loop).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := get()
-		if err == nil {
+		b, err := fetch("socks5h", r.socks, srv.URL("/hello.txt"))
+		if err == nil && b == srv.HelloBody() {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no traffic through the new tunnel within 30 s: %v\nlog:\n%s", err, logBuf.String())
+			t.Fatalf("no traffic through the new tunnel within 30 s: %q, %v\nlog:\n%s", b, err, r.log.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if got := strings.Count(logBuf.String(), "msg=\"tunnel up\""); got != 2 {
+	if got := strings.Count(r.log.String(), "msg=\"tunnel up\""); got != 2 {
 		t.Errorf("%d 'tunnel up' lines, want 2 (one per server)", got)
 	}
-	if !strings.Contains(logBuf.String(), "tunnel went down, reconnecting") {
+	if !strings.Contains(r.log.String(), "tunnel went down, reconnecting") {
 		t.Error("log lacks the reconnect warning")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve after cancel: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not return after cancel")
-	}
+	r.stop(t)
 }

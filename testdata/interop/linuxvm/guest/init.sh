@@ -89,6 +89,36 @@ for _ in $(seq 1 600); do [ -s "$OUT/big.sha256" ] && break; sleep 0.2; done
 mv "$OUT/ready.tmp" "$OUT/ready"
 say "server ready"
 
+# delete_sas delete-child|delete-ike: the server ends our SAs, as its administrator would.
+# delete-child: the IPsec SAs go, the ISAKMP SAs stay (the server sends ESP Deletes).
+# delete-ike: Libreswan deletes the ISAKMP SA alone (as at the end of its lifetime);
+# strongSwan can only terminate the whole IKE SA (its IPsec SA goes too).
+delete_sas() {
+	local what=$1 states rc=1 n
+	case "$KIND" in
+	libreswan)
+		ipsec whack --showstates
+		if [ "$what" = delete-child ]; then
+			states=$(ipsec whack --trafficstatus | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .*type=ESP.*/\1/p')
+		else
+			states=$(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .* STATE_MAIN_[RI]3 .*/\1/p')
+		fi
+		for n in $states; do ipsec whack --deletestate "$n" && rc=0; done
+		sleep 1
+		ipsec whack --showstates
+		;;
+	strongswan)
+		swanctl --list-sas
+		if [ "$what" = delete-child ]; then
+			swanctl --terminate --child l2tp-psk --timeout 10 && rc=0
+		else
+			swanctl --terminate --ike l2tp-psk --timeout 10 && rc=0
+		fi
+		;;
+	esac
+	return $rc
+}
+
 # Idle loop: run requests the host drops into /vm/ctl (selfcheck), keep reaping children.
 mkdir -p /vm/ctl
 while :; do
@@ -109,45 +139,10 @@ while :; do
 			{ ip -s xfrm state; ip xfrm policy; iptables -L -v -n; ip addr; ps ax; } >"$OUT/state-$id.txt" 2>&1
 			echo 0 >"$OUT/state-$id.rc"
 			;;
-		delete-child)
-			# Take the clients' IPsec SAs down but keep the ISAKMP SAs, as an
-			# administrator's whack/swanctl does: the server sends ESP Deletes.
-			say "deleting the IPsec SAs ($KIND) for $id"
-			rc=1
-			case "$KIND" in
-			libreswan)
-				ipsec whack --trafficstatus
-				for n in $(ipsec whack --trafficstatus | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .*type=ESP.*/\1/p'); do
-					ipsec whack --deletestate "$n" && rc=0
-				done
-				;;
-			strongswan)
-				swanctl --list-sas
-				swanctl --terminate --child l2tp-psk --timeout 10 && rc=0
-				;;
-			esac >"$OUT/delete-child-$id.log" 2>&1
-			echo "$rc" >"$OUT/delete-child-$id.rc"
-			;;
-		delete-ike)
-			# Libreswan: delete the ISAKMP SA alone, as its lifetime's end does.
-			# strongSwan: terminate the whole IKE SA (it deletes the children too).
-			say "deleting the IKE SAs ($KIND) for $id"
-			rc=1
-			case "$KIND" in
-			libreswan)
-				ipsec whack --showstates
-				for n in $(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .* STATE_MAIN_[RI]3 .*/\1/p'); do
-					ipsec whack --deletestate "$n" && rc=0
-				done
-				sleep 1
-				ipsec whack --showstates
-				;;
-			strongswan)
-				swanctl --list-sas
-				swanctl --terminate --ike l2tp-psk --timeout 10 && rc=0
-				;;
-			esac >"$OUT/delete-ike-$id.log" 2>&1
-			echo "$rc" >"$OUT/delete-ike-$id.rc"
+		delete-child | delete-ike)
+			say "$what ($KIND) for $id"
+			delete_sas "$what" >"$OUT/$what-$id.log" 2>&1
+			echo $? >"$OUT/$what-$id.rc"
 			;;
 		esac
 	done
