@@ -57,6 +57,9 @@ type Config struct {
 	// Phase1/Phase2 override the IKE proposals (nil = defaults).
 	Phase1 []ike.Phase1Transform
 	Phase2 []esp.Algorithm
+	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
+	// ike.PFSAuto: only if the server refuses a Quick Mode without).
+	PFS ike.PFS
 
 	// ConnectTimeout bounds Dial as a whole (default 30 s).
 	ConnectTimeout time.Duration
@@ -123,6 +126,7 @@ type Info struct {
 	Local      netip.AddrPort
 	IKESuite   string
 	ESPSuite   string
+	PFS        string // Quick Mode DH group, "" without PFS
 	L2TPPeer   string
 	PPPAuth    string
 	Address    netip.Addr
@@ -148,6 +152,9 @@ type Client struct {
 	// that replacement (and ikeRun's) with teardown.
 	ike   atomic.Pointer[ike.Initiator]
 	ikeMu sync.Mutex
+	// pfs is the PFS mode for the next IKE SA: PFSOn once a server has
+	// shown that it requires PFS, so a renewal does not ask twice.
+	pfs ike.PFS
 	lac   *l2tp.LAC
 	ppp   *ppp.Client
 	data  *datapath.Path
@@ -288,6 +295,7 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 		local:    local,
 		gotReply: make(chan struct{}),
 		done:     make(chan struct{}),
+		pfs:      cfg.PFS,
 	}
 	c.info.Server, c.info.Local = ikeTo, local
 	c.data = datapath.New(datapath.Config{
@@ -384,6 +392,7 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		L2TPPort:   c.cfg.L2TPPort,
 		Phase1:     c.cfg.Phase1,
 		Phase2:     c.cfg.Phase2,
+		PFS:        c.pfs,
 		Clock:      c.cfg.Clock,
 		Logger:     c.log.With("layer", "ike"),
 		Rand:       c.cfg.Rand,
@@ -449,8 +458,13 @@ ikeLoop:
 	if err := c.data.InstallSA(child.Inbound, child.Outbound); err != nil {
 		return &Error{Class: ErrIKE, Layer: "ESP", Err: err}
 	}
-	c.info.ESPSuite = child.Inbound.Alg.String()
-	log.Info("IPsec SA established", "suite", c.info.ESPSuite,
+	c.info.ESPSuite, c.info.PFS = child.Inbound.Alg.String(), child.PFS
+	c.learnPFS(child)
+	pfs := child.PFS
+	if pfs == "" {
+		pfs = "none"
+	}
+	log.Info("IPsec SA established", "suite", c.info.ESPSuite, "pfs", pfs,
 		"spi_in", fmt.Sprintf("%08x", child.Inbound.SPI), "spi_out", fmt.Sprintf("%08x", child.Outbound.SPI))
 
 	// The PPP client exists before the L2TP session is up so that frames the
@@ -612,6 +626,7 @@ func (c *Client) supervise() {
 				c.log.Info("IKE SA re-established", "suite", ev.Suite)
 			case ike.ChildSAUp:
 				live++
+				c.learnPFS(ev.Child)
 				if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
 					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 					continue
@@ -651,6 +666,13 @@ func (c *Client) supervise() {
 		case <-c.done:
 			return
 		}
+	}
+}
+
+// learnPFS keeps PFS on for later IKE SAs once the server chose it.
+func (c *Client) learnPFS(child ike.ChildSA) {
+	if child.PFS != "" && c.pfs == ike.PFSAuto {
+		c.pfs = ike.PFSOn
 	}
 }
 

@@ -296,7 +296,13 @@ func TestServerDeletesIPsecSA(t *testing.T) {
 // SA in place: a TCP connection opened before carries requests after, and
 // the tunnel never goes down.
 func TestServerDeletesIKESA(t *testing.T) {
-	srv := startServer(t, testserver.Config{})
+	for _, pfs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pfs=%v", pfs), func(t *testing.T) { testServerDeletesIKESA(t, pfs) })
+	}
+}
+
+func testServerDeletesIKESA(t *testing.T, requirePFS bool) {
+	srv := startServer(t, testserver.Config{RequirePFS: requirePFS})
 	c := dial(t, clientConfig(t, srv))
 	conn, err := c.DialContext(context.Background(), "tcp", fmt.Sprintf("%s:%d", testserver.TargetName, testserver.HTTPPort))
 	if err != nil {
@@ -343,4 +349,27 @@ func waitIPsecSAs(t *testing.T, srv *testserver.Server, n int64, when string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestPFS: a server that requires PFS in Quick Mode (Libreswan's default
+// pfs=yes) refuses our first Quick Mode; the client retries with PFS and
+// connects. With --pfs no it fails as a refused proposal.
+func TestPFS(t *testing.T) {
+	srv := startServer(t, testserver.Config{RequirePFS: true})
+	c := dial(t, clientConfig(t, srv))
+	if got := c.Info().PFS; got != "MODP2048" {
+		t.Errorf("PFS %q, want MODP2048", got)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	if b := get(t, hc, srv.URL("/hello.txt")); string(b) != srv.HelloBody() {
+		t.Fatalf("through the PFS SA: %q", b)
+	}
+
+	cfg := clientConfig(t, startServer(t, testserver.Config{RequirePFS: true}))
+	cfg.PFS = ike.PFSOff
+	_, err := tunnel.Dial(context.Background(), cfg)
+	if !errors.Is(err, tunnel.ErrIKE) || !errors.Is(err, ike.ErrNoProposalChosen) {
+		t.Fatalf("--pfs no against a server that requires PFS: %v", err)
+	}
+	t.Log(err)
 }

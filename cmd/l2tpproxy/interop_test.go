@@ -222,6 +222,14 @@ func TestInterop(t *testing.T) {
 			t.Errorf("no progress line %q", layer)
 		}
 	}
+	// A server that requires PFS refuses our first Quick Mode; we retry with it.
+	if p["PFS"] == "yes" {
+		if !strings.Contains(pc.output(), "retrying with PFS") || !strings.Contains(pc.output(), "pfs=MODP2048") {
+			t.Errorf("the server requires PFS, but the log shows no retry with PFS:\n%s", pc.output())
+		}
+	} else if !strings.Contains(pc.output(), "pfs=none") {
+		t.Errorf("PFS used though the server does not require it:\n%s", pc.output())
+	}
 	for _, secret := range []string{p["PSK"], p["VPN_PASSWORD"]} {
 		if strings.Contains(pc.output(), secret) {
 			t.Fatalf("a secret appears in the log")

@@ -75,6 +75,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "user", Usage: "VPN user name", EnvVars: env("L2TPPROXY_USER", "VPN_USER")},
 		&cli.StringFlag{Name: "password", Usage: "VPN password", EnvVars: env("L2TPPROXY_PASSWORD", "VPN_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the VPN password from `FILE`", EnvVars: env("L2TPPROXY_PASSWORD_FILE")},
+		&cli.StringFlag{Name: "pfs", Value: "auto", Usage: "perfect forward secrecy in Quick Mode: auto (offer it only if the server refuses without), yes, no", EnvVars: env("L2TPPROXY_PFS")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
 	}
 }
@@ -149,12 +150,24 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	if port == 0 || port > 65535 {
 		return tunnel.Config{}, configError("--natt-port %d is not a UDP port", port)
 	}
+	var pfs ike.PFS
+	switch v := cx.String("pfs"); v {
+	case "auto":
+		pfs = ike.PFSAuto
+	case "yes":
+		pfs = ike.PFSOn
+	case "no":
+		pfs = ike.PFSOff
+	default:
+		return tunnel.Config{}, configError("--pfs must be auto, yes or no, not %q", v)
+	}
 	return tunnel.Config{
 		Server:         cx.String("server"),
 		NATTPort:       uint16(port),
 		PSK:            psk,
 		User:           cx.String("user"),
 		Password:       pw,
+		PFS:            pfs,
 		ConnectTimeout: cx.Duration("connect-timeout"),
 		Logger:         log,
 	}, nil

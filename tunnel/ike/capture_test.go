@@ -306,11 +306,11 @@ func replayCapture(t *testing.T, dir string) {
 					t.Fatal(err)
 				}
 				q.rSPI = binary.BigEndian.Uint32(sa.Proposals[0].SPI)
-				alg, encap, ok := p2FromTransform(&sa.Proposals[0].Transforms[0])
-				if !ok || encap != EncapUDPTransport {
-					t.Fatalf("QM2 transform %v encap %d", alg, encap)
+				tr, ok := p2FromTransform(&sa.Proposals[0].Transforms[0])
+				if !ok || tr.encap != EncapUDPTransport || tr.group != 0 {
+					t.Fatalf("QM2 transform %+v", tr)
 				}
-				q.alg = alg.String()
+				q.alg = tr.alg.String()
 				for _, oa := range All(d.payloads, PayloadNATOA) {
 					if _, err := ParseNATOA(oa.Body); err != nil {
 						t.Error(err)

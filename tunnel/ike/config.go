@@ -127,6 +127,7 @@ type Config struct {
 	Phase1                         []Phase1Transform // nil = DefaultPhase1
 	Phase2                         []esp.Algorithm   // nil = DefaultPhase2
 	Phase1Lifetime, Phase2Lifetime time.Duration     // defaults 8h / 1h
+	PFS                            PFS               // Diffie-Hellman in Quick Mode (default PFSAuto)
 	Clock                          clock.Clock
 	Logger                         *slog.Logger
 	Rand                           io.Reader
@@ -138,9 +139,41 @@ type ResponderConfig struct {
 	LocalAddr netip.AddrPort    // our address: IDir and our NAT-D
 	Phase1    []Phase1Transform // accepted; nil = DefaultPhase1
 	Phase2    []esp.Algorithm   // accepted; nil = DefaultPhase2
-	Clock     clock.Clock
-	Logger    *slog.Logger
-	Rand      io.Reader
+	// RequirePFS refuses a Quick Mode without a KE payload, as Libreswan's
+	// default pfs=yes does. A KE is accepted either way.
+	RequirePFS bool
+	Clock      clock.Clock
+	Logger     *slog.Logger
+	Rand       io.Reader
+}
+
+// PFS says whether our Quick Modes carry a Diffie-Hellman exchange, for
+// perfect forward secrecy of the ESP keys (RFC 2409 §5.5: a KE payload and
+// the Group Description attribute in every transform).
+type PFS uint8
+
+const (
+	// PFSAuto offers no PFS first, as Windows, macOS, iOS and Android do,
+	// and retries once with the phase-1 group if the server answers
+	// NO-PROPOSAL-CHOSEN (a server that requires PFS: Libreswan's default
+	// pfs=yes, strongSwan with a DH group in esp_proposals).
+	PFSAuto PFS = iota
+	// PFSOff never offers PFS.
+	PFSOff
+	// PFSOn always offers PFS with the phase-1 group.
+	PFSOn
+)
+
+func (p PFS) String() string {
+	switch p {
+	case PFSAuto:
+		return "auto"
+	case PFSOff:
+		return "no"
+	case PFSOn:
+		return "yes"
+	}
+	return fmt.Sprintf("PFS(%d)", uint8(p))
 }
 
 // Event is something Run reports on Events().
@@ -169,6 +202,7 @@ type ChildSA struct {
 	Inbound, Outbound esp.Keys
 	Lifetime          time.Duration
 	EncapMode         uint16 // 4 (RFC 3947 UDP-Encapsulated-Transport) or 61444 (draft)
+	PFS               string // the Quick Mode's Diffie-Hellman group, e.g. "MODP2048"; "" without PFS
 }
 
 func p1List(ts []Phase1Transform) string {
@@ -293,10 +327,14 @@ func containsP1(list []Phase1Transform, t Phase1Transform) bool {
 	return false
 }
 
-func p2Attrs(a esp.Algorithm, life time.Duration, encap uint16) []attrPair {
+// p2Attrs are an ESP transform's attributes; group is the PFS group (0: none).
+func p2Attrs(a esp.Algorithm, life time.Duration, encap, group uint16) []attrPair {
 	var out []attrPair
 	if secs := uint64(life / time.Second); secs > 0 {
 		out = append(out, attrPair{p2LifeType, lifeSeconds}, attrPair{p2LifeDur, secs})
+	}
+	if group != 0 {
+		out = append(out, attrPair{p2Group, uint64(group)})
 	}
 	out = append(out, attrPair{p2Encap, uint64(encap)})
 	if !a.IsAEAD() {
@@ -308,18 +346,26 @@ func p2Attrs(a esp.Algorithm, life time.Duration, encap uint16) []attrPair {
 	return out
 }
 
-func encodeP2SA(spi uint32, algs []esp.Algorithm, life time.Duration, encap uint16) []byte {
+func encodeP2SA(spi uint32, algs []esp.Algorithm, life time.Duration, encap, group uint16) []byte {
 	ids := make([]uint8, len(algs))
 	attrs := make([][]attrPair, len(algs))
 	for i, a := range algs {
 		ids[i] = uint8(a.Enc)
-		attrs[i] = p2Attrs(a, life, encap)
+		attrs[i] = p2Attrs(a, life, encap, group)
 	}
 	return encodeSA(3, be32(spi), ids, attrs)
 }
 
-// p2FromTransform decodes an ESP transform into an algorithm and its encapsulation mode.
-func p2FromTransform(tr *Transform) (esp.Algorithm, uint16, bool) {
+// p2Transform is a decoded ESP transform.
+type p2Transform struct {
+	alg   esp.Algorithm
+	encap uint16
+	group uint16 // PFS group (Group Description), 0 if none
+}
+
+// p2FromTransform decodes an ESP transform: its algorithm, encapsulation
+// mode and PFS group; ok is false for an algorithm we cannot key.
+func p2FromTransform(tr *Transform) (p2Transform, bool) {
 	a := esp.Algorithm{Enc: esp.EncTransform(tr.ID)}
 	if v, ok := tr.Attr(p2Auth); ok && v <= 0xffff {
 		a.Auth = esp.AuthAlg(v)
@@ -329,17 +375,20 @@ func p2FromTransform(tr *Transform) (esp.Algorithm, uint16, bool) {
 	} else if v, ok := tr.Attr(p2KeyLength); ok && v <= 1024 {
 		a.EncKeyBits = int(v)
 	}
-	if _, ok := tr.Attr(p2Group); ok {
-		return a, 0, false // PFS is not offered by us nor accepted
+	t := p2Transform{alg: a}
+	if v, ok := tr.Attr(p2Group); ok {
+		if v == 0 || v > 0xffff {
+			return t, false
+		}
+		t.group = uint16(v)
 	}
-	encap := uint16(0)
 	if v, ok := tr.Attr(p2Encap); ok && v <= 0xffff {
-		encap = uint16(v)
+		t.encap = uint16(v)
 	}
 	if _, _, err := a.KeymatLen(); err != nil {
-		return a, encap, false
+		return t, false
 	}
-	return a, encap, true
+	return t, true
 }
 
 func containsP2(list []esp.Algorithm, a esp.Algorithm) bool {

@@ -98,6 +98,11 @@ type qmExchange struct {
 	lastOut   []byte // our last message (resent on duplicates)
 	done      bool
 	rekeyOf   uint32 // inbound SPI of the child this one replaces
+	// PFS (RFC 2409 §5.5): the group both sides use, our key, and
+	// g(qm)^xy, which goes into KEYMAT. Zero/nil without PFS.
+	group uint16
+	dh    *modp.PrivateKey
+	gxy   []byte
 }
 
 type child struct {
@@ -118,6 +123,9 @@ type engine struct {
 	p2Offer   []esp.Algorithm
 	p1Life    time.Duration
 	p2Life    time.Duration
+	pfs       PFS  // initiator: the configured mode
+	pfsNow    bool // initiator: our Quick Modes carry a KE
+	reqPFS    bool // responder: refuse a Quick Mode without KE
 	clk       clock.Clock
 	log       *slog.Logger
 	rand      io.Reader
@@ -571,9 +579,22 @@ func (e *engine) onNotify(n Notify) error {
 		return nil
 	case NotifyNoProposalChosen:
 		for _, q := range e.qms {
-			if q.initiator && !q.done {
-				return fmt.Errorf("%w: phase 2: offered %s", ErrNoProposalChosen, p2List(e.p2Offer))
+			if !q.initiator || q.done {
+				continue
 			}
+			if e.pfs == PFSAuto && !e.pfsNow {
+				// Perhaps the server requires PFS: offer it once.
+				e.pfsNow = true
+				q.done = true
+				e.ack(q.mid)
+				e.log.Info("ike: the server refused our Quick Mode; retrying with PFS", "group", groupName(e.chosen.Group))
+				return e.startQM(q.rekeyOf)
+			}
+			pfs := " without PFS"
+			if q.group != 0 {
+				pfs = " with PFS " + groupName(q.group)
+			}
+			return fmt.Errorf("%w: phase 2: offered %s%s", ErrNoProposalChosen, p2List(e.p2Offer), pfs)
 		}
 	}
 	if n.Type < 16384 {
@@ -736,6 +757,15 @@ func (e *engine) setupPhase1Keys(peerKE []byte) error {
 	return nil
 }
 
+// qmKey makes our Diffie-Hellman key for one Quick Mode with PFS.
+func (e *engine) qmKey(group uint16) (*modp.PrivateKey, error) {
+	g, err := modp.ByID(group)
+	if err != nil {
+		return nil, fmt.Errorf("%w: PFS group %d: %v", ErrPhase2Failed, group, err)
+	}
+	return g.GenerateKey(e.rand)
+}
+
 func (e *engine) choosePhase1(t Phase1Transform) error {
 	s, err := ikev1.NewSuite(ikev1.HashAlg(t.Hash))
 	if err != nil {
@@ -831,9 +861,19 @@ func (e *engine) startQM(rekeyOf uint32) error {
 		return err
 	}
 	q := &qmExchange{mid: mid, initiator: true, ni: ni, inSPI: spi, rekeyOf: rekeyOf}
+	if e.pfsNow {
+		if q.dh, err = e.qmKey(e.chosen.Group); err != nil {
+			return err
+		}
+		q.group = e.chosen.Group
+	}
+	// HDR*, HASH(1), SA, Ni [, KE] [, IDci, IDcr] (RFC 2409 §5.5), NAT-OAs.
 	rest := newBuilder()
-	rest.add(PayloadSA, encodeP2SA(spi, e.p2Offer, e.p2Life, e.nat.encap()))
+	rest.add(PayloadSA, encodeP2SA(spi, e.p2Offer, e.p2Life, e.nat.encap(), q.group))
 	rest.add(PayloadNonce, ni)
+	if q.dh != nil {
+		rest.add(PayloadKE, q.dh.Public())
+	}
 	rest.add(PayloadID, idFor(e.local, 17, e.l2tpPort).encode())
 	rest.add(PayloadID, idFor(e.remote, 17, 1701).encode())
 	rest.add(e.nat.natoaType(), natoa(e.local))
@@ -841,7 +881,7 @@ func (e *engine) startQM(rekeyOf uint32) error {
 	msg := e.hashedMessage(ExchangeQuickMode, mid, rest)
 	q.lastOut = msg
 	e.addQM(q)
-	e.log.Debug("ike: sending QM1", "mid", mid)
+	e.log.Debug("ike: sending QM1", "mid", mid, "pfs_group", q.group)
 	e.sendReliable(mid, msg, e.floated, func() error {
 		return fmt.Errorf("%w: %w: no answer to QM1", ErrPhase2Failed, ErrTimeout)
 	})
@@ -899,8 +939,12 @@ func (e *engine) qmInitiatorQM2(q *qmExchange, raw []byte, d *decrypted, hash, r
 	if saP == nil || nrP == nil {
 		return fail("QM2 without SA or nonce")
 	}
-	if First(d.payloads, PayloadKE) != nil {
+	keP := First(d.payloads, PayloadKE)
+	switch {
+	case keP != nil && q.dh == nil:
 		return fail("QM2 carries KE (PFS) that was not offered")
+	case keP == nil && q.dh != nil:
+		return fail("QM2 lacks the KE that our PFS offer requires")
 	}
 	sa, err := ParseSA(saP.Body)
 	if err != nil {
@@ -910,14 +954,22 @@ func (e *engine) qmInitiatorQM2(q *qmExchange, raw []byte, d *decrypted, hash, r
 		return fail("QM2 must choose one ESP transform")
 	}
 	prop := sa.Proposals[0]
-	alg, encap, ok := p2FromTransform(&prop.Transforms[0])
-	if !ok || !containsP2(e.p2Offer, alg) {
-		return fail("QM2 chose %s which was not offered", alg)
+	t, ok := p2FromTransform(&prop.Transforms[0])
+	if !ok || !containsP2(e.p2Offer, t.alg) {
+		return fail("QM2 chose %s which was not offered", t.alg)
 	}
-	if encap != EncapUDPTransport && encap != EncapUDPTransportDraft {
-		return fail("QM2 chose encapsulation mode %d, want UDP transport", encap)
+	if t.encap != EncapUDPTransport && t.encap != EncapUDPTransportDraft {
+		return fail("QM2 chose encapsulation mode %d, want UDP transport", t.encap)
 	}
-	q.alg, q.encap = alg, encap
+	if t.group != q.group {
+		return fail("QM2 chose PFS group %d, we offered %d", t.group, q.group)
+	}
+	if q.dh != nil {
+		if q.gxy, err = q.dh.SharedSecret(keP.Body); err != nil {
+			return fail("QM2 KE: %v", err)
+		}
+	}
+	q.alg, q.encap = t.alg, t.encap
 	q.outSPI = binary.BigEndian.Uint32(prop.SPI)
 	if q.outSPI < 256 {
 		return fail("peer SPI %d is reserved", q.outSPI)
@@ -969,18 +1021,30 @@ func (e *engine) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	if saP == nil || niP == nil || (len(ids) != 0 && len(ids) != 2) {
 		return reject("QM1 without SA/nonce or with one ID")
 	}
-	if First(d.payloads, PayloadKE) != nil {
-		return reject("PFS not supported")
+	keP := First(d.payloads, PayloadKE)
+	if keP == nil && e.reqPFS {
+		return reject("PFS required, but QM1 has no KE")
 	}
 	sa, err := ParseSA(saP.Body)
 	if err != nil {
 		return reject("bad SA")
 	}
+	// With a KE every transform names its group (RFC 2409 §5.5); we take
+	// one whose group we have and whose KE length fits it.
+	acceptable := func(t p2Transform) bool {
+		if !containsP2(e.p2Offer, t.alg) || (t.encap != EncapUDPTransport && t.encap != EncapUDPTransportDraft) {
+			return false
+		}
+		if keP == nil {
+			return t.group == 0
+		}
+		g, err := modp.ByID(t.group)
+		return err == nil && len(keP.Body) == g.Len()
+	}
 	var (
 		chosen *Transform
 		prop   Proposal
-		alg    esp.Algorithm
-		encap  uint16
+		t      p2Transform
 		found  bool
 	)
 	for _, p := range sa.Proposals {
@@ -988,9 +1052,8 @@ func (e *engine) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 			continue
 		}
 		for i := range p.Transforms {
-			a, enc, ok := p2FromTransform(&p.Transforms[i])
-			if ok && containsP2(e.p2Offer, a) && (enc == EncapUDPTransport || enc == EncapUDPTransportDraft) {
-				chosen, prop, alg, encap, found = &p.Transforms[i], p, a, enc, true
+			if pt, ok := p2FromTransform(&p.Transforms[i]); ok && acceptable(pt) {
+				chosen, prop, t, found = &p.Transforms[i], p, pt, true
 				break
 			}
 		}
@@ -1001,6 +1064,7 @@ func (e *engine) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	if !found {
 		return reject("no acceptable ESP transform (offered " + describeP2(sa) + ")")
 	}
+	alg, encap := t.alg, t.encap
 	spi, err := e.randomID(256)
 	if err != nil {
 		return err
@@ -1010,7 +1074,15 @@ func (e *engine) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 		return err
 	}
 	q := &qmExchange{mid: m.MessageID, ni: append([]byte(nil), niP.Body...), nr: nr, inSPI: spi,
-		outSPI: binary.BigEndian.Uint32(prop.SPI), alg: alg, encap: encap, lastIn: append([]byte(nil), raw...)}
+		outSPI: binary.BigEndian.Uint32(prop.SPI), alg: alg, encap: encap, lastIn: append([]byte(nil), raw...), group: t.group}
+	if keP != nil {
+		if q.dh, err = e.qmKey(t.group); err != nil {
+			return err
+		}
+		if q.gxy, err = q.dh.SharedSecret(keP.Body); err != nil {
+			return reject("bad KE")
+		}
+	}
 	q.lifetime = e.p2Life
 	if l := lifetimeOf(chosen.Attrs, p2LifeType, p2LifeDur); l > 0 && (q.lifetime == 0 || l < q.lifetime) {
 		q.lifetime = l
@@ -1018,10 +1090,13 @@ func (e *engine) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	if q.outSPI < 256 {
 		return reject("reserved SPI")
 	}
-	// QM2: HASH(2), SA (the chosen transform, our SPI), Nr, IDci, IDcr echoed.
+	// QM2: HASH(2), SA (the chosen transform, our SPI), Nr, [KE,] IDci, IDcr echoed.
 	out := newBuilder()
-	out.add(PayloadSA, encodeSA(3, be32(spi), []uint8{chosen.ID}, [][]attrPair{p2Attrs(alg, q.lifetime, encap)}))
+	out.add(PayloadSA, encodeSA(3, be32(spi), []uint8{chosen.ID}, [][]attrPair{p2Attrs(alg, q.lifetime, encap, q.group)}))
 	out.add(PayloadNonce, nr)
+	if q.dh != nil {
+		out.add(PayloadKE, q.dh.Public())
+	}
 	if len(ids) == 2 {
 		out.add(PayloadID, ids[0].Body)
 		out.add(PayloadID, ids[1].Body)
@@ -1040,8 +1115,8 @@ func describeP2(sa *SA) string {
 	var as []esp.Algorithm
 	for _, p := range sa.Proposals {
 		for i := range p.Transforms {
-			a, _, _ := p2FromTransform(&p.Transforms[i])
-			as = append(as, a)
+			t, _ := p2FromTransform(&p.Transforms[i])
+			as = append(as, t.alg)
 		}
 	}
 	return p2List(as)
@@ -1068,7 +1143,7 @@ func (e *engine) installChild(q *qmExchange) error {
 		return fmt.Errorf("%w: %v", ErrPhase2Failed, err)
 	}
 	keys := func(spi uint32) esp.Keys {
-		km := e.suite.Keymat(e.keys.D, nil, 3, spi, q.ni, q.nr, encLen+authLen)
+		km := e.suite.Keymat(e.keys.D, q.gxy, 3, spi, q.ni, q.nr, encLen+authLen)
 		return esp.Keys{SPI: spi, Alg: q.alg, EncKey: km[:encLen], AuthKey: km[encLen:]}
 	}
 	if !q.initiator {
@@ -1079,6 +1154,9 @@ func (e *engine) installChild(q *qmExchange) error {
 		}
 	}
 	c := &child{sa: ChildSA{Inbound: keys(q.inSPI), Outbound: keys(q.outSPI), Lifetime: q.lifetime, EncapMode: q.encap}}
+	if q.group != 0 {
+		c.sa.PFS = groupName(q.group)
+	}
 	if q.lifetime > 0 {
 		c.expires = e.clk.Now().Add(q.lifetime)
 	}

@@ -73,6 +73,14 @@ func NewInitiator(cfg Config, tr Transport) (*Initiator, error) {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 	}
+	switch cfg.PFS {
+	case PFSAuto, PFSOff:
+	case PFSOn:
+		e.pfsNow = true
+	default:
+		return nil, fmt.Errorf("%w: unknown PFS mode %d", ErrConfig, cfg.PFS)
+	}
+	e.pfs = cfg.PFS
 	e.p1Life, e.p2Life = cfg.Phase1Lifetime, cfg.Phase2Lifetime
 	if e.p1Life <= 0 {
 		e.p1Life = defaultP1Life

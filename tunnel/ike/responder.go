@@ -30,7 +30,7 @@ func NewResponder(cfg ResponderConfig, tr Transport) (*Responder, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.p1Offer, e.p2Offer = cfg.Phase1, cfg.Phase2
+	e.p1Offer, e.p2Offer, e.reqPFS = cfg.Phase1, cfg.Phase2, cfg.RequirePFS
 	if e.p1Offer == nil {
 		e.p1Offer = DefaultPhase1
 	}

@@ -395,3 +395,65 @@ func quickModes(msgs [][]byte) int {
 	}
 	return len(mids)
 }
+
+// pfsPair runs a pair with the given PFS settings up to the first ESP SA,
+// whose keys must match on both sides.
+func pfsPair(t *testing.T, mode PFS, require bool) (*pair, ChildSA) {
+	t.Helper()
+	p := newPair(t, Config{PFS: mode}, ResponderConfig{RequirePFS: require})
+	p.start(t)
+	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+	checkKeysMatch(t, ic, rc)
+	return p, ic
+}
+
+// TestSessionPFS: with PFS on, QM1 and QM2 carry KE payloads and the ESP
+// keys include g(qm)^xy; both sides derive the same keys.
+func TestSessionPFS(t *testing.T) {
+	var withKE, without esp.Keys
+	for _, mode := range []PFS{PFSOn, PFSOff} {
+		p, ic := pfsPair(t, mode, false)
+		ch := make(chan [][]byte)
+		p.ini.e.do <- func() {
+			var gxys [][]byte
+			for _, q := range p.ini.e.qms {
+				gxys = append(gxys, q.gxy)
+			}
+			ch <- gxys
+		}
+		got := <-ch
+		if (len(got) == 1 && len(got[0]) == 256) != (mode == PFSOn) {
+			t.Errorf("PFS %v: g(qm)^xy lengths %v", mode, got)
+		}
+		if mode == PFSOn {
+			withKE = ic.Inbound
+		} else {
+			without = ic.Inbound
+		}
+	}
+	if len(withKE.EncKey) == 0 || len(without.EncKey) == 0 {
+		t.Fatal("no keys")
+	}
+}
+
+// TestSessionPFSRequired: a responder that requires PFS refuses our first
+// Quick Mode (no KE); in auto mode we retry once with PFS and succeed; with
+// PFS off we fail with ErrNoProposalChosen.
+func TestSessionPFSRequired(t *testing.T) {
+	p, _ := pfsPair(t, PFSAuto, true)
+	if n := quickModes(mustMessages(p.toResp)); n != 2 {
+		t.Errorf("%d Quick Modes, want 2 (without PFS, then with)", n)
+	}
+
+	p = newPair(t, Config{PFS: PFSOff}, ResponderConfig{RequirePFS: true})
+	p.start(t)
+	if err := waitErr(t, p, p.iErr, false); !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "phase 2") {
+		t.Fatalf("initiator: %v", err)
+	}
+}
+
+func mustMessages(p *pipe) [][]byte {
+	m, _ := p.messages()
+	return m
+}

@@ -48,6 +48,8 @@ type Config struct {
 	// package's defaults).
 	Phase1 []ike.Phase1Transform
 	Phase2 []esp.Algorithm
+	// RequirePFS refuses Quick Modes without PFS (Libreswan's pfs=yes).
+	RequirePFS bool
 	// Faults to inject, for tests of the client's failure reporting.
 	Faults Faults
 	// BigSize is the size of /big.bin on the target (default 64 MiB).
@@ -199,13 +201,14 @@ func Start(cfg Config) (*Server, error) {
 func (s *Server) newResponder() (*ike.Responder, error) {
 	local := s.natt.LocalAddr().(*net.UDPAddr).AddrPort()
 	return ike.NewResponder(ike.ResponderConfig{
-		PSK:       s.cfg.PSK,
-		LocalAddr: netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
-		Phase1:    s.cfg.Phase1,
-		Phase2:    s.cfg.Phase2,
-		Clock:     clock.Real,
-		Logger:    s.log.With("srv", "ike"),
-		Rand:      rand.Reader,
+		PSK:        s.cfg.PSK,
+		LocalAddr:  netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
+		Phase1:     s.cfg.Phase1,
+		Phase2:     s.cfg.Phase2,
+		RequirePFS: s.cfg.RequirePFS,
+		Clock:      clock.Real,
+		Logger:     s.log.With("srv", "ike"),
+		Rand:       rand.Reader,
 	}, serverIKETransport{s})
 }
 

@@ -98,7 +98,7 @@ connections { vpn {
     mode = transport
     local_ts = dynamic[udp/1701]
     remote_ts = dynamic[udp/1701]
-    esp_proposals = aes128-sha1
+    esp_proposals = aes128-sha1$([ "${PFS:-no}" = no ] || echo -modp2048)
   } }
 } }
 secrets { ike-vpn { secret = "$PSK" } }
@@ -126,7 +126,7 @@ conn vpn
   rightprotoport=17/1701
   ike=aes256-sha2;modp2048
   phase2alg=aes128-sha1
-  pfs=no
+  pfs=${PFS:-no}
   rekey=no
 CONF
 	printf '%%any %%any : PSK "%s"\n' "$PSK" >"$C/ipsec.secrets"

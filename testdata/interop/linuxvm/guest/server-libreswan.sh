@@ -15,7 +15,7 @@ conn shared
   right=%any
   encapsulation=yes
   authby=secret
-  pfs=no
+  pfs=${PFS:-no}
   rekey=no
   keyingtries=5
   dpddelay=30

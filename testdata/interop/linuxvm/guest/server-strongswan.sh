@@ -17,6 +17,9 @@ charon {
   syslog { daemon { default = -1 } }
 }
 CONF
+# PFS=yes: every ESP proposal carries a DH group, so a Quick Mode without KE is refused.
+ESP_PROPOSALS=aes128-sha1,aes256-sha1,aes128-sha256,aes256-sha256,aes256-sha512,aes128gcm16,aes256gcm16,default
+[ "${PFS:-no}" = no ] || ESP_PROPOSALS=aes128-sha1-modp2048,aes256-sha1-modp2048,aes128gcm16-modp2048,aes256gcm16-modp2048
 cat >/etc/l2tpvm/swanctl-server.conf <<CONF
 connections {
   l2tp-psk {
@@ -38,7 +41,7 @@ connections {
         mode = transport
         local_ts = dynamic[udp/1701]
         remote_ts = dynamic[udp]
-        esp_proposals = aes128-sha1,aes256-sha1,aes128-sha256,aes256-sha256,aes256-sha512,aes128gcm16,aes256gcm16,default
+        esp_proposals = $ESP_PROPOSALS
         rekey_time = 0s
         life_time = 24h
         rand_time = 0s
