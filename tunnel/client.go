@@ -154,7 +154,7 @@ type Client struct {
 	ikeMu sync.Mutex
 	// pfs is the PFS mode for the next IKE SA: PFSOn once a server has
 	// shown that it requires PFS, so a renewal does not ask twice.
-	pfs ike.PFS
+	pfs   ike.PFS
 	lac   *l2tp.LAC
 	ppp   *ppp.Client
 	data  *datapath.Path
