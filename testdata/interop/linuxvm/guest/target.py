@@ -72,6 +72,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def _hash_body(self, h, left):
+        """Feed the next `left` body bytes into h; False if the client hung up first."""
+        while left > 0:
+            b = self.rfile.read(min(left, 1 << 16))
+            if not b:
+                return False
+            h.update(b)
+            left -= len(b)
+        return True
+
     def do_POST(self):
         if self.path != "/upload":
             self._send(404, b"not found\n")
@@ -86,24 +96,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
                     break
-                left = size
-                while left > 0:
-                    b = self.rfile.read(min(left, 1 << 16))
-                    if not b:
-                        return
-                    h.update(b)
-                    n += len(b)
-                    left -= len(b)
+                if not self._hash_body(h, size):
+                    return
+                n += size
                 self.rfile.readline(16)
         else:
-            left = int(self.headers.get("Content-Length", "0"))
-            while left > 0:
-                b = self.rfile.read(min(left, 1 << 16))
-                if not b:
-                    return
-                h.update(b)
-                n += len(b)
-                left -= len(b)
+            n = int(self.headers.get("Content-Length", "0"))
+            if not self._hash_body(h, n):
+                return
         self._send(200, ("%d %s\n" % (n, h.hexdigest())).encode())
 
 
