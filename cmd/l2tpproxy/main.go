@@ -150,16 +150,9 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	if port == 0 || port > 65535 {
 		return tunnel.Config{}, configError("--natt-port %d is not a UDP port", port)
 	}
-	var pfs ike.PFS
-	switch v := cx.String("pfs"); v {
-	case "auto":
-		pfs = ike.PFSAuto
-	case "yes":
-		pfs = ike.PFSOn
-	case "no":
-		pfs = ike.PFSOff
-	default:
-		return tunnel.Config{}, configError("--pfs must be auto, yes or no, not %q", v)
+	pfs, ok := ike.ParsePFS(cx.String("pfs"))
+	if !ok {
+		return tunnel.Config{}, configError("--pfs must be auto, yes or no, not %q", cx.String("pfs"))
 	}
 	return tunnel.Config{
 		Server:         cx.String("server"),

@@ -176,6 +176,16 @@ func (p PFS) String() string {
 	return fmt.Sprintf("PFS(%d)", uint8(p))
 }
 
+// ParsePFS reads a mode by its String name: "auto", "yes" or "no".
+func ParsePFS(name string) (PFS, bool) {
+	for _, p := range []PFS{PFSAuto, PFSOn, PFSOff} {
+		if p.String() == name {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
 // Event is something Run reports on Events().
 type Event interface{ ikeEvent() }
 

@@ -200,6 +200,22 @@ func advanceUntil(t *testing.T, clk *clock.Fake, step, limit time.Duration, cond
 	}
 }
 
+// advanceUntilErr moves the fake clock a second at a time (limit at most)
+// until a Run result arrives on ch, and returns it.
+func advanceUntilErr(t *testing.T, clk *clock.Fake, limit time.Duration, ch <-chan error) error {
+	t.Helper()
+	var err error
+	advanceUntil(t, clk, time.Second, limit, func() bool {
+		select {
+		case err = <-ch:
+			return true
+		default:
+			return false
+		}
+	})
+	return err
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
@@ -429,15 +445,7 @@ func TestHelloAnswered(t *testing.T) {
 	}
 	// Now the LAC goes silent (its packets are lost): the next HELLO times out.
 	p.up.setFilter(func(int, *ControlMessage) linkAction { return drop })
-	var lnsErr error
-	advanceUntil(t, p.clk, time.Second, 200*time.Second, func() bool {
-		select {
-		case lnsErr = <-p.lnsErr:
-			return true
-		default:
-			return false
-		}
-	})
+	lnsErr := advanceUntilErr(t, p.clk, 200*time.Second, p.lnsErr)
 	if !errors.Is(lnsErr, ErrTimeout) || !strings.Contains(lnsErr.Error(), "HELLO") {
 		t.Errorf("LNS Run = %v, want ErrTimeout for HELLO", lnsErr)
 	}
@@ -451,15 +459,7 @@ func TestSilentPeerTimeout(t *testing.T) {
 	lac := NewLAC(Config{Clock: clk}, l)
 	errc := make(chan error, 1)
 	go func() { errc <- lac.Run(context.Background()) }()
-	var err error
-	advanceUntil(t, clk, time.Second, 60*time.Second, func() bool {
-		select {
-		case err = <-errc:
-			return true
-		default:
-			return false
-		}
-	})
+	err := advanceUntilErr(t, clk, 60*time.Second, errc)
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("Run = %v", err)
 	}
@@ -768,15 +768,7 @@ func TestPeerActivityKeepsTunnel(t *testing.T) {
 	if n := p.up.count(MsgHELLO) - hellos; n != 0 {
 		t.Errorf("%d HELLOs sent while data was arriving", n)
 	}
-	var err error
-	advanceUntil(t, p.clk, time.Second, 200*time.Second, func() bool {
-		select {
-		case err = <-p.lacErr:
-			return true
-		default:
-			return false
-		}
-	})
+	err := advanceUntilErr(t, p.clk, 200*time.Second, p.lacErr)
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "HELLO") {
 		t.Errorf("LAC Run = %v, want ErrTimeout for HELLO once the data stopped", err)
 	}
