@@ -218,6 +218,10 @@ func (s *Server) newResponder() (*ike.Responder, error) {
 	}, serverIKETransport{s})
 }
 
+// TCPStats are the far-side stack's TCP counters (its sender serves the
+// downloads).
+func (s *Server) TCPStats() netstack.TCPStats { return s.stack.TCPStats() }
+
 // IKEAddr is the address to give the client as --server.
 func (s *Server) IKEAddr() netip.AddrPort { return s.ike.LocalAddr().(*net.UDPAddr).AddrPort() }
 
