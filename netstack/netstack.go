@@ -419,6 +419,8 @@ type TCPStats struct {
 	SACKRecovery, TLPRecovery      uint64 // recovery episodes by SACK, tail-loss probes repaired
 	Timeouts                       uint64 // retransmission timeouts (RTO)
 	SpuriousRecovery               uint64 // recoveries undone (DSACK showed no loss)
+	ListenOverflow                 uint64 // SYNs dropped: a listener's accept queue was full
+	Dropped                        uint64 // packets the stack dropped (any protocol: full queues, bad packets)
 }
 
 // TCPStats returns the stack's TCP counters.
@@ -429,6 +431,7 @@ func (s *Stack) TCPStats() TCPStats {
 		Retransmits: t.Retransmits.Value(), FastRetransmits: t.FastRetransmit.Value(),
 		SACKRecovery: t.SACKRecovery.Value(), TLPRecovery: t.TLPRecovery.Value(),
 		Timeouts: t.Timeouts.Value(), SpuriousRecovery: t.SpuriousRecovery.Value(),
+		ListenOverflow: t.ListenOverflowSynDrop.Value(), Dropped: s.stack.Stats().DroppedPackets.Value(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,5 +126,51 @@ func diffTCP(a, b netstack.TCPStats) netstack.TCPStats {
 		Retransmits: a.Retransmits - b.Retransmits, FastRetransmits: a.FastRetransmits - b.FastRetransmits,
 		SACKRecovery: a.SACKRecovery - b.SACKRecovery, TLPRecovery: a.TLPRecovery - b.TLPRecovery,
 		Timeouts: a.Timeouts - b.Timeouts, SpuriousRecovery: a.SpuriousRecovery - b.SpuriousRecovery,
+		ListenOverflow: a.ListenOverflow - b.ListenOverflow, Dropped: a.Dropped - b.Dropped,
 	}
+}
+
+// BenchmarkParallelDownloads runs rounds of 100 parallel 1 MiB downloads
+// (issue 9: no straggler above 2 s) and reports the slowest download of a
+// round and the far-side sender's retransmission timeouts per round.
+func BenchmarkParallelDownloads(b *testing.B) {
+	const size, parallel = 1 << 20, 100
+	srv := startServer(b, testserver.Config{BigSize: size})
+	c := dial(b, clientConfig(b, srv))
+	hc := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true, // a connection per download, like 100 curls
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return c.DialContext(ctx, network, addr)
+		},
+	}}
+	before := srv.TCPStats()
+	var worst time.Duration
+	b.SetBytes(size * parallel)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for range parallel {
+			wg.Go(func() {
+				t0 := time.Now()
+				resp, err := hc.Get(srv.URL("/big.bin"))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || n != size {
+					b.Errorf("got %d bytes, err %v", n, err)
+				}
+				mu.Lock()
+				worst = max(worst, time.Since(t0))
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	}
+	d := diffTCP(srv.TCPStats(), before)
+	b.ReportMetric(float64(worst.Milliseconds()), "slowest-ms")
+	b.ReportMetric(float64(d.Timeouts)/float64(b.N), "rto/op")
+	b.ReportMetric(float64(d.SACKRecovery)/float64(b.N), "sack-recoveries/op")
 }
