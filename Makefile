@@ -37,11 +37,11 @@ fuzz:
 	done
 
 # Micro-benchmarks (ESP per suite, stack) and the in-process end-to-end
-# throughput with CPU cost per GiB.
+# throughput with CPU cost per GiB: the table of issue 9 (testdata/bench/table).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./tunnel/esp/ ./netstack/ ./tunnel/
 	$(MAKE) build
-	testdata/bench/e2e $(BIN)
+	testdata/bench/table $(BIN)
 
 demo: build
 	$(BIN) demo
