@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -113,4 +114,40 @@ func (t *connTracker) closeAll() {
 	for c := range conns {
 		c.Close()
 	}
+}
+
+// DefaultHandshakeTimeout bounds a SOCKS5 greeting, authentication and
+// request, and an HTTP request header: a client that sends a byte and then
+// nothing holds a connection (a file descriptor) no longer than this.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// Options are the settings both proxies share.
+type Options struct {
+	// Credentials, if set, are required from every client.
+	Credentials *Credentials
+	// Limiter, if set, caps concurrent client connections; clients
+	// beyond it are refused (SOCKS5: no acceptable method, HTTP: 503).
+	Limiter *Limiter
+	// HandshakeTimeout bounds the handshake or request header
+	// (0: DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// PAC, if set, makes the HTTP proxy serve GET /proxy.pac from these
+	// routes.
+	PAC *Routes
+	// Logger (nil: discard).
+	Logger *slog.Logger
+}
+
+func (o *Options) handshakeTimeout() time.Duration {
+	if o.HandshakeTimeout > 0 {
+		return o.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+func (o *Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
 }
