@@ -123,7 +123,7 @@ func (s *SOCKS5) associate(ctx context.Context, w io.Writer, req *socks5.Request
 
 	clientIP, _ := netip.AddrFromSlice(remote.IP)
 	var clientPort uint16
-	if ip, ok := netip.AddrFromSlice(req.RawDestAddr.IP); ok && !ip.IsUnspecified() {
+	if ip, ok := netip.AddrFromSlice(req.RawDestAddr.IP); ok && !ip.Unmap().IsUnspecified() {
 		clientIP = ip
 	}
 	if req.RawDestAddr.FQDN == "" {
