@@ -222,6 +222,7 @@ func (h *HTTP) serveSelf(w http.ResponseWriter, r *http.Request, self net.Addr) 
 		return
 	}
 	pac := h.opts.PAC.PAC(pacProxyAddr(r, self))
+	h.logger.Debug("http proxy: serving /proxy.pac", "client", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/x-ns-proxy-autoconfig")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("Content-Length", fmt.Sprint(len(pac)))

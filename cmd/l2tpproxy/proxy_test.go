@@ -1,7 +1,7 @@
 package main
 
 import (
-	"encoding/binary"
+	be "encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -130,8 +130,8 @@ func TestServeProxyFeatures(t *testing.T) {
 	}
 	defer pc.Close()
 	ip4 := testserver.ServerIP.As4()
-	byAddr := binary.BigEndian.AppendUint16(append([]byte{0, 0, 0, 1}, ip4[:]...), testserver.UDPEchoPort)
-	byName := binary.BigEndian.AppendUint16(append([]byte{0, 0, 0, 3, byte(len(testserver.TargetName))}, testserver.TargetName...), testserver.UDPEchoPort)
+	byAddr := be.BigEndian.AppendUint16(append([]byte{0, 0, 0, 1}, ip4[:]...), testserver.UDPEchoPort)
+	byName := be.BigEndian.AppendUint16(append([]byte{0, 0, 0, 3, byte(len(testserver.TargetName))}, testserver.TargetName...), testserver.UDPEchoPort)
 	for name, hdr := range map[string][]byte{"address": byAddr, "name": byName} {
 		payload := "ping via " + name
 		if _, err := pc.WriteToUDP(append(append([]byte(nil), hdr...), payload...), relay); err != nil {
@@ -192,5 +192,5 @@ func udpAssociate(t *testing.T, addr, user, pass string) (net.Conn, *net.UDPAddr
 		t.Fatalf("UDP ASSOCIATE handshake % x", rep)
 	}
 	c.SetDeadline(time.Time{})
-	return c, &net.UDPAddr{IP: net.IP(rep[8:12]), Port: int(binary.BigEndian.Uint16(rep[12:]))}
+	return c, &net.UDPAddr{IP: net.IP(rep[8:12]), Port: int(be.BigEndian.Uint16(rep[12:]))}
 }
