@@ -481,3 +481,83 @@ func FuzzFramingSniffer(f *testing.F) {
 		}
 	})
 }
+
+// TestRefusedByRoutes: with --others refuse, destinations outside the
+// routes get SOCKS5 reply 2 and HTTP 403 naming the rule, and nothing is
+// dialled.
+func TestRefusedByRoutes(t *testing.T) {
+	routes, _ := ParseRoutes([]string{"10.0.0.0/8"}, []string{"corp.example"}, "refuse")
+	tun, direct := &fakeDialer{}, &fakeDialer{}
+	rt := &Router{Routes: routes, Tunnel: tun, Direct: direct, Host: hostDNS{}}
+	socksAddr := startServe(t, NewSOCKS5(rt, nil, nil).Serve)
+	httpAddr := startServe(t, NewHTTP(rt, nil).Serve)
+
+	c, rep := socksConnect(t, socksAddr, "192.0.2.1", 80)
+	c.Close()
+	if rep != 2 {
+		t.Errorf("SOCKS5: reply %d, want 2 (not allowed by ruleset)", rep)
+	}
+	resp, err := proxyClient(httpAddr).Get("http://192.0.2.1/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "others are refused") {
+		t.Errorf("HTTP: %d %q, want 403", resp.StatusCode, body)
+	}
+	c, resp, _ = connectViaHTTP(t, httpAddr, "192.0.2.1:443")
+	c.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("CONNECT: %d, want 403", resp.StatusCode)
+	}
+	if tun.got != "" || direct.got != "" {
+		t.Errorf("dialled %q / %q", tun.got, direct.got)
+	}
+	// A name under the domain goes to the tunnel dialer, by name.
+	c, _ = socksConnect(t, socksAddr, "wiki.corp.example", 80)
+	c.Close()
+	if tun.got != "wiki.corp.example:80" {
+		t.Errorf("tunnel dialled %q, want the name", tun.got)
+	}
+}
+
+// TestHTTPUpgrade: an Upgrade request (WebSocket over http://) is passed
+// through: 101, then bytes both ways on the same connection.
+func TestHTTPUpgrade(t *testing.T) {
+	up, _ := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo:" + line)
+		brw.Flush()
+	})
+	res := newResolver()
+	addr := startServe(t, NewHTTP(&recordingDialer{r: res}, nil).Serve)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET %s/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", up.URL)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, "hi\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "echo:hi\n" {
+		t.Fatalf("after the upgrade: %q %v", line, err)
+	}
+}
