@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/l2tpproxy/l2tpproxy/proxy"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -193,4 +195,38 @@ func udpAssociate(t *testing.T, addr, user, pass string) (net.Conn, *net.UDPAddr
 	}
 	c.SetDeadline(time.Time{})
 	return c, &net.UDPAddr{IP: net.IP(rep[8:12]), Port: int(be.BigEndian.Uint16(rep[12:]))}
+}
+
+// TestProxySettingsFromEnv: the environment variables, comma-separated
+// lists included, reach the settings like the flags.
+func TestProxySettingsFromEnv(t *testing.T) {
+	t.Setenv("L2TPPROXY_ROUTE", "10.0.0.0/8, 192.168.1.0/24")
+	t.Setenv("L2TPPROXY_DOMAIN", "corp.example,intra")
+	t.Setenv("L2TPPROXY_OTHERS", "refuse")
+	t.Setenv("L2TPPROXY_PROXY_USER", "alice")
+	t.Setenv("L2TPPROXY_PROXY_PASSWORD", "pw")
+	var ps proxySettings
+	app := &cli.App{Flags: listenerFlags(), Action: func(cx *cli.Context) (err error) {
+		ps, err = proxySettingsFrom(cx)
+		return err
+	}}
+	if err := app.Run([]string{"x", "--route", "172.16.0.0/12,1.2.3.4"}); err != nil {
+		t.Fatal(err)
+	}
+	r := ps.Routes
+	if fmt.Sprint(r.Nets) != "[172.16.0.0/12 1.2.3.4/32]" || strings.Join(r.Domains, " ") != "corp.example intra" || r.Others != proxy.ViaRefuse {
+		t.Errorf("routes %+v (a flag replaces its environment variable)", r)
+	}
+	if ps.Credentials == nil || !ps.Credentials.Valid("alice", "pw") {
+		t.Error("credentials from the environment not set")
+	}
+	if ps.MaxConns != 2048 || ps.HandshakeTimeout != proxy.DefaultHandshakeTimeout {
+		t.Errorf("defaults: %d %v", ps.MaxConns, ps.HandshakeTimeout)
+	}
+	if err := app.Run([]string{"x"}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ps.Routes.Nets) != "[10.0.0.0/8 192.168.1.0/24]" {
+		t.Errorf("routes from the environment: %v", ps.Routes.Nets)
+	}
 }
