@@ -142,9 +142,7 @@ func TestInteropBrowserPAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	began := time.Now()
-	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+dir, "--proxy-pac-url=http://"+httpAddr+"/proxy.pac", "--dump-dom", hello)
+	cmd := exec.CommandContext(ctx, chromium, chromiumArgs(dir, "http://"+httpAddr+"/proxy.pac", hello)...)
 	cmd.Env = append(os.Environ(), "HOME="+dir)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
