@@ -159,3 +159,5 @@ func (c *limitedConn) CloseWrite() error {
 	}
 	return errors.ErrUnsupported
 }
+
+func (c *limitedConn) unwrapped() (any, bool) { return c.Conn, true }

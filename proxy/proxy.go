@@ -40,13 +40,38 @@ const (
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// copyBuffer copies with a pooled buffer or, between two host TCP
+// connections (direct routing), with the kernel's splice and no buffer.
 func copyBuffer(dst io.Writer, src io.Reader) (int64, error) {
+	if d, ok := unwrap(dst).(*net.TCPConn); ok {
+		if s, ok := unwrap(src).(*net.TCPConn); ok {
+			return io.Copy(d, s)
+		}
+	}
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	return io.CopyBuffer(dst, src, *bp)
 }
 
 type closeWriter interface{ CloseWrite() error }
+
+// wrapper is a connection wrapper that can hand out the connection it
+// wraps once its own reading or writing adds nothing.
+type wrapper interface{ unwrapped() (any, bool) }
+
+func unwrap(v any) any {
+	for {
+		w, ok := v.(wrapper)
+		if !ok {
+			return v
+		}
+		inner, ok := w.unwrapped()
+		if !ok {
+			return v
+		}
+		v = inner
+	}
+}
 
 // relay copies both ways between a and b until both directions are done.
 // When one side finishes sending (EOF), the other side's write half is

@@ -97,3 +97,6 @@ func (s *framingSniffer) scan(p []byte) bool {
 	}
 	return found
 }
+
+// unwrapped: once hijacked for a tunnel nothing is sniffed.
+func (c *sniffConn) unwrapped() (any, bool) { return c.Conn, c.off.Load() }

@@ -220,3 +220,9 @@ type socksLogger struct{ l *slog.Logger }
 func (sl socksLogger) Errorf(format string, args ...any) {
 	sl.l.Debug("socks5: " + fmt.Sprintf(format, args...))
 }
+
+// unwrapped: the connection itself once the handshake reader is drained.
+func (c *bufferedConn) unwrapped() (any, bool) {
+	br, ok := c.r.(*bufio.Reader)
+	return c.Conn, ok && br.Buffered() == 0
+}
