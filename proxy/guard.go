@@ -79,11 +79,44 @@ type guardedListener struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
-	lastWarn  time.Time // refusals logged at most once a second
+	refusing  chan struct{} // refusals in progress
+	lastWarn  time.Time     // refusals logged at most once a second
 }
 
 func newGuardedListener(ln net.Listener, lim *Limiter, refusal []byte, logger *slog.Logger) *guardedListener {
-	return &guardedListener{Listener: ln, lim: lim, refusal: refusal, logger: logger, done: make(chan struct{})}
+	return &guardedListener{Listener: ln, lim: lim, refusal: refusal, logger: logger,
+		done: make(chan struct{}), refusing: make(chan struct{}, maxRefusing)}
+}
+
+// Refusals: at most maxRefusing at once, each within refuseTimeout.
+const (
+	maxRefusing   = 64
+	refuseTimeout = time.Second
+)
+
+// refuse waits for the client's first bytes (a refusal sent before the
+// request reads as an unsolicited response to some clients), answers with
+// the refusal, half-closes and drains what the client still sends, so the
+// close does not reset the connection before the refusal is read.
+func (l *guardedListener) refuse(c net.Conn) {
+	defer func() { <-l.refusing }()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(refuseTimeout))
+	buf := make([]byte, 512)
+	if _, err := c.Read(buf); err != nil {
+		return
+	}
+	if _, err := c.Write(l.refusal); err != nil {
+		return
+	}
+	if cw, ok := c.(closeWriter); ok {
+		cw.CloseWrite()
+	}
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 func (l *guardedListener) Close() error {
@@ -128,11 +161,12 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 				l.lastWarn = now
 				l.logger.Warn("too many client connections, refusing new ones (see --max-connections)", "client", c.RemoteAddr().String())
 			}
-			// A fresh socket's send buffer is empty: this write does not
-			// block; the deadline is only a safeguard.
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			c.Write(l.refusal)
-			c.Close()
+			select {
+			case l.refusing <- struct{}{}:
+				go l.refuse(c)
+			default:
+				c.Close() // refusing too many already: no explanation
+			}
 			continue
 		}
 		return &limitedConn{Conn: c, lim: l.lim}, nil
