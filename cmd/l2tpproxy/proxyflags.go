@@ -15,7 +15,9 @@ import (
 
 // proxySettings are the proxies' safety and routing settings (the
 // --proxy-*, --insecure-open-proxy, --max-connections, --handshake-timeout,
-// --route, --domain and --others flags).
+// --route, --domain and --others flags). The zero value is safe: loopback
+// only, no credentials, no limit, the default handshake timeout, everything
+// through the VPN, no PAC file.
 type proxySettings struct {
 	Credentials      *proxy.Credentials // nil: no authentication
 	InsecureOpen     bool               // allow non-loopback listeners without credentials
