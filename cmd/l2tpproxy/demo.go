@@ -19,7 +19,7 @@ func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
 		Usage: "run a built-in L2TP/IPsec test server on loopback and connect to it (no VPN server or root needed)",
-		Flags: listenerFlags(),
+		Flags: append(listenerFlags(), waitFlags()...),
 		Action: func(cx *cli.Context) error {
 			log, err := newLogger(cx.String("log-level"))
 			if err != nil {
@@ -40,7 +40,7 @@ func demoCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, cx.String("socks5"), cx.String("http"), log, func(socks, http net.Addr) {
+			return serve(ctx, cfg, cx.String("socks5"), cx.String("http"), cx.Duration("connect-wait"), log, func(socks, http net.Addr) {
 				fmt.Println("l2tpproxy demo: connected to the built-in test server at", srv.IKEAddr())
 				if socks != nil {
 					fmt.Printf("  curl --socks5-hostname %s %s\n", socks, srv.URL("/hello.txt"))

@@ -122,7 +122,7 @@ func startServe(t *testing.T, srv *testserver.Server) *running {
 	t.Cleanup(r.cancel)
 	ready := make(chan [2]net.Addr, 1)
 	go func() {
-		r.done <- serve(ctx, cfg, "127.0.0.1:0", "127.0.0.1:0", log, func(s, h net.Addr) { ready <- [2]net.Addr{s, h} })
+		r.done <- serve(ctx, cfg, "127.0.0.1:0", "127.0.0.1:0", 0, log, func(s, h net.Addr) { ready <- [2]net.Addr{s, h} })
 	}()
 	select {
 	case a := <-ready:
