@@ -40,26 +40,33 @@ func checkCommand() *cli.Command {
 // checkReport is check's JSON object. Every field is documented in the
 // README ("l2tpproxy check"); keep the two in step.
 type checkReport struct {
-	OK       bool   `json:"ok"`
-	Error    string `json:"error,omitempty"`
-	ExitCode int    `json:"exit_code"`
+	OK       bool `json:"ok"`
+	ExitCode int  `json:"exit_code"`
 
-	Server      string       `json:"server,omitempty"`
-	Local       string       `json:"local,omitempty"`
-	IKESuite    string       `json:"ike_suite,omitempty"`
-	ESPSuite    string       `json:"esp_suite,omitempty"`
-	PFS         string       `json:"pfs,omitempty"`
-	L2TPPeer    string       `json:"l2tp_peer,omitempty"`
-	L2TPVendor  string       `json:"l2tp_vendor,omitempty"`
-	PPPAuth     string       `json:"ppp_auth,omitempty"`
-	Address     string       `json:"address,omitempty"`
-	PeerAddress string       `json:"peer_address,omitempty"`
-	DNS         []string     `json:"dns,omitempty"`
-	MTU         int          `json:"mtu,omitempty"`
-	TimesMS     *checkTimes  `json:"times_ms,omitempty"`
-	RTT         *rttResult   `json:"rtt,omitempty"`
-	TeardownMS  float64      `json:"teardown_ms,omitempty"`
-	layerTimes  tunnel.Times `json:"-"`
+	Server      string      `json:"server"`
+	Local       string      `json:"local"`
+	IKESuite    string      `json:"ike_suite"`
+	ESPSuite    string      `json:"esp_suite"`
+	PFS         string      `json:"pfs"`
+	L2TPPeer    string      `json:"l2tp_peer"`
+	L2TPVendor  string      `json:"l2tp_vendor,omitempty"`
+	PPPAuth     string      `json:"ppp_auth"`
+	Address     string      `json:"address"`
+	PeerAddress string      `json:"peer_address"`
+	DNS         []string    `json:"dns"`
+	MTU         int         `json:"mtu"`
+	TimesMS     *checkTimes `json:"times_ms"`
+	RTT         *rttResult  `json:"rtt"`
+	TeardownMS  float64     `json:"teardown_ms"`
+
+	layerTimes tunnel.Times
+}
+
+// checkFailure is check's JSON object when the tunnel did not come up.
+type checkFailure struct {
+	OK       bool   `json:"ok"`
+	Error    string `json:"error"`
+	ExitCode int    `json:"exit_code"`
 }
 
 type checkTimes struct {
@@ -74,9 +81,9 @@ type checkTimes struct {
 
 // rttResult is the round trip through the tunnel.
 type rttResult struct {
-	Method   string  `json:"method"` // "dns"
-	Target   string  `json:"target"` // DNS server:53
-	Query    string  `json:"query"`  // "localhost. A"
+	Method   string  `json:"method"`           // "dns"
+	Target   string  `json:"target,omitempty"` // DNS server:53
+	Query    string  `json:"query"`            // "localhost. A"
 	Sent     int     `json:"sent"`
 	Answered int     `json:"answered"`
 	MinMS    float64 `json:"min_ms,omitempty"`
@@ -100,7 +107,7 @@ func runCheck(cx *cli.Context) error {
 	asJSON := cx.Bool("json")
 	fail := func(err error) error {
 		if asJSON {
-			writeJSON(os.Stdout, checkReport{Error: oneLine(err), ExitCode: exitCode(err)})
+			writeJSON(os.Stdout, checkFailure{Error: oneLine(err), ExitCode: exitCode(err)})
 		}
 		return err
 	}
@@ -161,7 +168,7 @@ func reportOf(info tunnel.Info, rtt *rttResult) checkReport {
 	return r
 }
 
-func writeJSON(w io.Writer, r checkReport) {
+func writeJSON(w io.Writer, r any) {
 	b, _ := json.Marshal(r) // plain strings and numbers: cannot fail
 	fmt.Fprintf(w, "%s\n", b)
 }
