@@ -162,4 +162,11 @@ func TestInteropCheck(t *testing.T) {
 	if r.RTT.Answered == 0 || r.RTT.MedianMS <= 0 {
 		t.Errorf("no DNS round trip through the tunnel: %+v", r.RTT)
 	}
+
+	// The text form says the same, one line per item.
+	code, out, errOut = runBinary(t, p, 90*time.Second, "check")
+	if code != 0 || !strings.Contains(out, "IPsec SA    "+wantESP+", PFS "+wantPFS+"\n") || !strings.Contains(out, "PPP auth    "+wantAuth+"\n") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("CHECK_TEXT %s\n%s", p.label(), out)
 }
