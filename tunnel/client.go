@@ -128,12 +128,14 @@ type Info struct {
 	ESPSuite   string
 	PFS        string // Quick Mode DH group, "" without PFS
 	L2TPPeer   string
+	L2TPVendor string // the server's Vendor Name AVP, "" if it sent none
 	PPPAuth    string
 	Address    netip.Addr
 	PeerAddr   netip.Addr
 	DNS        []netip.Addr
 	MTU        int
 	ConnectDur time.Duration
+	Times      Times // per step of ConnectDur
 }
 
 // Client is an established tunnel. Its Stack dials through the VPN.
@@ -146,6 +148,7 @@ type Client struct {
 	nattTo netip.AddrPort // server NAT-T address
 	local  netip.AddrPort
 	info   Info
+	watch  stopwatch // times the steps of connect into info.Times
 
 	// ike is the initiator of the current IKE SA; supervise replaces it
 	// when the server deletes the IKE SA but not the IPsec SA. ikeMu orders
@@ -420,6 +423,7 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 // connect brings the layers up one after the other.
 func (c *Client) connect(ctx context.Context) error {
 	log := c.log
+	c.watch.start()
 	ini, err := c.startIKE()
 	if err != nil {
 		return err
@@ -438,9 +442,11 @@ ikeLoop:
 			switch ev := ev.(type) {
 			case ike.Phase1Up:
 				c.info.IKESuite = ev.Suite
+				c.info.Times.Phase1 = c.watch.lap()
 				log.Info("IKE SA established", "suite", ev.Suite, "server", c.ikeTo.String())
 			case ike.ChildSAUp:
 				child = ev.Child
+				c.info.Times.QuickMode = c.watch.lap()
 				break ikeLoop
 			}
 		case <-gotReply:
@@ -515,11 +521,12 @@ l2tpLoop:
 			switch ev := ev.(type) {
 			case l2tp.TunnelUp:
 				tunnelUp = true
-				c.info.L2TPPeer = ev.PeerHostName
+				c.info.L2TPPeer, c.info.L2TPVendor = ev.PeerHostName, ev.PeerVendor
 				log.Info("L2TP tunnel established", "peer", ev.PeerHostName, "vendor", ev.PeerVendor, "tunnel", ev.PeerTunnelID)
 			case l2tp.SessionUp:
 				s := ev.Session
 				c.data.SetSession(s)
+				c.info.Times.L2TP = c.watch.lap()
 				log.Info("L2TP session established", "session", s.PeerSessionID)
 				break l2tpLoop
 			}
@@ -556,14 +563,17 @@ pppLoop:
 			switch ev := ev.(type) {
 			case ppp.LinkUp:
 				linkUp = true
+				c.info.Times.LCP = c.watch.lap()
 				pppTimer.Reset(c.cfg.PPPTimeout)
 			case ppp.AuthUp:
 				authed = true
 				pppTimer.Reset(c.cfg.PPPTimeout)
 				c.info.PPPAuth = ev.Method.String()
+				c.info.Times.Auth = c.watch.lap()
 				log.Info("PPP authenticated", "method", ev.Method.String())
 			case ppp.IPUp:
 				ip = ev
+				c.info.Times.IPCP = c.watch.lap()
 				break pppLoop
 			}
 		case <-c.pppRun.done:

@@ -19,7 +19,7 @@ func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
 		Usage: "run a built-in L2TP/IPsec test server on loopback and connect to it (no VPN server or root needed)",
-		Flags: listenerFlags(),
+		Flags: append(listenerFlags(), waitFlags()...),
 		Action: func(cx *cli.Context) error {
 			log, err := newLogger(cx.String("log-level"))
 			if err != nil {
@@ -44,7 +44,7 @@ func demoCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, Ready: func(socks, http net.Addr) {
+			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: cx.Duration("connect-wait"), Ready: func(socks, http net.Addr) {
 				fmt.Println("l2tpproxy demo: connected to the built-in test server at", srv.IKEAddr())
 				if socks != nil {
 					fmt.Printf("  curl --socks5-hostname %s %s\n", socks, srv.URL("/hello.txt"))

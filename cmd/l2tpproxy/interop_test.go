@@ -93,9 +93,10 @@ type proc struct {
 	err    error
 }
 
-// start runs the binary with the peer's settings in the environment (the
-// secrets never appear on a command line), as uid 65534 when we are root.
-func start(t *testing.T, p peer, edit func(env map[string]string), args ...string) *proc {
+// command is the binary run with args and the peer's settings in the
+// environment (the secrets never appear on a command line), as uid 65534
+// when we are root.
+func command(t *testing.T, p peer, edit func(env map[string]string), args ...string) *exec.Cmd {
 	env := map[string]string{
 		"L2TPPROXY_SERVER":    net.JoinHostPort(p["SERVER"], p["IKE_PORT"]),
 		"L2TPPROXY_NATT_PORT": p["NATT_PORT"],
@@ -106,7 +107,7 @@ func start(t *testing.T, p peer, edit func(env map[string]string), args ...strin
 	if edit != nil {
 		edit(env)
 	}
-	argv := append([]string{binary(t), "up"}, args...)
+	argv := append([]string{binary(t)}, args...)
 	if os.Geteuid() == 0 {
 		// Prove that no privilege is needed: nobody, no capabilities.
 		argv = append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}, argv...)
@@ -116,6 +117,12 @@ func start(t *testing.T, p peer, edit func(env map[string]string), args ...strin
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	return cmd
+}
+
+// start runs `l2tpproxy up args...` with command's settings.
+func start(t *testing.T, p peer, edit func(env map[string]string), args ...string) *proc {
+	cmd := command(t, p, edit, append([]string{"up"}, args...)...)
 	pr, pw := io.Pipe()
 	pc := &proc{cmd: cmd, lines: make(chan string, 1000), done: make(chan struct{})}
 	cmd.Stderr = pw

@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +43,9 @@ func main() {
 func run(args []string) int {
 	app := newApp()
 	if err := app.Run(args); err != nil {
+		if code, ok := commandExitCode(err); ok {
+			return code // exec: the command's own exit code, nothing to add
+		}
 		fmt.Fprintln(os.Stderr, "l2tpproxy:", oneLine(err))
 		return exitCode(err)
 	}
@@ -58,7 +59,8 @@ func newApp() *cli.App {
 		Description: "l2tpproxy runs IKEv1, ESP, L2TP, PPP and a TCP/IP stack in one unprivileged process.\n" +
 			"Secrets are best passed in files (--psk-file, --password-file) or environment variables:\n" +
 			"command-line values are visible to other users in the process list.",
-		Commands: []*cli.Command{upCommand(), demoCommand(), testServerCommand()},
+		Version:  versionString(),
+		Commands: []*cli.Command{upCommand(), execCommand(), checkCommand(), versionCommand(), demoCommand(), testServerCommand()},
 		// Errors are printed once, by run, as a single line.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
@@ -102,9 +104,13 @@ func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
 		Usage: "connect to an L2TP/IPsec server and serve the proxies until interrupted",
-		Flags: append(connectionFlags(), listenerFlags()...),
+		Flags: append(append(connectionFlags(), listenerFlags()...), waitFlags()...),
 		Action: func(cx *cli.Context) error {
 			log, err := newLogger(cx.String("log-level"))
+			if err != nil {
+				return err
+			}
+			wait, err := connectWait(cx)
 			if err != nil {
 				return err
 			}
@@ -125,7 +131,7 @@ func upCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps})
+			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait})
 		},
 	}
 }
@@ -189,14 +195,18 @@ type serveConfig struct {
 	Proxy  proxySettings
 	Log    *slog.Logger
 	Ready  func(socks, http net.Addr)
+	// ConnectWait is how long a new proxy connection waits for a
+	// reconnecting tunnel before it fails with the reason.
+	ConnectWait time.Duration
 }
 
 // serve connects, starts the proxies and runs until ctx ends (clean
 // teardown, nil). If the tunnel goes down after it was up, serve reconnects
-// with backoff while the proxies keep listening (their new connections fail
-// fast meanwhile), unless reconnecting cannot help (credentials rejected).
+// with backoff while the proxies keep listening (their new connections wait
+// up to sc.ConnectWait for it), unless reconnecting cannot help (credentials
+// rejected).
 func serve(ctx context.Context, sc serveConfig) error {
-	cfg, log := sc.Tunnel, sc.Log
+	cfg, log, connectWait := sc.Tunnel, sc.Log, sc.ConnectWait
 	// Listen first: a port already in use, or an open proxy beyond
 	// loopback, is a configuration error, found before we bother the VPN
 	// server.
@@ -223,19 +233,18 @@ func serve(ctx context.Context, sc serveConfig) error {
 		}
 		return err
 	}
-	var cur currentTunnel
-	cur.set(c)
+	cur := newCurrentTunnel(connectWait)
+	cur.setUp(c)
 	defer func() {
-		if c := cur.set(nil); c != nil {
-			c.Close()
-		}
+		cur.setDown(tunnel.ErrClosed)
+		c.Close()
 	}()
 
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
 	var socksA, httpA net.Addr
-	router := &proxy.Router{Routes: sc.Proxy.Routes, Tunnel: &cur}
+	router := &proxy.Router{Routes: sc.Proxy.Routes, Tunnel: cur}
 	lim := proxy.NewLimiter(sc.Proxy.MaxConns) // shared by both proxies
 	if socksLn != nil {
 		s := proxy.NewSOCKS5(router, nil, sc.Proxy.options(log.With("proxy", "socks5"), lim))
@@ -264,21 +273,25 @@ func serve(ctx context.Context, sc serveConfig) error {
 		case <-c.Done():
 		}
 		err := c.Err()
-		cur.set(nil)
 		if err == nil {
 			err = errors.New("closed")
 		}
+		cur.setDown(err)
 		if !retryable(err) {
 			return fmt.Errorf("tunnel went down: %w", err)
 		}
-		log.Warn("tunnel went down, reconnecting", "err", err.Error())
-		if c, err = reconnect(ctx, cfg, log); err != nil {
+		log.Warn("tunnel went down, reconnecting", "err", err.Error(), "connect_wait", connectWait.String())
+		downAt := time.Now()
+		next, rerr := reconnect(ctx, cfg, log, cur)
+		if rerr != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("tunnel went down and reconnecting failed: %w", err)
+			return fmt.Errorf("tunnel went down and reconnecting failed: %w", rerr)
 		}
-		cur.set(c)
+		c = next
+		cur.setUp(c)
+		log.Info("tunnel reconnected", "cause", err.Error(), "outage", time.Since(downAt).Round(time.Millisecond).String())
 	}
 }
 
@@ -293,30 +306,6 @@ func dialTunnel(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (*tunn
 	return c, nil
 }
 
-// reconnect retries with exponential backoff (1 s doubling to 30 s) until
-// it connects, ctx ends, or the server rejects our credentials.
-func reconnect(ctx context.Context, cfg tunnel.Config, log *slog.Logger) (*tunnel.Client, error) {
-	wait := time.Second
-	for {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		c, err := dialTunnel(ctx, cfg, log)
-		if err == nil {
-			return c, nil
-		}
-		if !retryable(err) || ctx.Err() != nil {
-			return nil, err
-		}
-		log.Warn("reconnect failed", "err", err.Error(), "retry_in", (2 * wait).String())
-		wait = min(2*wait, 30*time.Second)
-	}
-}
-
 // retryable tells whether reconnecting can help: not when the server
 // rejected our credentials or our configuration is wrong.
 func retryable(err error) bool {
@@ -327,30 +316,6 @@ func retryable(err error) bool {
 		return false
 	}
 	return true
-}
-
-// currentTunnel is what the proxies dial through: the tunnel that is up now,
-// if any. Connections made through a tunnel that went down fail with it.
-type currentTunnel struct{ c atomic.Pointer[tunnel.Client] }
-
-var errTunnelDown = errors.New("the VPN tunnel is down (reconnecting)")
-
-func (t *currentTunnel) set(c *tunnel.Client) *tunnel.Client { return t.c.Swap(c) }
-
-func (t *currentTunnel) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	c := t.c.Load()
-	if c == nil {
-		return nil, errTunnelDown
-	}
-	return c.DialContext(ctx, network, address)
-}
-
-func (t *currentTunnel) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
-	c := t.c.Load()
-	if c == nil {
-		return nil, errTunnelDown
-	}
-	return c.LookupHost(ctx, host)
 }
 
 // configError is a configuration error of the CLI itself, in the same class

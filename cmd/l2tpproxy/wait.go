@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/l2tpproxy/l2tpproxy/proxy"
+	"github.com/l2tpproxy/l2tpproxy/tunnel"
+)
+
+// defaultConnectWait is how long a new proxy connection waits for a tunnel
+// that is reconnecting: longer than a typical reconnect (a server restart
+// is 5-10 s), shorter than the proxies' own 30 s dial timeout.
+const defaultConnectWait = 15 * time.Second
+
+// waitFlags are the flags of the commands that serve the proxies.
+func waitFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "connect-wait", Value: defaultConnectWait,
+			Usage:   "while the tunnel reconnects, a new proxy connection waits this long for it before it fails (0: fail at once)",
+			EnvVars: env("L2TPPROXY_CONNECT_WAIT")},
+	}
+}
+
+func connectWait(cx *cli.Context) (time.Duration, error) {
+	d := cx.Duration("connect-wait")
+	if d < 0 {
+		return 0, configError("--connect-wait %s is negative", d)
+	}
+	return d, nil
+}
+
+// tunnelDialer is what the proxies need from a tunnel (*tunnel.Client).
+type tunnelDialer interface {
+	proxy.Dialer
+	proxy.Resolver
+}
+
+// currentTunnel is what the proxies dial through: the tunnel that is up now.
+// While it is down (serve reconnects), a new connection waits up to wait for
+// the next tunnel and goes through it, or fails with the reason the tunnel
+// is down: the last reconnect attempt's error, or what ended the tunnel if
+// no attempt has failed yet. Connections made through a tunnel that went
+// down fail with it, at once.
+type currentTunnel struct {
+	wait time.Duration
+
+	mu     sync.Mutex
+	c      tunnelDialer  // nil while down
+	up     chan struct{} // closed when the next tunnel is set; nil while up
+	reason error         // why it is down
+	since  time.Time     // when it went down
+}
+
+func newCurrentTunnel(wait time.Duration) *currentTunnel {
+	return &currentTunnel{wait: wait, up: make(chan struct{}), reason: errors.New("not connected yet"), since: time.Now()}
+}
+
+// errTunnelDown is the class of every error of a connection that found the
+// tunnel down.
+var errTunnelDown = errors.New("the VPN tunnel is down (reconnecting)")
+
+// setUp makes c the tunnel new connections go through and releases the
+// connections waiting for one.
+func (t *currentTunnel) setUp(c tunnelDialer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.c = c
+	if t.up != nil {
+		close(t.up)
+		t.up = nil
+	}
+}
+
+// setDown records that the tunnel is down (or still down: another reconnect
+// attempt failed) and why.
+func (t *currentTunnel) setDown(reason error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c != nil || t.up == nil {
+		t.c = nil
+		t.up = make(chan struct{})
+		t.since = time.Now()
+	}
+	if reason != nil {
+		t.reason = reason
+	}
+}
+
+// get returns the tunnel that is up, waiting for one while it is down.
+func (t *currentTunnel) get(ctx context.Context) (tunnelDialer, error) {
+	t.mu.Lock()
+	c, up := t.c, t.up
+	t.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	var expired <-chan time.Time
+	if t.wait > 0 {
+		timer := time.NewTimer(t.wait)
+		defer timer.Stop()
+		expired = timer.C
+	} else {
+		closed := make(chan time.Time)
+		close(closed)
+		expired = closed
+	}
+	for {
+		select {
+		case <-up:
+			t.mu.Lock()
+			c, up = t.c, t.up
+			t.mu.Unlock()
+			if c != nil {
+				return c, nil
+			}
+			// It went down again before we got it: keep waiting.
+		case <-expired:
+			return nil, t.downError(t.wait)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", context.Cause(ctx), t.downError(0))
+		}
+	}
+}
+
+func (t *currentTunnel) downError(waited time.Duration) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	down := time.Since(t.since).Round(100 * time.Millisecond)
+	if waited > 0 {
+		return fmt.Errorf("%w for %s, waited %s; last error: %w", errTunnelDown, down, waited, t.reason)
+	}
+	return fmt.Errorf("%w for %s; last error: %w", errTunnelDown, down, t.reason)
+}
+
+func (t *currentTunnel) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := t.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.DialContext(ctx, network, address)
+}
+
+func (t *currentTunnel) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	c, err := t.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.LookupHost(ctx, host)
+}
+
+// reconnect retries with exponential backoff (1 s doubling to 30 s) until
+// it connects, ctx ends, or the server rejects our credentials. Each failed
+// attempt becomes cur's reason, which waiting connections report.
+func reconnect(ctx context.Context, cfg tunnel.Config, log *slog.Logger, cur *currentTunnel) (*tunnel.Client, error) {
+	wait := time.Second
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		c, err := dialTunnel(ctx, cfg, log)
+		if err == nil {
+			return c, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		cur.setDown(err)
+		wait = min(2*wait, 30*time.Second)
+		log.Warn("reconnect failed", "err", err.Error(), "retry_in", wait.String())
+	}
+}
