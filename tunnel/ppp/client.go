@@ -125,7 +125,7 @@ func (c *Client) Events() <-chan Event { return c.events }
 // does not allow gives an *AuthRefusedError (which is ErrAuthRejected).
 func (c *Client) Run(ctx context.Context) error {
 	err := c.run(ctx)
-	if errors.Is(err, ErrTerminated) && c.refused != "" && !c.authDone && c.ipcp.state != stOpened && !errors.Is(err, ErrAuthRejected) {
+	if errors.Is(err, ErrTerminated) && c.refused != "" && !c.cfg.Auth.Allows(c.refusedMethod) && !c.authDone && c.ipcp.state != stOpened && !errors.Is(err, ErrAuthRejected) {
 		// The server gave up after we declined its Auth-Protocol. pppd
 		// first drops the option (LCP opens without authentication), then
 		// says "peer refused to authenticate" with a Terminate-Request.
@@ -199,7 +199,7 @@ func (h clientLCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
 			// the peer must accept anyway; we tolerate both on receive.
 		case typ == lcpOptAuth:
 			m, known := parseAuthOption(val)
-			if known && c.cfg.Auth.Allows(m) {
+			if known && c.cfg.Auth.Allows(m) && !c.softEtherEAP(m, opts, raw) {
 				c.authOffered = m
 				continue
 			}
@@ -225,6 +225,20 @@ func (h clientLCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
 		}
 	}
 	return nak, rej, nil
+}
+
+// softEtherEAP reports whether to decline an allowed EAP once, toward
+// MS-CHAPv2, because the request looks like SoftEther's: Auth-Protocol EAP
+// as its only option (SoftEther's LCP requests carry nothing else; pppd,
+// strongSwan/xl2tpd and RRAS servers always add Magic-Number and more).
+// SoftEther 5.01 (Debian 12's build, git 8181039) offers only EAP-TLS inside
+// EAP, and after an EAP Nak its fallback to MS-CHAPv2 never starts: it keeps
+// AuthProtocol = EAP, and the Ack of its new MS-CHAPv2 request is only acted
+// on when AuthProtocol is unset (Cedar/Proto_PPP.c,
+// PPPProcessLCPResponsePacket). An LCP Nak works: it moves on to MS-CHAPv2.
+// A server that asks for EAP again gets it.
+func (c *Client) softEtherEAP(m AuthMethod, opts, raw []byte) bool {
+	return m == AuthEAP && len(opts) == len(raw) && c.cfg.Auth.Allows(AuthMSCHAPv2) && c.refused != "EAP"
 }
 
 // nextSuggestion is the strongest allowed method not yet suggested for the
