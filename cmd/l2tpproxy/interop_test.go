@@ -226,7 +226,7 @@ func TestInterop(t *testing.T) {
 		}
 	}
 	// The PPP method the server allows (the up script says which).
-	if m := p["PPP_METHOD"]; m != "" && !regexp.MustCompile(`PPP authenticated.* method=`+regexp.QuoteMeta(m)+`( |$)`).MatchString(pc.output()) {
+	if m := p["PPP_METHOD"]; m != "" && !regexp.MustCompile(`(?m)PPP authenticated.* method=`+regexp.QuoteMeta(m)+`( |$)`).MatchString(pc.output()) {
 		t.Errorf("the server allows only %s, but the log shows another method:\n%s", m, pc.output())
 	}
 	// A server that requires PFS refuses our first Quick Mode; we retry with it.
