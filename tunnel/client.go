@@ -51,9 +51,9 @@ type Config struct {
 	// L2TPPort is our inner L2TP UDP port (default 1701, as Windows uses;
 	// NOTES §1.6: some servers refuse other ports).
 	L2TPPort uint16
-	// Auth lists the PPP authentication methods we accept, preferred first
-	// (default MS-CHAPv2, CHAP-MD5, PAP).
-	Auth []ppp.AuthMethod
+	// Auth is the set of PPP authentication methods we accept (zero:
+	// ppp.DefaultAuthPolicy, everything but PAP).
+	Auth ppp.AuthPolicy
 	// Phase1/Phase2 override the IKE proposals (nil = defaults).
 	Phase1 []ike.Phase1Transform
 	Phase2 []esp.Algorithm
@@ -738,6 +738,12 @@ func pppError(err error) error {
 	switch {
 	case errors.Is(err, ppp.ErrAuthFailed):
 		e.Hint = "check --user and --password"
+	case ppp.AsAuthRefused(err) != nil && ppp.AsAuthRefused(err).Method.PolicyName() != "":
+		m := ppp.AsAuthRefused(err).Method
+		e.Hint = "add " + m.PolicyName() + " to --ppp-auth"
+		if m == ppp.AuthPAP {
+			e.Hint += "; PAP sends the password in clear to anyone who holds the PSK"
+		}
 	case errors.Is(err, ppp.ErrAuthRejected):
 		e.Hint = "the server wants an authentication method we do not allow"
 	case errors.Is(err, ppp.ErrNoIP):

@@ -104,6 +104,9 @@ func command(t *testing.T, p peer, edit func(env map[string]string), args ...str
 		"L2TPPROXY_USER":      p["VPN_USER"],
 		"L2TPPROXY_PASSWORD":  p["VPN_PASSWORD"],
 	}
+	if p["PPP_AUTH"] != "" { // a server that needs a method outside the default policy
+		env["L2TPPROXY_PPP_AUTH"] = p["PPP_AUTH"]
+	}
 	if edit != nil {
 		edit(env)
 	}
@@ -228,6 +231,10 @@ func TestInterop(t *testing.T) {
 		if !found {
 			t.Errorf("no progress line %q", layer)
 		}
+	}
+	// The PPP method the server allows (the up script says which).
+	if m := p["PPP_METHOD"]; m != "" && !regexp.MustCompile(`(?m)PPP authenticated.* method=`+regexp.QuoteMeta(m)+`( |$)`).MatchString(pc.output()) {
+		t.Errorf("the server allows only %s, but the log shows another method:\n%s", m, pc.output())
 	}
 	// A server that requires PFS refuses our first Quick Mode; we retry with it.
 	if p["PFS"] == "yes" {
@@ -425,6 +432,16 @@ func TestInteropBadCredentials(t *testing.T) {
 	}{
 		{"psk", func(e map[string]string) { e["L2TPPROXY_PSK"] = "wrong-psk-XyZ" }, regexp.MustCompile(`(?i)IKE.*(pre-shared key|PSK)`), exitIKE},
 		{"password", func(e map[string]string) { e["L2TPPROXY_PASSWORD"] = "wrong-password-XyZ" }, regexp.MustCompile(`(?i)PPP.*(authenticat).*password`), exitPPP},
+	}
+	if p["PPP_AUTH"] == "pap" {
+		// Without --ppp-auth pap the default policy refuses the PAP-only server, naming PAP and the flag.
+		cases = append(cases, struct {
+			name string
+			edit func(map[string]string)
+			want *regexp.Regexp
+			code int
+		}{"default-ppp-auth", func(e map[string]string) { delete(e, "L2TPPROXY_PPP_AUTH") },
+			regexp.MustCompile(`PPP: .*the server requires PAP, which the authentication policy does not allow.*\(add pap to --ppp-auth; PAP sends the password in clear`), exitPPP})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -78,6 +78,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "password", Usage: "VPN password", EnvVars: env("L2TPPROXY_PASSWORD", "VPN_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the VPN password from `FILE`", EnvVars: env("L2TPPROXY_PASSWORD_FILE")},
 		&cli.StringFlag{Name: "pfs", Value: "auto", Usage: "perfect forward secrecy in Quick Mode: auto (offer it only if the server refuses without), yes, no", EnvVars: env("L2TPPROXY_PFS")},
+		&cli.StringFlag{Name: "ppp-auth", Value: ppp.DefaultAuthPolicy.String(), Usage: "PPP authentication methods to accept, comma-separated `LIST` of pap, chap, mschapv2, eap (PAP is off by default: it sends the password in clear)", EnvVars: env("L2TPPROXY_PPP_AUTH")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
 	}
 }
@@ -173,6 +174,10 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	if !ok {
 		return tunnel.Config{}, configError("--pfs must be auto, yes or no, not %q", cx.String("pfs"))
 	}
+	auth, err := ppp.ParseAuthPolicy(cx.String("ppp-auth"))
+	if err != nil {
+		return tunnel.Config{}, configError("--ppp-auth: %v", err)
+	}
 	return tunnel.Config{
 		Server:         cx.String("server"),
 		NATTPort:       uint16(port),
@@ -180,6 +185,7 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 		User:           cx.String("user"),
 		Password:       pw,
 		PFS:            pfs,
+		Auth:           auth,
 		ConnectTimeout: cx.Duration("connect-timeout"),
 		Logger:         log,
 	}, nil

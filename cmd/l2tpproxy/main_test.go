@@ -54,6 +54,7 @@ func TestConfigErrors(t *testing.T) {
 		{"missing psk file", []string{"up", "--server", "127.0.0.1", "--psk-file", filepath.Join(dir, "nope"), "--user", "u", "--password", "p"}, "cannot read --psk-file"},
 		{"bad port", []string{"up", "--server", "127.0.0.1:99999", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT"}, "bad server port"},
 		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level"},
+		{"bad ppp-auth", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ppp-auth", "pap,md5"}, `--ppp-auth: unknown PPP authentication method "md5"`},
 		{"bad pfs", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--pfs", "maybe"}, "--pfs must be auto, yes or no"},
 		{"busy listener", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--socks5", "256.0.0.1:1"}, "cannot listen for SOCKS5"},
 	} {

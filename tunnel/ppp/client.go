@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/crypto/mschap"
@@ -22,9 +21,9 @@ type Config struct {
 	User     string
 	Password []byte // secret: never logged, never in errors
 
-	// Auth lists the methods we accept, in preference order.
-	// Default {AuthMSCHAPv2, AuthCHAPMD5, AuthPAP}.
-	Auth []AuthMethod
+	// Auth is the set of methods we agree to authenticate with (zero:
+	// DefaultAuthPolicy, everything but PAP).
+	Auth AuthPolicy
 	// MRU is what we ask to receive (LCP MRU option). Default 1400.
 	MRU uint16
 
@@ -52,7 +51,9 @@ type Client struct {
 	ourMagic      uint32
 	authOffered   AuthMethod // auth method in the peer's request under consideration
 	authMethod    AuthMethod // agreed (peer's acked request)
-	suggested     []AuthMethod
+	refused       string     // the last Auth-Protocol we Naked (display name), "" if none
+	refusedMethod AuthMethod // its method, AuthNone if we do not implement it
+	suggested     AuthPolicy // methods suggested since the server asked for refused
 	authNaks      int
 
 	// Authentication state.
@@ -66,6 +67,7 @@ type Client struct {
 	peerChal [mschap.ChallengeLen]byte
 	authChal [mschap.ChallengeLen]byte
 	ntResp   [mschap.NTResponseLen]byte
+	eap      eapClient
 
 	// IPCP state.
 	local          netip.Addr
@@ -77,8 +79,8 @@ type Client struct {
 // NewClient makes a client. send receives protocol(2) | information; it
 // must not retain the slice. Run drives the client.
 func NewClient(cfg Config, send func(frame []byte) error) *Client {
-	if len(cfg.Auth) == 0 {
-		cfg.Auth = []AuthMethod{AuthMSCHAPv2, AuthCHAPMD5, AuthPAP}
+	if cfg.Auth&allowAll == 0 {
+		cfg.Auth = DefaultAuthPolicy
 	}
 	if cfg.MRU == 0 {
 		cfg.MRU = DefaultMRU
@@ -90,6 +92,7 @@ func NewClient(cfg Config, send func(frame []byte) error) *Client {
 	c.setDefaults(cfg.Restart, cfg.MaxConfigure, cfg.MaxTerminate, cfg.MaxFailure, cfg.TerminateTimeout)
 	c.init(cfg.Clock, cfg.Logger, cfg.Rand, send, c)
 	c.lcp = newFSM(&c.link, protoLCP, "LCP", clientLCP{c})
+	c.lcp.renegotiate = c.lcpRenegotiate
 	c.ipcp = newFSM(&c.link, protoIPCP, "IPCP", clientIPCP{c})
 	var m [4]byte
 	if _, err := io.ReadFull(cfg.Rand, m[:]); err != nil {
@@ -118,19 +121,42 @@ func (c *Client) Events() <-chan Event { return c.events }
 // (answers Echo-Requests, rejects unknown protocols) until ctx is cancelled
 // (then it sends Terminate-Request, waits briefly for the Ack and returns
 // nil) or the link fails (wrapped ErrAuthFailed, ErrAuthRejected, ErrNoIP,
-// ErrTimeout, ErrTerminated).
+// ErrTimeout, ErrTerminated). A server that requires a method the policy
+// does not allow gives an *AuthRefusedError (which is ErrAuthRejected).
 func (c *Client) Run(ctx context.Context) error {
 	err := c.run(ctx)
-	if errors.Is(err, ErrTerminated) && c.phase == phaseEstablish && c.authNaks > 0 {
-		// The server gave up after we declined its Auth-Protocol.
-		return fmt.Errorf("%w: %w", ErrAuthRejected, err)
+	if errors.Is(err, ErrTerminated) && c.refused != "" && !c.cfg.Auth.Allows(c.refusedMethod) && !c.authDone && c.ipcp.state != stOpened && !errors.Is(err, ErrAuthRejected) {
+		// The server gave up after we declined its Auth-Protocol. pppd
+		// first drops the option (LCP opens without authentication), then
+		// says "peer refused to authenticate" with a Terminate-Request.
+		return fmt.Errorf("%w (%w)", c.refusedError(), err)
 	}
 	return err
 }
 
-func (c *Client) closeReason() string { return "User request" }
+func (c *Client) refusedError() *AuthRefusedError {
+	return &AuthRefusedError{Method: c.refusedMethod, Name: c.refused}
+}
 
-func (c *Client) allowed(m AuthMethod) bool { return slices.Contains(c.cfg.Auth, m) }
+// lcpRenegotiate allows the server to renegotiate LCP while we wait for it
+// to authenticate us (RFC 1661 §4.3, Opened + RCR: This-Layer-Down, then
+// negotiate again). SoftEther 5.01 does this when we Nak the EAP method it
+// asks for: it Protocol-Rejects our EAP Nak and asks for MS-CHAPv2 in a new
+// LCP Configure-Request. At any other time it ends the session.
+func (c *Client) lcpRenegotiate() bool {
+	if c.phase != phaseAuthenticate || c.authDone {
+		return false
+	}
+	c.log.Info("ppp: the server renegotiates LCP before authentication", "was", c.authMethod)
+	c.phase = phaseEstablish
+	c.authDL = time.Time{}
+	c.authMethod, c.authOffered = AuthNone, AuthNone
+	c.chapSent = false
+	c.eap = eapClient{}
+	return true
+}
+
+func (c *Client) closeReason() string { return "User request" }
 
 // ---- LCP options, client side ----
 
@@ -149,9 +175,11 @@ func (h clientLCP) appendRequest(b []byte) []byte {
 }
 
 // checkRequest applies RFC 1661 §6 to the server's request: Auth-Protocol is
-// what the server wants us to authenticate with. ACK it if allowed and no
-// better allowed method was not yet suggested; otherwise Nak with our
-// preferred method (pppd LNS offers CHAP-MD5 first, SoftEther EAP first).
+// what the server wants us to authenticate with. ACK it if the policy allows
+// it; otherwise Nak with the strongest allowed method (RFC 1661 §5.3) we did
+// not yet suggest for it. A server that keeps asking for the same method
+// once we have suggested every allowed one requires it: that is an
+// *AuthRefusedError (SoftEther moves on by itself: EAP, MS-CHAPv2, PAP).
 func (h clientLCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
 	c := h.c
 	c.authOffered = AuthNone
@@ -171,23 +199,24 @@ func (h clientLCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
 			// the peer must accept anyway; we tolerate both on receive.
 		case typ == lcpOptAuth:
 			m, known := parseAuthOption(val)
-			if known && c.allowed(m) && c.betterUnsuggested(m) == AuthNone {
+			if known && c.cfg.Auth.Allows(m) && !c.softEtherEAP(m, opts, raw) {
 				c.authOffered = m
 				continue
 			}
+			if name := authName(val); name != c.refused {
+				c.refused, c.suggested = name, 0
+				c.refusedMethod = AuthNone
+				if known {
+					c.refusedMethod = m
+				}
+			}
 			c.authNaks++
-			if c.authNaks > c.maxFailure {
-				return nil, nil, fmt.Errorf("%w: server insists on %s", ErrAuthRejected, authName(val))
+			want := c.nextSuggestion()
+			if want == AuthNone || c.authNaks > 3*c.maxFailure {
+				return nil, nil, c.refusedError()
 			}
-			want := c.betterUnsuggested(AuthNone)
-			if known && c.allowed(m) && want != AuthNone {
-				want = c.betterUnsuggested(m)
-			}
-			if want == AuthNone {
-				want = c.cfg.Auth[0]
-			}
-			c.suggested = append(c.suggested, want)
-			c.log.Debug("ppp: Nak Auth-Protocol", "offered", authName(val), "suggest", want)
+			c.suggested |= policyBit(want)
+			c.log.Debug("ppp: Nak Auth-Protocol", "offered", c.refused, "suggest", want)
 			o := want.authOption()
 			nak = append(nak, lcpOptAuth, byte(2+len(o)))
 			nak = append(nak, o...)
@@ -198,25 +227,45 @@ func (h clientLCP) checkRequest(opts, nak, rej []byte) ([]byte, []byte, error) {
 	return nak, rej, nil
 }
 
-// betterUnsuggested returns the most preferred allowed method ranked above m
-// (any if m is AuthNone) that we have not suggested yet, or AuthNone.
-func (c *Client) betterUnsuggested(m AuthMethod) AuthMethod {
-	for _, a := range c.cfg.Auth {
-		if a == m {
-			return AuthNone
-		}
-		if !slices.Contains(c.suggested, a) {
-			return a
+// softEtherEAP reports whether to decline an allowed EAP once, toward
+// MS-CHAPv2, because the request looks like SoftEther's: Auth-Protocol EAP
+// as its only option (SoftEther's LCP requests carry nothing else; pppd,
+// strongSwan/xl2tpd and RRAS servers always add Magic-Number and more).
+// SoftEther 5.01 (Debian 12's build, git 8181039) offers only EAP-TLS inside
+// EAP, and after an EAP Nak its fallback to MS-CHAPv2 never starts: it keeps
+// AuthProtocol = EAP, and the Ack of its new MS-CHAPv2 request is only acted
+// on when AuthProtocol is unset (Cedar/Proto_PPP.c,
+// PPPProcessLCPResponsePacket). An LCP Nak works: it moves on to MS-CHAPv2.
+// A server that asks for EAP again gets it.
+func (c *Client) softEtherEAP(m AuthMethod, opts, raw []byte) bool {
+	return m == AuthEAP && len(opts) == len(raw) && c.cfg.Auth.Allows(AuthMSCHAPv2) && c.refused != "EAP"
+}
+
+// nextSuggestion is the strongest allowed method not yet suggested for the
+// method the server asks for, or AuthNone.
+func (c *Client) nextSuggestion() AuthMethod {
+	for _, o := range policyOrder {
+		if c.cfg.Auth&o.bit != 0 && c.suggested&o.bit == 0 {
+			return o.method
 		}
 	}
 	return AuthNone
 }
 
+// authName names an Auth-Protocol option value for the user.
 func authName(v []byte) string {
 	if m, ok := parseAuthOption(v); ok {
 		return m.String()
 	}
-	return fmt.Sprintf("%x", v)
+	switch {
+	case len(v) == 3 && v[0] == 0xc2 && v[1] == 0x23 && v[2] == 0x80:
+		return "MS-CHAP (v1)"
+	case len(v) == 3 && v[0] == 0xc2 && v[1] == 0x23:
+		return fmt.Sprintf("CHAP algorithm %d", v[2])
+	case len(v) >= 2 && v[0] == 0xc0 && v[1] == 0x27:
+		return "SPAP"
+	}
+	return fmt.Sprintf("authentication protocol %x", v)
 }
 
 func (h clientLCP) peerAcked(opts []byte) {
@@ -286,7 +335,9 @@ func (c *Client) lcpUp() error {
 		c.papID = c.nextID()
 		c.papLeft = c.maxConfigure
 		c.sendPAP()
-	case AuthCHAPMD5, AuthMSCHAPv2:
+	case AuthCHAPMD5, AuthMSCHAPv2, AuthEAP:
+		// The server speaks first (Challenge, EAP Request/Identity) and
+		// retransmits; we only bound the wait.
 		c.phase = phaseAuthenticate
 		c.authDL = c.clk.Now().Add(c.restart * time.Duration(c.maxConfigure))
 	}
@@ -332,6 +383,8 @@ func (c *Client) authInput(proto uint16, p packet) error {
 		return c.papInput(p)
 	case proto == protoCHAP && (c.authMethod == AuthCHAPMD5 || c.authMethod == AuthMSCHAPv2):
 		return c.chapInput(p)
+	case proto == protoEAP && c.authMethod == AuthEAP:
+		return c.eapInput(p)
 	}
 	return nil
 }
@@ -343,18 +396,18 @@ func (c *Client) papInput(p packet) error {
 	msg := parsePAPReply(p.data)
 	switch p.code {
 	case 2: // Authenticate-Ack
-		return c.authSucceeded(printable(msg))
+		return c.authSucceeded(AuthPAP, printable(msg))
 	case 3: // Authenticate-Nak
 		return c.authFailed(fmt.Errorf("%w: %s", ErrAuthFailed, printable(msg)))
 	}
 	return nil
 }
 
-func (c *Client) authSucceeded(msg string) error {
+func (c *Client) authSucceeded(m AuthMethod, msg string) error {
 	c.authDone = true
 	c.authDL = time.Time{}
-	c.log.Debug("ppp: authenticated", "method", c.authMethod)
-	c.emit(AuthUp{Method: c.authMethod, Message: msg, User: c.cfg.User})
+	c.log.Debug("ppp: authenticated", "method", m)
+	c.emit(AuthUp{Method: m, Message: msg, User: c.cfg.User})
 	c.enterNetwork()
 	return nil
 }
@@ -396,9 +449,9 @@ func (c *Client) chapInput(p packet) error {
 			if !ok {
 				return c.authFailed(fmt.Errorf("%w: server failed to prove it knows the password", ErrAuthFailed))
 			}
-			return c.authSucceeded(printable([]byte(text)))
+			return c.authSucceeded(c.authMethod, printable([]byte(text)))
 		}
-		return c.authSucceeded(printable(p.data))
+		return c.authSucceeded(c.authMethod, printable(p.data))
 	}
 	return nil
 }

@@ -59,6 +59,12 @@ type fsm struct {
 	peerReq []byte // to re-Ack a retransmission while Opened
 
 	nak, rej []byte // scratch
+
+	// renegotiate, if set, is asked when the peer sends a new
+	// Configure-Request while Opened: true means This-Layer-Down was done
+	// and negotiation restarts (RFC 1661 §4.3 Opened + RCR); false ends the
+	// session.
+	renegotiate func() bool
 }
 
 func newFSM(l *link, proto uint16, name string, h optionHandler) *fsm {
@@ -175,8 +181,14 @@ func (f *fsm) rcvRequest(p packet) error {
 			return nil
 		}
 		// RFC 1661 would renegotiate (and for LCP redo authentication);
-		// this implementation ends the session and lets the caller reconnect.
-		return fmt.Errorf("%w: peer restarted %s negotiation", ErrTerminated, f.name)
+		// this implementation ends the session and lets the caller
+		// reconnect, unless the role allows it (client, before it is
+		// authenticated).
+		if f.renegotiate == nil || !f.renegotiate() {
+			return fmt.Errorf("%w: peer restarted %s negotiation", ErrTerminated, f.name)
+		}
+		f.state = stReqSent
+		f.newRequest()
 	}
 	if err := checkOptions(p.data); err != nil {
 		f.l.log.Debug("ppp: discarding malformed Configure-Request", "proto", f.name, "err", err)

@@ -1,6 +1,7 @@
 package ppp
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/l2tpproxy/l2tpproxy/crypto/mschap"
@@ -106,10 +107,10 @@ func FuzzClientInput(f *testing.F) {
 		cfg := Config{User: "DOM\\vpnuser", Password: []byte("vpnpass"), Clock: newFake(), Rand: newSeeded(mode)}
 		c := NewClient(cfg, func([]byte) error { return nil })
 		c.lcp.open()
-		switch mode % 4 {
-		case 1, 2, 3:
+		switch mode % 5 {
+		case 1, 2, 3, 4:
 			c.lcp.state = stOpened
-			c.authMethod = []AuthMethod{AuthPAP, AuthCHAPMD5, AuthMSCHAPv2}[mode%4-1]
+			c.authMethod = []AuthMethod{AuthPAP, AuthCHAPMD5, AuthMSCHAPv2, AuthEAP}[mode%5-1]
 			c.lcpUp()
 		}
 		for _, fr := range splitFrames(b) {
@@ -127,6 +128,58 @@ func FuzzClientInput(f *testing.F) {
 		}
 		for _, fr := range splitFrames(b) {
 			if err := s.input(fr); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// FuzzEAP covers the EAP parsers (RFC 3748 §4, EAP-MSCHAPv2) and drives the
+// client's EAP conversation with arbitrary Requests, Successes and Failures:
+// it must never panic, and every Response it sends must parse.
+func FuzzEAP(f *testing.F) {
+	f.Add([]byte{5, 1, 1, 0, 5, 1, 22, 1, 2, 0, 22, 4, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 4, 3, 2, 0, 4})
+	f.Add(joinFrames([][]byte{
+		{1, 1, 0, 5, 1},
+		append([]byte{1, 2, 0, 30, 26, 1, 9, 0, 25, 16}, make([]byte, 20)...),
+		append([]byte{1, 3, 0, 55, 26, 3, 9, 0, 50}, "S=407A5589115FD0D6209F510FE9C04566932CDA56 M=hello"[:46]...),
+		{3, 3, 0, 4},
+	}))
+	f.Add(joinFrames([][]byte{{1, 1, 0, 6, 13, 0x20}, {4, 1, 0, 4}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var sent [][]byte
+		c := NewClient(Config{User: "DOM\\vpnuser", Password: []byte("vpnpass"), Clock: newFake(), Rand: newSeeded(1)},
+			func(fr []byte) error { sent = append(sent, bytes.Clone(fr)); return nil })
+		c.lcp.state = stOpened
+		c.authMethod = AuthEAP
+		c.lcpUp()
+		for _, fr := range splitFrames(b) {
+			if p, err := parsePacket(fr); err == nil {
+				if typ, td, err := parseEAPTyped(p.data); err == nil && typ == eapTypeMSCHAPv2 {
+					if ms, err := parseEAPMSCHAPv2(td); err == nil && len(ms.data) > len(td) {
+						t.Fatalf("MS-CHAPv2 data %d of %d", len(ms.data), len(td))
+					}
+				}
+			}
+			err := c.input(append([]byte{0xc2, 0x27}, fr...))
+			for _, out := range sent {
+				proto, info, derr := DecodeFrame(out)
+				if derr != nil {
+					t.Fatalf("sent a bad frame %x", out)
+				}
+				if proto != protoEAP {
+					continue
+				}
+				p, perr := parsePacket(info)
+				if perr != nil || p.code != eapResponse {
+					t.Fatalf("sent a bad EAP packet %x", info)
+				}
+				if _, _, perr := parseEAPTyped(p.data); perr != nil {
+					t.Fatalf("sent an EAP Response without Type %x", info)
+				}
+			}
+			sent = sent[:0]
+			if err != nil {
 				return
 			}
 		}

@@ -41,7 +41,7 @@ const (
 type role interface {
 	// lcpUp: LCP reached Opened.
 	lcpUp() error
-	// authInput handles PAP/CHAP packets in the authentication phase.
+	// authInput handles PAP/CHAP/EAP packets in the authentication phase.
 	authInput(proto uint16, p packet) error
 	// authTimeout handles the authentication deadline.
 	authTimeout(now time.Time) error
@@ -229,6 +229,13 @@ func (l *link) input(frame []byte) error {
 			return nil
 		}
 		return l.role.authInput(proto, p)
+	case protoEAP:
+		if l.phase == phaseAuthenticate {
+			return l.role.authInput(proto, p)
+		}
+		if l.phase != phaseNetwork {
+			return nil
+		}
 	case protoIPCP:
 		if l.phase != phaseNetwork {
 			return nil // NCP before authentication finished: discard (RFC 1661 §3.5)

@@ -1,6 +1,7 @@
 // Package ppp implements the PPP layer of an L2TP/IPsec client: LCP
-// (RFC 1661), PAP (RFC 1334), CHAP-MD5 (RFC 1994), MS-CHAPv2 (RFC 2759) and
-// IPCP with DNS options (RFC 1332, RFC 1877). Client is the production role;
+// (RFC 1661), PAP (RFC 1334), CHAP-MD5 (RFC 1994), MS-CHAPv2 (RFC 2759), EAP
+// (RFC 3748: Identity, MD5-Challenge, EAP-MSCHAPv2) and IPCP with DNS options
+// (RFC 1332, RFC 1877). Client is the production role;
 // Server is a small authenticator/NCP peer for in-process tests.
 //
 // Frames handed to the send callback are protocol(2 bytes) | information;
@@ -27,7 +28,11 @@ const (
 	AuthPAP
 	AuthCHAPMD5
 	AuthMSCHAPv2
-	authEAP // only requested by Server (SoftEther style); never accepted by Client
+	// AuthEAP is EAP (LCP Auth-Protocol C227) before the method inside is
+	// known; AuthUp reports AuthEAPMD5 or AuthEAPMSCHAPv2 once it is.
+	AuthEAP
+	AuthEAPMD5      // EAP MD5-Challenge (RFC 3748 §5.4)
+	AuthEAPMSCHAPv2 // EAP-MSCHAPv2 (draft-kamath-pppext-eap-mschapv2-02)
 )
 
 func (m AuthMethod) String() string {
@@ -40,8 +45,12 @@ func (m AuthMethod) String() string {
 		return "CHAP-MD5"
 	case AuthMSCHAPv2:
 		return "MS-CHAPv2"
-	case authEAP:
+	case AuthEAP:
 		return "EAP"
+	case AuthEAPMD5:
+		return "EAP-MD5"
+	case AuthEAPMSCHAPv2:
+		return "EAP-MSCHAPv2"
 	}
 	return "unknown"
 }
@@ -55,7 +64,7 @@ func (m AuthMethod) authOption() []byte {
 		return []byte{0xc2, 0x23, chapAlgMD5}
 	case AuthMSCHAPv2:
 		return []byte{0xc2, 0x23, chapAlgMSCHAPv2}
-	case authEAP:
+	case AuthEAP, AuthEAPMD5, AuthEAPMSCHAPv2:
 		return []byte{0xc2, 0x27}
 	}
 	return nil
@@ -72,7 +81,7 @@ func parseAuthOption(v []byte) (AuthMethod, bool) {
 	case len(v) == 3 && v[0] == 0xc2 && v[1] == 0x23 && v[2] == chapAlgMSCHAPv2:
 		return AuthMSCHAPv2, true
 	case len(v) == 2 && v[0] == 0xc2 && v[1] == 0x27:
-		return authEAP, true
+		return AuthEAP, true
 	}
 	return AuthNone, false
 }

@@ -50,7 +50,7 @@ func TestEachAuthMethod(t *testing.T) {
 		t.Run(m.String(), func(t *testing.T) {
 			clk := newFake()
 			cc, sc := baseConfigs(clk)
-			cc.Auth = []AuthMethod{m}
+			cc.Auth = policyBit(m)
 			sc.Auth = m
 			w := &wire{addFF03: true}
 			ss := start(t, cc, sc, w)
@@ -111,10 +111,29 @@ func authNaks(w *wire) [][]byte {
 	return out
 }
 
+// hwdsl2's xl2tpd "require chap" makes pppd offer CHAP-MD5 first, though it
+// also accepts MS-CHAPv2: the default policy accepts CHAP-MD5 as offered; a
+// policy without it Naks toward MS-CHAPv2 and the server follows.
+func TestServerOffersCHAPMD5(t *testing.T) {
+	clk := newFake()
+	cc, sc := baseConfigs(clk)
+	sc.Auth = AuthCHAPMD5
+	w := &wire{}
+	ss := start(t, cc, sc, w)
+	ss.waitUp(0)
+	if naks := authNaks(w); len(naks) != 0 {
+		t.Errorf("client Naks %x, want none", naks)
+	}
+	if a := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthCHAPMD5 {
+		t.Errorf("method %v", a.Method)
+	}
+}
+
 func TestServerOffersCHAPMD5ClientNaksMSCHAPv2(t *testing.T) {
 	clk := newFake()
 	cc, sc := baseConfigs(clk)
-	sc.Auth = AuthCHAPMD5 // hwdsl2's xl2tpd "require chap" makes pppd offer MD5 first
+	cc.Auth = AllowMSCHAPv2 | AllowEAP
+	sc.Auth = AuthCHAPMD5
 	w := &wire{}
 	ss := start(t, cc, sc, w)
 	ss.waitUp(0)
@@ -142,12 +161,15 @@ func TestServerInsistsOnCHAPMD5(t *testing.T) {
 func TestEAPFirstSoftEtherStyle(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		client []AuthMethod
+		client AuthPolicy
 		want   AuthMethod
 		naks   []string
 	}{
-		{"default", nil, AuthMSCHAPv2, []string{"c22381"}},
-		{"pap-only", []AuthMethod{AuthPAP}, AuthPAP, []string{"c023"}},
+		// Default: EAP accepted; SoftEther 5.01 asks for EAP-TLS, we EAP-Nak,
+		// it renegotiates LCP with MS-CHAPv2: no LCP Nak at all.
+		{"default", 0, AuthMSCHAPv2, nil},
+		{"no-eap", AllowMSCHAPv2 | AllowCHAP, AuthMSCHAPv2, []string{"c22381"}},
+		{"pap-only", AllowPAP, AuthPAP, []string{"c023"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFake()
@@ -186,7 +208,7 @@ func fmtHex(b []byte) string {
 func TestNoAcceptableAuthMethod(t *testing.T) {
 	clk := newFake()
 	cc, sc := baseConfigs(clk)
-	cc.Auth = []AuthMethod{AuthCHAPMD5}
+	cc.Auth = AllowCHAP
 	sc.EAPFirst = true
 	sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP}
 	ss := start(t, cc, sc, &wire{})
@@ -197,11 +219,11 @@ func TestNoAcceptableAuthMethod(t *testing.T) {
 }
 
 func TestWrongPassword(t *testing.T) {
-	for _, m := range []AuthMethod{AuthPAP, AuthCHAPMD5, AuthMSCHAPv2} {
+	for _, m := range []AuthMethod{AuthPAP, AuthCHAPMD5, AuthMSCHAPv2, AuthEAPMD5, AuthEAPMSCHAPv2} {
 		t.Run(m.String(), func(t *testing.T) {
 			clk := newFake()
 			cc, sc := baseConfigs(clk)
-			cc.Auth = []AuthMethod{m}
+			cc.Auth = policyBit(m)
 			cc.Password = []byte("Secret-Wrong-Pw")
 			sc.Auth = m
 			ss := start(t, cc, sc, &wire{})
@@ -212,7 +234,7 @@ func TestWrongPassword(t *testing.T) {
 			if strings.Contains(err.Error(), "Secret-Wrong-Pw") {
 				t.Errorf("password leaked into error: %v", err)
 			}
-			if m == AuthMSCHAPv2 && (!strings.Contains(err.Error(), "E=691 R=0") || !strings.Contains(err.Error(), "M=Authentication failed")) {
+			if (m == AuthMSCHAPv2 || m == AuthEAPMSCHAPv2) && (!strings.Contains(err.Error(), "E=691 R=0") || !strings.Contains(err.Error(), "M=Authentication failed")) {
 				t.Errorf("error lacks server message: %v", err)
 			}
 			if !errIs(waitErr(t, clk, 0, ss.sErr), ErrAuthFailed) {
@@ -226,16 +248,21 @@ func TestWrongPassword(t *testing.T) {
 }
 
 func TestServerWithBadAuthenticator(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.badAuthenticator = true
-	ss := start(t, cc, sc, &wire{})
-	err := waitErr(t, clk, 0, ss.cErr)
-	if !errIs(err, ErrAuthFailed) || !strings.Contains(err.Error(), "failed to prove") {
-		t.Fatalf("client: %v", err)
-	}
-	if ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }) != nil {
-		t.Error("AuthUp despite bad S=")
+	for _, m := range []AuthMethod{AuthMSCHAPv2, AuthEAPMSCHAPv2} {
+		t.Run(m.String(), func(t *testing.T) {
+			clk := newFake()
+			cc, sc := baseConfigs(clk)
+			sc.Auth = m
+			sc.badAuthenticator = true
+			ss := start(t, cc, sc, &wire{})
+			err := waitErr(t, clk, 0, ss.cErr)
+			if !errIs(err, ErrAuthFailed) || !strings.Contains(err.Error(), "failed to prove") {
+				t.Fatalf("client: %v", err)
+			}
+			if ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }) != nil {
+				t.Error("AuthUp despite bad S=")
+			}
+		})
 	}
 }
 
@@ -474,8 +501,11 @@ func TestSoftEtherLCPAgainstClient(t *testing.T) {
 	if req2.code != codeConfReq || !bytes.Equal(req2.data, mustHex("01040578")) || req2.id == req.id {
 		t.Fatalf("request after reject %d %x", req2.code, req2.data)
 	}
-	// SoftEther's first request: Auth-Protocol EAP. Client Naks MS-CHAPv2.
-	ca.c.HandleFrame(firstFrame(t, dir, true, protoLCP, codeConfReq))
+	// SoftEther's first request: Auth-Protocol EAP alone. The default policy
+	// allows EAP, but SoftEther 5.01 can only do EAP-TLS inside it and
+	// cannot fall back after an EAP Nak: the client Naks toward MS-CHAPv2.
+	seReq := firstFrame(t, dir, true, protoLCP, codeConfReq)
+	ca.c.HandleFrame(bytes.Clone(seReq))
 	nak := ca.next(t, protoLCP)
 	if nak.code != codeConfNak || !bytes.Equal(nak.data, mustHex("0305c22381")) {
 		t.Fatalf("nak %d %x", nak.code, nak.data)

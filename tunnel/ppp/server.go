@@ -18,14 +18,22 @@ import (
 
 // ServerConfig configures the test server (authenticator) role.
 type ServerConfig struct {
-	// Auth is the method requested first. AuthNone: no authentication.
+	// Auth is the method requested first: AuthPAP, AuthCHAPMD5,
+	// AuthMSCHAPv2, AuthEAPMD5 or AuthEAPMSCHAPv2 (EAP Identity, then that
+	// method). AuthNone: no authentication.
 	Auth AuthMethod
-	// EAPFirst requests EAP before Auth, like SoftEther (which moves on when
-	// the client Naks).
+	// EAPFirst requests EAP before Auth, like SoftEther 5.01: after the
+	// Identity it asks for EAP-TLS only; when the client Naks it (LCP or EAP
+	// Nak) it moves on to Auth, renegotiating LCP after an EAP Nak.
 	EAPFirst bool
 	// Accept lists the methods the server agrees to when the client Naks
-	// with one of them. Default {AuthMSCHAPv2, AuthCHAPMD5, AuthPAP}.
+	// with one of them. Default {AuthMSCHAPv2, AuthCHAPMD5, AuthPAP}. With
+	// Accept = {Auth} it requires Auth, like pppd's require-pap etc.: a Nak
+	// is answered by asking for Auth again.
 	Accept []AuthMethod
+	// TerminateOnNak: when the client Naks Auth and no other method is
+	// acceptable, end the link (pppd: "peer refused to authenticate").
+	TerminateOnNak bool
 	// Users maps user name to password (compared in constant time). An
 	// MS-CHAPv2 user "DOMAIN\user" is also looked up as "user".
 	Users map[string][]byte
@@ -70,6 +78,7 @@ type Server struct {
 	chapLeft  int
 	user      string
 	success   []byte // Success message, resent on a duplicate Response
+	eap       eapServer
 
 	vjRejected bool
 }
@@ -94,7 +103,7 @@ func NewServer(cfg ServerConfig, send func([]byte) error) *Server {
 	s.lcp = newFSM(&s.link, protoLCP, "LCP", serverLCP{s})
 	s.ipcp = newFSM(&s.link, protoIPCP, "IPCP", serverIPCP{s})
 	if cfg.EAPFirst {
-		s.sequence = append(s.sequence, authEAP)
+		s.sequence = append(s.sequence, AuthEAP)
 	}
 	if cfg.Auth != AuthNone {
 		s.sequence = append(s.sequence, cfg.Auth)
@@ -179,9 +188,13 @@ func (h serverLCP) gotNak(opts []byte) error {
 		switch typ {
 		case lcpOptAuth:
 			m, ok := parseAuthOption(val)
-			if ok && m != authEAP && slices.Contains(s.cfg.Accept, m) {
-				s.method = m
+			if a, found := s.acceptable(m); ok && found {
+				s.method = a
 				continue
+			}
+			if s.cfg.TerminateOnNak && s.seqIdx+1 >= len(s.sequence) {
+				s.sendPacket(protoLCP, codeTermReq, s.nextID(), []byte("peer refused to authenticate"))
+				return fmt.Errorf("%w: client refused %s", ErrAuthRejected, s.method)
 			}
 			// Move to our next method; when none is left keep asking for the
 			// last one, and give up after a while.
@@ -200,6 +213,17 @@ func (h serverLCP) gotNak(opts []byte) error {
 		}
 	}
 	return nil
+}
+
+// acceptable maps a method the client suggested to one in Accept (an EAP
+// suggestion to the EAP method we accept).
+func (s *Server) acceptable(m AuthMethod) (AuthMethod, bool) {
+	for _, a := range s.cfg.Accept {
+		if a == m || (m == AuthEAP && policyBit(a) == AllowEAP) {
+			return a, true
+		}
+	}
+	return AuthNone, false
 }
 
 func (h serverLCP) gotReject(opts []byte) error {
@@ -232,6 +256,9 @@ func (s *Server) lcpUp() error {
 	case AuthPAP:
 		s.phase = phaseAuthenticate
 		s.authDL = s.clk.Now().Add(s.restart * time.Duration(s.maxConfigure))
+	case AuthEAP, AuthEAPMD5, AuthEAPMSCHAPv2:
+		s.phase = phaseAuthenticate
+		return s.eapStart()
 	default:
 		s.phase = phaseAuthenticate
 		if _, err := io.ReadFull(s.rnd, s.challenge[:]); err != nil {
@@ -255,7 +282,11 @@ func (s *Server) authTimeout(time.Time) error {
 		return nil
 	}
 	if s.method != AuthPAP && s.chapLeft > 0 {
-		s.sendChallenge()
+		if policyBit(s.method) == AllowEAP {
+			s.eapResend()
+		} else {
+			s.sendChallenge()
+		}
 		return nil
 	}
 	return fmt.Errorf("%w: client did not authenticate", ErrTimeout)
@@ -271,6 +302,8 @@ func (s *Server) password(user string) ([]byte, bool) {
 
 func (s *Server) authInput(proto uint16, p packet) error {
 	switch {
+	case proto == protoEAP && policyBit(s.method) == AllowEAP:
+		return s.eapInput(p)
 	case proto == protoPAP && s.method == AuthPAP && p.code == 1:
 		if s.authDone {
 			s.sendPacket(protoPAP, 2, p.id, []byte{0})

@@ -42,8 +42,12 @@ type Config struct {
 	PSK      []byte // default "testpsk"
 	User     string // default "vpnuser"
 	Password []byte // default "vpnpass"
-	// Auth is the PPP authentication the server asks for (default MS-CHAPv2).
+	// Auth is the PPP authentication the server asks for (default
+	// MS-CHAPv2): PAP, CHAP-MD5, MS-CHAPv2, EAP-MD5 or EAP-MSCHAPv2.
 	Auth ppp.AuthMethod
+	// AuthOnly: Auth is the only method accepted (pppd require-X); a
+	// client's Configure-Nak is answered by asking for Auth again.
+	AuthOnly bool
 	// Phase1/Phase2 are the proposals the server accepts (nil = the IKE
 	// package's defaults).
 	Phase1 []ike.Phase1Transform
@@ -350,11 +354,20 @@ func (s *Server) runIKE(ctx context.Context) {
 	}
 }
 
+// pppAccept is the PPP server's Accept list: nil (its default) or only Auth.
+func (s *Server) pppAccept() []ppp.AuthMethod {
+	if s.cfg.AuthOnly {
+		return []ppp.AuthMethod{s.cfg.Auth}
+	}
+	return nil
+}
+
 // newPPP makes the PPP server before any session exists, so that frames
 // the client sends as soon as its session is up queue for it.
 func (s *Server) newPPP() {
 	s.pppSrv = ppp.NewServer(ppp.ServerConfig{
 		Auth:   s.cfg.Auth,
+		Accept: s.pppAccept(),
 		Users:  map[string][]byte{s.cfg.User: s.cfg.Password},
 		Local:  ServerIP,
 		Peer:   ClientIP,

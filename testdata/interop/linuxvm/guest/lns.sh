@@ -3,6 +3,7 @@
 #   mschapv2: pppd require-mschap-v2 (only MS-CHAPv2 offered)
 #   chap:     pppd require-chap (CHAP-MD5 only)
 #   pap:      pppd require-pap (PAP only)
+#   eap:      pppd require-eap (EAP only; pppd's EAP server does MD5-Challenge)
 #   hwdsl2:   like hwdsl2/setup-ipsec-vpn: xl2tpd "require chap = yes" + pppd +mschap-v2 (CHAP-MD5 offered first)
 mkdir -p /etc/l2tpvm /run/xl2tpd
 lns_auth="require authentication = yes"
@@ -10,6 +11,7 @@ case "$AUTH" in
 mschapv2) ppp_auth="require-mschap-v2"; lns_auth+=$'\nrefuse pap = yes' ;;
 chap) ppp_auth="require-chap"; lns_auth+=$'\nrefuse pap = yes' ;;
 pap) ppp_auth="require-pap" ;;
+eap) ppp_auth="require-eap"; lns_auth+=$'\nrefuse pap = yes\nrefuse chap = yes' ;;
 hwdsl2) ppp_auth="+mschap-v2"; lns_auth+=$'\nrequire chap = yes\nrefuse pap = yes' ;;
 *) echo "unknown AUTH $AUTH"; false ;;
 esac

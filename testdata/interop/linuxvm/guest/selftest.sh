@@ -153,7 +153,7 @@ CONF
 cat >"$C/options" <<CONF
 ipcp-accept-local
 ipcp-accept-remote
-refuse-eap
+$([ "$AUTH" = eap ] || echo refuse-eap)
 noccp
 noauth
 mtu 1280
