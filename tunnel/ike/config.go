@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/l2tpproxy/l2tpproxy/crypto/dh"
 	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
@@ -46,7 +47,7 @@ type Phase1Transform struct {
 	Enc     uint16 // 1 DES, 5 3DES, 7 AES-CBC (RFC 2409 Appendix A)
 	KeyBits int    // AES key length; ignored for DES/3DES
 	Hash    uint16 // 1 MD5, 2 SHA1, 4 SHA2-256, 5 SHA2-384, 6 SHA2-512
-	Group   uint16 // MODP group 2, 5 or 14
+	Group   uint16 // DH group: MODP 2, 5, 14, 15, 16 or ECP 19, 20, 21 (crypto/dh)
 }
 
 // String names the suite as events print it, e.g. "AES-CBC-256/HMAC-SHA2-256/MODP2048".
@@ -71,17 +72,7 @@ func (t Phase1Transform) encName() string {
 	return fmt.Sprintf("enc#%d", t.Enc)
 }
 
-func groupName(g uint16) string {
-	switch g {
-	case 2:
-		return "MODP1024"
-	case 5:
-		return "MODP1536"
-	case 14:
-		return "MODP2048"
-	}
-	return fmt.Sprintf("group#%d", g)
-}
+func groupName(g uint16) string { return dh.Name(g) }
 
 func (t Phase1Transform) normalized() Phase1Transform {
 	if t.Enc != EncAESCBC {

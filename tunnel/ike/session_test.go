@@ -334,7 +334,7 @@ func TestNewInitiatorValidation(t *testing.T) {
 	for name, c := range map[string]Config{
 		"no psk":    {LocalAddr: clientAddr, RemoteAddr: serverAddr},
 		"no remote": {PSK: []byte("x"), LocalAddr: clientAddr},
-		"bad group": {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase1: []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 19}}},
+		"bad group": {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase1: []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 24}}},
 		"bad esp":   {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase2: []esp.Algorithm{{Enc: esp.EncAESCBC, EncKeyBits: 100, Auth: 2}}},
 	} {
 		if _, err := NewInitiator(c, tr); !errors.Is(err, ErrConfig) {
