@@ -82,16 +82,46 @@ func (t Phase1Transform) normalized() Phase1Transform {
 }
 
 // DefaultPhase1 is offered as one proposal with these transforms, in this
-// order. It covers SoftEther (anything), hwdsl2/Libreswan (AES-128/256 with
-// SHA2-256/SHA1 and MODP2048 only) and strongSwan's defaults.
+// order: the union of what Windows 10/11 and macOS/iOS offer (nm-l2tp's
+// merged list; the macOS list from a strongSwan "received proposals" log,
+// see shared/protocol/NOTES.md §4) plus AES-128 with SHA2-256/SHA1 and
+// MODP2048 (hwdsl2's Libreswan), strongest first: AES-256 before AES-128
+// before 3DES, SHA2 before SHA1 before MD5, ECP and MODP2048 before the
+// smaller MODP groups. As ParsePhase1 writes it:
+//
+//	aes256-sha512-modp2048, aes256-sha256-modp2048, aes256-sha1-ecp384,
+//	aes256-sha1-modp2048, aes128-sha256-modp2048, aes128-sha1-ecp256,
+//	aes128-sha1-modp2048, aes256-sha256-modp1536, aes256-sha1-modp1536,
+//	aes256-sha256-modp1024, aes256-sha1-modp1024, aes128-sha1-modp1024,
+//	3des-sha1-modp2048, 3des-sha1-modp1024, aes256-md5-modp2048,
+//	aes256-md5-modp1536, aes256-md5-modp1024, aes128-md5-modp1024,
+//	3des-md5-modp1024
+//
+// 19 transforms in one proposal, an MM1 of about 900 bytes (macOS sends 14).
+// SoftEther and Libreswan take the first transform they accept in our
+// order (SoftEther skips ECP, Debian's Libreswan skips MODP1024/MD5 it
+// is built without); strongSwan uses its own order. Each is checked in
+// make interop.
 var DefaultPhase1 = []Phase1Transform{
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 6, Group: 14},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 14},
-	{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 20},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 19},
 	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 5},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 5},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 2},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 2},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 2},
 	{Enc: Enc3DES, Hash: 2, Group: 14},
 	{Enc: Enc3DES, Hash: 2, Group: 2},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 1, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 1, Group: 5},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 1, Group: 2},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 1, Group: 2},
+	{Enc: Enc3DES, Hash: 1, Group: 2},
 }
 
 // DefaultPhase2 is offered as one ESP proposal with these transforms. AES-GCM
@@ -99,7 +129,11 @@ var DefaultPhase1 = []Phase1Transform{
 // (hwdsl2 offers aes_gcm-null first) picks the first acceptable transform in
 // the initiator's order, and SoftEther, which has no GCM, skips transforms it
 // does not know and takes the first CBC+SHA1 one. strongSwan responders use
-// their own preference order.
+// their own preference order. After ours come the rest of the Windows and
+// macOS/iOS lists (AES-CBC and 3DES with SHA1 or MD5). As ParsePhase2 writes it:
+//
+//	aes128gcm16, aes256gcm16, aes128-sha1, aes256-sha1, aes256-sha256,
+//	3des-sha1, aes256-md5, aes128-md5, 3des-md5
 var DefaultPhase2 = []esp.Algorithm{
 	{Enc: esp.EncAESGCM16, EncKeyBits: 128},
 	{Enc: esp.EncAESGCM16, EncKeyBits: 256},
@@ -107,6 +141,9 @@ var DefaultPhase2 = []esp.Algorithm{
 	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA1},
 	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA256},
 	{Enc: esp.Enc3DES, EncKeyBits: 192, Auth: esp.AuthHMACSHA1},
+	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACMD5},
+	{Enc: esp.EncAESCBC, EncKeyBits: 128, Auth: esp.AuthHMACMD5},
+	{Enc: esp.Enc3DES, EncKeyBits: 192, Auth: esp.AuthHMACMD5},
 }
 
 // Config configures an Initiator.
