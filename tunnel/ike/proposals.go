@@ -353,4 +353,3 @@ func groupToken(g uint16) string {
 	}
 	return strings.ToLower(grp.String())
 }
-
