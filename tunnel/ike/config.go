@@ -89,27 +89,44 @@ func (t Phase1Transform) normalized() Phase1Transform {
 // before 3DES, SHA2 before SHA1 before MD5, ECP and MODP2048 before the
 // smaller MODP groups. As ParsePhase1 writes it:
 //
-//	aes256-sha512-modp2048, aes256-sha256-modp2048, aes256-sha1-ecp384,
-//	aes256-sha1-modp2048, aes128-sha256-modp2048, aes128-sha1-ecp256,
-//	aes128-sha1-modp2048, aes256-sha256-modp1536, aes256-sha1-modp1536,
+//	aes256-sha512-modp2048, aes256-sha256-ecp384, aes256-sha256-ecp256,
+//	aes256-sha256-modp2048, aes256-sha1-ecp384, aes256-sha1-modp2048,
+//	aes128-sha256-modp2048, aes128-sha1-ecp256, aes128-sha1-modp2048,
+//	aes256-sha256-modp3072, aes256-sha256-modp4096,
+//	aes256-sha256-modp1536, aes256-sha1-modp1536,
 //	aes256-sha256-modp1024, aes256-sha1-modp1024, aes128-sha1-modp1024,
 //	3des-sha1-modp2048, 3des-sha1-modp1024, aes256-md5-modp2048,
 //	aes256-md5-modp1536, aes256-md5-modp1024, aes128-md5-modp1024,
 //	3des-md5-modp1024
 //
-// 19 transforms in one proposal, an MM1 of about 900 bytes (macOS sends 14).
+// Beyond the union: ECP384/256 and MODP3072/4096 with AES-256/SHA2-256, as
+// servers configured for "only strong groups" (strongSwan/Libreswan ECP or
+// MODP3072 lists) accept nothing else. MODP3072/4096 come after MODP2048:
+// their DH costs both sides several times more, so they are chosen only by
+// a server that requires them.
+//
+// 23 transforms in one proposal (an 832-byte SA payload), an MM1 of about 950
+// bytes, below any path
+// MTU (macOS sends 14). We found no transform-count limit in strongSwan
+// (proposal_substructure.c checks the count only against the parsed list),
+// Libreswan (ikev1_spdb_struct.c) or SoftEther (Proto_IkePacket.c); make
+// interop checks each with this offer.
 // SoftEther and Libreswan take the first transform they accept in our
 // order (SoftEther skips ECP, Debian's Libreswan skips MODP1024/MD5 it
 // is built without); strongSwan uses its own order. Each is checked in
 // make interop.
 var DefaultPhase1 = []Phase1Transform{
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 6, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 20},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 19},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 14},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 20},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 14},
 	{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 14},
 	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 19},
 	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 15},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 16},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 5},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 5},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 2},

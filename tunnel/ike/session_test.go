@@ -240,7 +240,7 @@ func TestSessionNoProposalPhase1(t *testing.T) {
 	p := newPair(t, Config{}, ResponderConfig{Phase1: []Phase1Transform{{Enc: EncDES, Hash: 1, Group: 2}}})
 	p.start(t)
 	err := waitErr(t, p, p.iErr, false)
-	if !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "offered AES-CBC-256/SHA2-512/MODP2048, AES-CBC-256/SHA2-256/MODP2048, ") {
+	if !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "offered AES-CBC-256/SHA2-512/MODP2048, AES-CBC-256/SHA2-256/ECP384, ") {
 		t.Fatalf("initiator: %v", err)
 	}
 }
