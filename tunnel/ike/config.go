@@ -106,11 +106,10 @@ func (t Phase1Transform) normalized() Phase1Transform {
 // a server that requires them.
 //
 // 23 transforms in one proposal (an 832-byte SA payload), an MM1 of about 950
-// bytes, below any path
-// MTU (macOS sends 14). We found no transform-count limit in strongSwan
-// (proposal_substructure.c checks the count only against the parsed list),
-// Libreswan (ikev1_spdb_struct.c) or SoftEther (Proto_IkePacket.c); make
-// interop checks each with this offer.
+// bytes, below any path MTU (macOS sends 14). We found no transform-count
+// limit in strongSwan (proposal_substructure.c checks the count only against
+// the parsed list), Libreswan (ikev1_spdb_struct.c) or SoftEther
+// (Proto_IkePacket.c); make interop checks each with this offer.
 // SoftEther and Libreswan take the first transform they accept in our
 // order (SoftEther skips ECP, Debian's Libreswan skips MODP1024/MD5 it
 // is built without); strongSwan uses its own order. Each is checked in
