@@ -43,7 +43,8 @@ func moveData(t *testing.T, c *tunnel.Client, srv *testserver.Server) {
 func TestEveryProposal(t *testing.T) {
 	type row struct {
 		ike, esp string
-		pfs      bool
+		pfs      bool // the server requires PFS: --pfs auto retries with it
+		pfsOn    bool // --pfs yes: PFS from the first Quick Mode
 	}
 	rows := []row{
 		{ike: "aes128-sha1-modp1024"},
@@ -54,6 +55,7 @@ func TestEveryProposal(t *testing.T) {
 		{ike: "aes128-sha256-ecp256", pfs: true},
 		{ike: "aes256-sha384-ecp384", pfs: true},
 		{ike: "aes256-sha512-ecp521", pfs: true},
+		{ike: "aes256-sha1-ecp384", pfs: true, pfsOn: true},
 		{ike: "aes192-sha384-modp2048"},
 		{ike: "3des-md5-modp2048"},
 	}
@@ -65,6 +67,9 @@ func TestEveryProposal(t *testing.T) {
 		name := r.ike
 		if r.esp != "" {
 			name = r.esp
+		}
+		if r.pfsOn {
+			name += "/pfs=yes"
 		}
 		t.Run(name, func(t *testing.T) {
 			p1, err := ike.ParsePhase1(r.ike)
@@ -80,6 +85,9 @@ func TestEveryProposal(t *testing.T) {
 			srv := startServer(t, testserver.Config{Phase1: p1, Phase2: p2, RequirePFS: r.pfs})
 			cfg := clientConfig(t, srv)
 			cfg.Phase1, cfg.Phase2 = p1, p2
+			if r.pfsOn {
+				cfg.PFS = ike.PFSOn
+			}
 			c := dial(t, cfg)
 			info := c.Info()
 			if info.IKESuite != p1[0].String() || info.ESPSuite != p2[0].String() {
