@@ -237,12 +237,20 @@ func TestInterop(t *testing.T) {
 		t.Errorf("the server allows only %s, but the log shows another method:\n%s", m, pc.output())
 	}
 	// A server that requires PFS refuses our first Quick Mode; we retry with it.
+	pfsGroup := p["PFS_GROUP"] // the phase-1 group, which PFS reuses
+	if pfsGroup == "" {
+		pfsGroup = "MODP2048"
+	}
 	if p["PFS"] == "yes" {
-		if !strings.Contains(pc.output(), "retrying with PFS") || !strings.Contains(pc.output(), "pfs=MODP2048") {
+		if !strings.Contains(pc.output(), "retrying with PFS") || !strings.Contains(pc.output(), "pfs="+pfsGroup) {
 			t.Errorf("the server requires PFS, but the log shows no retry with PFS:\n%s", pc.output())
 		}
 	} else if !strings.Contains(pc.output(), "pfs=none") {
 		t.Errorf("PFS used though the server does not require it:\n%s", pc.output())
+	}
+	// A server that accepts only one DH group (IKE_GROUP): our default offer must reach it.
+	if g := p["IKE_GROUP"]; g != "" && !regexp.MustCompile(`IKE SA established.*suite=\S*/`+g+`\b`).MatchString(pc.output()) {
+		t.Errorf("the server accepts only %s, but the IKE SA has another group:\n%s", g, pc.output())
 	}
 	for _, secret := range []string{p["PSK"], p["VPN_PASSWORD"]} {
 		if strings.Contains(pc.output(), secret) {

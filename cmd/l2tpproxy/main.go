@@ -20,6 +20,7 @@ import (
 
 	"github.com/l2tpproxy/l2tpproxy/proxy"
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
 )
@@ -79,6 +80,8 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "password-file", Usage: "read the VPN password from `FILE`", EnvVars: env("L2TPPROXY_PASSWORD_FILE")},
 		&cli.StringFlag{Name: "pfs", Value: "auto", Usage: "perfect forward secrecy in Quick Mode: auto (offer it only if the server refuses without), yes, no", EnvVars: env("L2TPPROXY_PFS")},
 		&cli.StringFlag{Name: "ppp-auth", Value: ppp.DefaultAuthPolicy.String(), Usage: "PPP authentication methods to accept, comma-separated `LIST` of pap, chap, mschapv2, eap (PAP is off by default: it sends the password in clear)", EnvVars: env("L2TPPROXY_PPP_AUTH")},
+		&cli.StringFlag{Name: "ike", Usage: "phase-1 proposals to offer instead of the defaults, in strongSwan's syntax, e.g. `aes256-sha256-modp2048,3des-sha1-modp1024` (aes128/192/256, 3des; md5, sha1, sha256/384/512; modp1024-4096, ecp256/384/521)", EnvVars: env("L2TPPROXY_IKE")},
+		&cli.StringFlag{Name: "esp", Usage: "ESP proposals to offer instead of the defaults, e.g. `aes128gcm16,aes256-sha1` (aes<bits>gcm8/12/16, or a cipher and md5/sha1/sha256/384/512)", EnvVars: env("L2TPPROXY_ESP")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
 	}
 }
@@ -178,7 +181,21 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	if err != nil {
 		return tunnel.Config{}, configError("--ppp-auth: %v", err)
 	}
+	var p1 []ike.Phase1Transform
+	if v := cx.String("ike"); v != "" {
+		if p1, err = ike.ParsePhase1(v); err != nil {
+			return tunnel.Config{}, configError("--ike: %v", err)
+		}
+	}
+	var p2 []esp.Algorithm
+	if v := cx.String("esp"); v != "" {
+		if p2, err = ike.ParsePhase2(v); err != nil {
+			return tunnel.Config{}, configError("--esp: %v", err)
+		}
+	}
 	return tunnel.Config{
+		Phase1:         p1,
+		Phase2:         p2,
 		Server:         cx.String("server"),
 		NATTPort:       uint16(port),
 		PSK:            psk,

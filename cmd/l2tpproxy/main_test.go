@@ -56,6 +56,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level"},
 		{"bad ppp-auth", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ppp-auth", "pap,md5"}, `--ppp-auth: unknown PPP authentication method "md5"`},
 		{"bad pfs", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--pfs", "maybe"}, "--pfs must be auto, yes or no"},
+		{"bad ike", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ike", "aes256-sha256-modp2049"}, `--ike: unknown algorithm "modp2049"`},
+		{"bad esp", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--esp", "aes128gcm16-sha1"}, "--esp: "},
 		{"busy listener", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--socks5", "256.0.0.1:1"}, "cannot listen for SOCKS5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

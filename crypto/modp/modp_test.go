@@ -51,13 +51,13 @@ func TestPrimesMatchVectors(t *testing.T) {
 		}
 		checked++
 	}
-	if checked != 3 {
-		t.Fatalf("checked %d groups, want 3", checked)
+	if checked != 5 {
+		t.Fatalf("checked %d groups, want 5", checked)
 	}
 }
 
 func TestAgreementAndPadding(t *testing.T) {
-	for _, id := range []uint16{2, 5, 14} {
+	for _, id := range []uint16{2, 5, 14, 15, 16} {
 		g, _ := ByID(id)
 		a, err := g.GenerateKey(rand.Reader)
 		if err != nil {
@@ -123,5 +123,57 @@ func TestGenerateKeyShortRand(t *testing.T) {
 	g, _ := ByID(2)
 	if _, err := g.GenerateKey(bytes.NewReader(make([]byte, 10))); err == nil {
 		t.Fatal("short random source accepted")
+	}
+}
+
+// atanInv returns atan(1/x) as a fixed-point number scaled by 2^prec
+// (Gregory series), for Machin's formula pi = 16 atan(1/5) - 4 atan(1/239).
+func atanInv(x int64, prec uint) *big.Int {
+	one := new(big.Int).Lsh(big.NewInt(1), prec)
+	xx := big.NewInt(x * x)
+	term := new(big.Int).Div(one, big.NewInt(x))
+	sum := new(big.Int).Set(term)
+	for n := int64(1); term.Sign() != 0; n++ {
+		term.Div(term, xx)
+		t := new(big.Int).Div(term, big.NewInt(2*n+1))
+		if n%2 == 1 {
+			sum.Sub(sum, t)
+		} else {
+			sum.Add(sum, t)
+		}
+	}
+	return sum
+}
+
+// TestPrimesFromRFCFormula recomputes every prime from its defining formula,
+// p = 2^n - 2^(n-64) - 1 + 2^64 * (floor(2^(n-130) pi) + k) (RFC 2409 §6.2,
+// RFC 3526 §2-§5), independently of any copied hex, and checks that p and
+// (p-1)/2 are prime (the groups are safe-prime groups).
+func TestPrimesFromRFCFormula(t *testing.T) {
+	const guard = 64 // extra bits of pi beyond those used; the truncation error stays far below 1
+	for _, c := range []struct {
+		id   uint16
+		bits int
+		k    int64
+	}{{2, 1024, 129093}, {5, 1536, 741804}, {14, 2048, 124476}, {15, 3072, 1690314}, {16, 4096, 240904}} {
+		prec := uint(c.bits) + guard
+		pi := new(big.Int).Sub(new(big.Int).Mul(big.NewInt(16), atanInv(5, prec)), new(big.Int).Mul(big.NewInt(4), atanInv(239, prec)))
+		f := new(big.Int).Rsh(pi, prec-uint(c.bits-130))
+		f.Add(f, big.NewInt(c.k))
+		f.Lsh(f, 64)
+		p := new(big.Int).Lsh(big.NewInt(1), uint(c.bits))
+		p.Sub(p, new(big.Int).Lsh(big.NewInt(1), uint(c.bits-64)))
+		p.Sub(p, big.NewInt(1))
+		p.Add(p, f)
+		g, err := ByID(c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.P.Cmp(p) != 0 {
+			t.Errorf("group %d: prime differs from the RFC formula", c.id)
+		}
+		if !p.ProbablyPrime(8) || !new(big.Int).Rsh(p, 1).ProbablyPrime(8) {
+			t.Errorf("group %d: not a safe prime", c.id)
+		}
 	}
 }

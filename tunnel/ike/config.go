@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/l2tpproxy/l2tpproxy/crypto/dh"
 	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
@@ -46,7 +47,7 @@ type Phase1Transform struct {
 	Enc     uint16 // 1 DES, 5 3DES, 7 AES-CBC (RFC 2409 Appendix A)
 	KeyBits int    // AES key length; ignored for DES/3DES
 	Hash    uint16 // 1 MD5, 2 SHA1, 4 SHA2-256, 5 SHA2-384, 6 SHA2-512
-	Group   uint16 // MODP group 2, 5 or 14
+	Group   uint16 // DH group: MODP 2, 5, 14, 15, 16 or ECP 19, 20, 21 (crypto/dh)
 }
 
 // String names the suite as events print it, e.g. "AES-CBC-256/HMAC-SHA2-256/MODP2048".
@@ -71,17 +72,7 @@ func (t Phase1Transform) encName() string {
 	return fmt.Sprintf("enc#%d", t.Enc)
 }
 
-func groupName(g uint16) string {
-	switch g {
-	case 2:
-		return "MODP1024"
-	case 5:
-		return "MODP1536"
-	case 14:
-		return "MODP2048"
-	}
-	return fmt.Sprintf("group#%d", g)
-}
+func groupName(g uint16) string { return dh.Name(g) }
 
 func (t Phase1Transform) normalized() Phase1Transform {
 	if t.Enc != EncAESCBC {
@@ -91,16 +82,62 @@ func (t Phase1Transform) normalized() Phase1Transform {
 }
 
 // DefaultPhase1 is offered as one proposal with these transforms, in this
-// order. It covers SoftEther (anything), hwdsl2/Libreswan (AES-128/256 with
-// SHA2-256/SHA1 and MODP2048 only) and strongSwan's defaults.
+// order: the union of what Windows 10/11 and macOS/iOS offer (nm-l2tp's
+// merged list; the macOS list from a strongSwan "received proposals" log,
+// see shared/protocol/NOTES.md §4) plus AES-128 with SHA2-256/SHA1 and
+// MODP2048 (hwdsl2's Libreswan), strongest first: AES-256 before AES-128
+// before 3DES, SHA2 before SHA1 before MD5, ECP and MODP2048 before the
+// smaller MODP groups. As ParsePhase1 writes it:
+//
+//	aes256-sha512-modp2048, aes256-sha256-ecp384, aes256-sha256-ecp256,
+//	aes256-sha256-modp2048, aes256-sha1-ecp384, aes256-sha1-modp2048,
+//	aes128-sha256-modp2048, aes128-sha1-ecp256, aes128-sha1-modp2048,
+//	aes256-sha256-modp3072, aes256-sha256-modp4096,
+//	aes256-sha256-modp1536, aes256-sha1-modp1536,
+//	aes256-sha256-modp1024, aes256-sha1-modp1024, aes128-sha1-modp1024,
+//	3des-sha1-modp2048, 3des-sha1-modp1024, aes256-md5-modp2048,
+//	aes256-md5-modp1536, aes256-md5-modp1024, aes128-md5-modp1024,
+//	3des-md5-modp1024
+//
+// Beyond the union: ECP384/256 and MODP3072/4096 with AES-256/SHA2-256, as
+// servers configured for "only strong groups" (strongSwan/Libreswan ECP or
+// MODP3072 lists) accept nothing else. MODP3072/4096 come after MODP2048:
+// their DH costs both sides several times more, so they are chosen only by
+// a server that requires them.
+//
+// 23 transforms in one proposal (an 832-byte SA payload), an MM1 of about 950
+// bytes, below any path MTU (macOS sends 14). We found no transform-count
+// limit in strongSwan (proposal_substructure.c checks the count only against
+// the parsed list), Libreswan (ikev1_spdb_struct.c) or SoftEther
+// (Proto_IkePacket.c); make interop checks each with this offer.
+// SoftEther and Libreswan take the first transform they accept in our
+// order (SoftEther skips ECP, Debian's Libreswan skips MODP1024/MD5 it
+// is built without); strongSwan uses its own order. Each is checked in
+// make interop.
 var DefaultPhase1 = []Phase1Transform{
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 6, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 20},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 19},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 14},
-	{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 20},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 19},
 	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 15},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 16},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 5},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 5},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 4, Group: 2},
 	{Enc: EncAESCBC, KeyBits: 256, Hash: 2, Group: 2},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 2},
 	{Enc: Enc3DES, Hash: 2, Group: 14},
 	{Enc: Enc3DES, Hash: 2, Group: 2},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 1, Group: 14},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 1, Group: 5},
+	{Enc: EncAESCBC, KeyBits: 256, Hash: 1, Group: 2},
+	{Enc: EncAESCBC, KeyBits: 128, Hash: 1, Group: 2},
+	{Enc: Enc3DES, Hash: 1, Group: 2},
 }
 
 // DefaultPhase2 is offered as one ESP proposal with these transforms. AES-GCM
@@ -108,7 +145,11 @@ var DefaultPhase1 = []Phase1Transform{
 // (hwdsl2 offers aes_gcm-null first) picks the first acceptable transform in
 // the initiator's order, and SoftEther, which has no GCM, skips transforms it
 // does not know and takes the first CBC+SHA1 one. strongSwan responders use
-// their own preference order.
+// their own preference order. After ours come the rest of the Windows and
+// macOS/iOS lists (AES-CBC and 3DES with SHA1 or MD5). As ParsePhase2 writes it:
+//
+//	aes128gcm16, aes256gcm16, aes128-sha1, aes256-sha1, aes256-sha256,
+//	3des-sha1, aes256-md5, aes128-md5, 3des-md5
 var DefaultPhase2 = []esp.Algorithm{
 	{Enc: esp.EncAESGCM16, EncKeyBits: 128},
 	{Enc: esp.EncAESGCM16, EncKeyBits: 256},
@@ -116,6 +157,9 @@ var DefaultPhase2 = []esp.Algorithm{
 	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA1},
 	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACSHA256},
 	{Enc: esp.Enc3DES, EncKeyBits: 192, Auth: esp.AuthHMACSHA1},
+	{Enc: esp.EncAESCBC, EncKeyBits: 256, Auth: esp.AuthHMACMD5},
+	{Enc: esp.EncAESCBC, EncKeyBits: 128, Auth: esp.AuthHMACMD5},
+	{Enc: esp.Enc3DES, EncKeyBits: 192, Auth: esp.AuthHMACMD5},
 }
 
 // Config configures an Initiator.

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/l2tpproxy/l2tpproxy/crypto/dh"
 	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
-	"github.com/l2tpproxy/l2tpproxy/crypto/modp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 )
@@ -101,7 +101,7 @@ type qmExchange struct {
 	// PFS (RFC 2409 §5.5): the group both sides use, our key, and
 	// g(qm)^xy, which goes into KEYMAT. Zero/nil without PFS.
 	group uint16
-	dh    *modp.PrivateKey
+	dh    dh.PrivateKey
 	gxy   []byte
 }
 
@@ -142,7 +142,7 @@ type engine struct {
 	ckyI, ckyR [8]byte
 	chosen     Phase1Transform
 	suite      ikev1.Suite
-	dh         *modp.PrivateKey
+	dh         dh.PrivateKey
 	saiB       []byte
 	gxi, gxr   []byte
 	ni, nr     []byte
@@ -758,8 +758,8 @@ func (e *engine) setupPhase1Keys(peerKE []byte) error {
 }
 
 // qmKey makes our Diffie-Hellman key for one Quick Mode with PFS.
-func (e *engine) qmKey(group uint16) (*modp.PrivateKey, error) {
-	g, err := modp.ByID(group)
+func (e *engine) qmKey(group uint16) (dh.PrivateKey, error) {
+	g, err := dh.ByID(group)
 	if err != nil {
 		return nil, fmt.Errorf("%w: PFS group %d: %v", ErrPhase2Failed, group, err)
 	}
@@ -771,7 +771,7 @@ func (e *engine) choosePhase1(t Phase1Transform) error {
 	if err != nil {
 		return err
 	}
-	g, err := modp.ByID(t.Group)
+	g, err := dh.ByID(t.Group)
 	if err != nil {
 		return err
 	}
@@ -1038,8 +1038,8 @@ func (e *engine) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 		if keP == nil {
 			return t.group == 0
 		}
-		g, err := modp.ByID(t.group)
-		return err == nil && len(keP.Body) == g.Len()
+		g, err := dh.ByID(t.group)
+		return err == nil && len(keP.Body) == g.PublicLen()
 	}
 	var (
 		chosen *Transform

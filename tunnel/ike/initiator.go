@@ -6,7 +6,7 @@ import (
 	"crypto/hmac"
 	"fmt"
 
-	"github.com/l2tpproxy/l2tpproxy/crypto/modp"
+	"github.com/l2tpproxy/l2tpproxy/crypto/dh"
 )
 
 // Vendor IDs (testdata/vectors/ike_vendor_ids.json): MD5 of the strings
@@ -64,7 +64,7 @@ func NewInitiator(cfg Config, tr Transport) (*Initiator, error) {
 		if _, _, err := p1KeyLen(t.Enc, t.KeyBits); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
-		if _, err := modp.ByID(t.Group); err != nil {
+		if _, err := dh.ByID(t.Group); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 	}
@@ -217,7 +217,7 @@ func (s *Initiator) onMM4(m *Message, raw []byte) error {
 		e.log.Debug("ike: MM4 without KE/nonce")
 		return nil
 	}
-	if len(ke.Body) != e.dh.Group.Len() {
+	if len(ke.Body) != e.dh.Group().PublicLen() {
 		e.log.Debug("ike: MM4 KE has wrong length", "len", len(ke.Body))
 		return nil
 	}

@@ -184,7 +184,7 @@ func (r *Responder) onMM3(m *Message, raw []byte) error {
 	e := r.e
 	ke := First(m.Payloads, PayloadKE)
 	ni := First(m.Payloads, PayloadNonce)
-	if ke == nil || ni == nil || len(ni.Body) < 8 || len(ni.Body) > 256 || len(ke.Body) != e.dh.Group.Len() {
+	if ke == nil || ni == nil || len(ni.Body) < 8 || len(ni.Body) > 256 || len(ke.Body) != e.dh.Group().PublicLen() {
 		return nil
 	}
 	e.gxi = append([]byte(nil), ke.Body...)

@@ -165,7 +165,7 @@ func TestSessionSuccessDPDAndShutdown(t *testing.T) {
 	p := newPair(t, Config{}, ResponderConfig{})
 	p.start(t)
 	up := waitEvent[Phase1Up](t, p, p.ini.Events(), false)
-	if up.Suite != "AES-CBC-256/HMAC-SHA2-256/MODP2048" {
+	if up.Suite != "AES-CBC-256/HMAC-SHA2-512/MODP2048" { // the first of DefaultPhase1
 		t.Errorf("suite %q", up.Suite)
 	}
 	waitEvent[Phase1Up](t, p, p.resp.Events(), false)
@@ -240,7 +240,7 @@ func TestSessionNoProposalPhase1(t *testing.T) {
 	p := newPair(t, Config{}, ResponderConfig{Phase1: []Phase1Transform{{Enc: EncDES, Hash: 1, Group: 2}}})
 	p.start(t)
 	err := waitErr(t, p, p.iErr, false)
-	if !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "offered AES-CBC-256/SHA2-256/MODP2048, ") {
+	if !errors.Is(err, ErrNoProposalChosen) || !strings.Contains(err.Error(), "offered AES-CBC-256/SHA2-512/MODP2048, AES-CBC-256/SHA2-256/ECP384, ") {
 		t.Fatalf("initiator: %v", err)
 	}
 }
@@ -334,7 +334,7 @@ func TestNewInitiatorValidation(t *testing.T) {
 	for name, c := range map[string]Config{
 		"no psk":    {LocalAddr: clientAddr, RemoteAddr: serverAddr},
 		"no remote": {PSK: []byte("x"), LocalAddr: clientAddr},
-		"bad group": {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase1: []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 19}}},
+		"bad group": {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase1: []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 2, Group: 24}}},
 		"bad esp":   {PSK: []byte("x"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Phase2: []esp.Algorithm{{Enc: esp.EncAESCBC, EncKeyBits: 100, Auth: 2}}},
 	} {
 		if _, err := NewInitiator(c, tr); !errors.Is(err, ErrConfig) {

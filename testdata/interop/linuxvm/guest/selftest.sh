@@ -9,6 +9,13 @@ set -a
 . /vm/cfg/params.env
 set +a
 OUT=/vm/out
+# The client's proposals: one the server's PROPS variant accepts (PFS in the phase-1 group if required).
+SELF_SS_IKE=aes256-sha256-modp2048 SELF_SS_ESP=aes128-sha1 SELF_LS_IKE='aes256-sha2;modp2048' SELF_LS_ESP=aes128-sha1 grp=modp2048
+case ${PROPS:-default} in
+ecp) SELF_SS_IKE=aes256-sha256-ecp256 SELF_LS_IKE='aes256-sha2;dh19' SELF_SS_ESP=aes128gcm16 SELF_LS_ESP=aes256-sha2_256 grp=ecp256 ;;
+modp3072) SELF_SS_IKE=aes256-sha256-modp3072 SELF_LS_IKE='aes256-sha2;modp3072' grp=modp3072 ;;
+esac
+[ "${PFS:-no}" = no ] || SELF_SS_ESP=$SELF_SS_ESP-$grp
 CP=${CLI_PREFIX:-10.232.0} # the client netns subnet (its address goes into IDci / NAT-OA)
 C=/run/l2tpvm/cli
 rm -rf "$C"
@@ -91,14 +98,14 @@ CONF
 connections { vpn {
   version = 1
   remote_addrs = $SERVER_IP
-  proposals = aes256-sha256-modp2048
+  proposals = $SELF_SS_IKE
   local { auth = psk }
   remote { auth = psk }
   children { vpn {
     mode = transport
     local_ts = dynamic[udp/1701]
     remote_ts = dynamic[udp/1701]
-    esp_proposals = aes128-sha1$([ "${PFS:-no}" = no ] || echo -modp2048)
+    esp_proposals = $SELF_SS_ESP
   } }
 } }
 secrets { ike-vpn { secret = "$PSK" } }
@@ -124,8 +131,8 @@ conn vpn
   leftprotoport=17/1701
   right=$SERVER_IP
   rightprotoport=17/1701
-  ike=aes256-sha2;modp2048
-  phase2alg=aes128-sha1
+  ike=$SELF_LS_IKE
+  phase2alg=$SELF_LS_ESP
   pfs=${PFS:-no}
   rekey=no
 CONF

@@ -1,5 +1,11 @@
 # shellcheck shell=bash
 # Sourced by init.sh: Libreswan (pluto) as an IKEv1 PSK L2TP server, in the style of hwdsl2/setup-ipsec-vpn.
+# PROPS=ecp / modp3072: only that group in phase 1 (PFS, if required, uses it too).
+LS_IKE='aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048,aes128-sha1;modp2048'
+case ${PROPS:-default} in
+ecp) LS_IKE='aes256-sha2;dh19' ;;
+modp3072) LS_IKE='aes256-sha2;modp3072' ;;
+esac
 cat >/etc/ipsec.conf <<CONF
 config setup
   ikev1-policy=accept
@@ -22,7 +28,7 @@ conn shared
   dpdtimeout=300
   dpdaction=clear
   ikev2=never
-  ike=aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048,aes128-sha1;modp2048
+  ike=$LS_IKE
   phase2alg=aes_gcm-null,aes128-sha1,aes256-sha1,aes256-sha2_512,aes128-sha2,aes256-sha2
   ikelifetime=24h
   salifetime=24h

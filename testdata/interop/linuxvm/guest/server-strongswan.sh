@@ -20,13 +20,19 @@ CONF
 # PFS=yes: every ESP proposal carries a DH group, so a Quick Mode without KE is refused.
 ESP_PROPOSALS=aes128-sha1,aes256-sha1,aes128-sha256,aes256-sha256,aes256-sha512,aes128gcm16,aes256gcm16,default
 [ "${PFS:-no}" = no ] || ESP_PROPOSALS=aes128-sha1-modp2048,aes256-sha1-modp2048,aes128gcm16-modp2048,aes256gcm16-modp2048
+IKE_PROPOSALS=aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha1-modp2048,aes128-sha1-modp2048,default
+# PROPS=ecp / modp3072: only that group in phase 1 (no "default"), and for ecp PFS in it.
+case ${PROPS:-default} in
+ecp) IKE_PROPOSALS=aes256-sha256-ecp256 ESP_PROPOSALS=aes128gcm16-ecp256,aes256-sha256-ecp256 ;;
+modp3072) IKE_PROPOSALS=aes256-sha256-modp3072 ;;
+esac
 cat >/etc/l2tpvm/swanctl-server.conf <<CONF
 connections {
   l2tp-psk {
     version = 1
     remote_addrs = %any
     encap = yes
-    proposals = aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha1-modp2048,aes128-sha1-modp2048,default
+    proposals = $IKE_PROPOSALS
     dpd_delay = 30s
     dpd_timeout = 300s
     rekey_time = 0s
