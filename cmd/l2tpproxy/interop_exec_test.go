@@ -58,13 +58,21 @@ func helloBody(p peer) string { return strings.Trim(p["HELLO_BODY"], `'"`) }
 func TestInteropExec(t *testing.T) {
 	p := loadPeer(t)
 	byName := strings.Replace(p["HELLO_URL"], p["TARGET_IP"], p["TARGET_NAME"], 1)
+	// Without the proxies the target must be unreachable. Only where the
+	// harness routes it to "unreachable" on this host (SoftEther): the VM
+	// servers' target exists only inside the VM, and a direct try would
+	// go out of this machine by its default route.
+	probe := "0"
+	if p["SERVER_KIND"] == "softether" {
+		probe = "1"
+	}
 	script := `set -e
-! curl -fsS --noproxy '*' --max-time 3 "$1" >/dev/null 2>&1 || { echo "reached $1 without the VPN" >&2; exit 99; }
+if [ "$3" = 1 ] && curl -fsS --noproxy '*' --max-time 3 "$1" >/dev/null 2>&1; then echo "reached $1 without the VPN" >&2; exit 99; fi
 curl -fsS --max-time 30 "$2"
 env -u http_proxy -u HTTP_PROXY curl -fsS --max-time 30 "$2"
 exit 7`
 	began := time.Now()
-	code, out, errOut := runBinary(t, p, 120*time.Second, "exec", "--log-level", "info", "--", "sh", "-c", script, "sh", p["HELLO_URL"], byName)
+	code, out, errOut := runBinary(t, p, 120*time.Second, "exec", "--log-level", "info", "--", "sh", "-c", script, "sh", p["HELLO_URL"], byName, probe)
 	t.Logf("EXEC %s: exit %d after %v (connect, two fetches, teardown)", p.label(), code, time.Since(began).Round(time.Millisecond))
 	if code != 7 {
 		t.Fatalf("exit code %d, want the script's 7\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
