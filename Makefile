@@ -3,12 +3,17 @@ GO      ?= go
 BIN     ?= bin/l2tpproxy
 INTEROP := testdata/interop
 
-.PHONY: all build test fuzz bench demo interop interop-up interop-down interop-selfcheck clean
+.PHONY: all build test fuzz bench demo interop interop-up interop-down interop-selfcheck release clean
 
 all: build
 
+# The version stamped into binaries (l2tpproxy version): the git description,
+# or "dev" outside a checkout.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/l2tpproxy
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2tpproxy
 
 # Unit tests, known-answer tests, capture replays, fuzz seeds and the
 # in-process end-to-end test. No root, no network beyond loopback.
@@ -32,11 +37,11 @@ fuzz:
 	done
 
 # Micro-benchmarks (ESP per suite, stack) and the in-process end-to-end
-# throughput with CPU cost per GiB.
+# throughput with CPU cost per GiB: the table of issue 9 (testdata/bench/table).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./tunnel/esp/ ./netstack/ ./tunnel/
 	$(MAKE) build
-	testdata/bench/e2e $(BIN)
+	testdata/bench/table $(BIN)
 
 demo: build
 	$(BIN) demo
@@ -54,5 +59,18 @@ interop-down:
 interop-selfcheck:
 	$(INTEROP)/run selfcheck
 
+# Static release binaries for every platform we support, with checksums.
+# CGO_ENABLED=0: no libc dependency, so one Linux binary runs on any distro;
+# -trimpath: no build-machine paths in the binary (reproducible builds).
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+release:
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(RELEASE_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; [ "$$os" != windows ] || ext=.exe; \
+	  out=dist/l2tpproxy-$(VERSION)-$$os-$$arch$$ext; echo "== $$out"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $$out ./cmd/l2tpproxy; \
+	done
+	cd dist && sha256sum l2tpproxy-* > SHA256SUMS
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

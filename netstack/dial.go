@@ -98,7 +98,7 @@ func parsePort(network, s string) (uint16, error) {
 }
 
 func (s *Stack) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
-	c, err := gonet.DialContextTCP(ctx, s.stack, fullAddr(ap), ipv4.ProtocolNumber)
+	c, err := s.dialTCPConn(ctx, fullAddr(ap))
 	if err != nil {
 		// gonet reports gVisor errors as text ("connection was refused",
 		// "no route to host", ...); keep the text, which the SOCKS server

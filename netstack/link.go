@@ -38,6 +38,7 @@ const outBatchLen = 64
 type linkEndpoint struct {
 	mtu    atomic.Uint32
 	logger *slog.Logger
+	gso    bool // offer TCP GSO to the stack (Config.TCPGSO)
 
 	// Outbound packets are copied (GSO segments: cut, see gso.go) by the
 	// writer into pooled buffers of bufSize bytes, each holding one IPv4
@@ -69,8 +70,9 @@ var (
 	_ stack.GSOEndpoint  = (*linkEndpoint)(nil)
 )
 
-func newLinkEndpoint(mtu uint32, headroom, tailroom int, pool *sync.Pool, logger *slog.Logger) *linkEndpoint {
+func newLinkEndpoint(mtu uint32, headroom, tailroom int, gso bool, pool *sync.Pool, logger *slog.Logger) *linkEndpoint {
 	e := &linkEndpoint{
+		gso:      gso,
 		logger:   logger,
 		pool:     pool,
 		bufSize:  headroom + int(mtu) + tailroom,
@@ -255,8 +257,14 @@ func (e *linkEndpoint) writeSegmented(pkt *stack.PacketBuffer, block bool) bool 
 func (e *linkEndpoint) GSOMaxSize() uint32 { return gsoMaxSize }
 
 // SupportedGSO implements stack.GSOEndpoint. "Host" GSO is gVisor's name
-// for segmentation below the stack: this endpoint does it (gso.go).
-func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
+// for segmentation below the stack: this endpoint does it (gso.go), when
+// Config.TCPGSO asks for it.
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
+	if !e.gso {
+		return stack.GSONotSupported
+	}
+	return stack.HostGSOSupported
+}
 
 // MTU implements stack.NetworkLinkEndpoint.
 func (e *linkEndpoint) MTU() uint32 { return e.mtu.Load() }

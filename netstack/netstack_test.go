@@ -580,3 +580,54 @@ func BenchmarkStackTCP(b *testing.B) {
 		}
 	}
 }
+
+// TestDialedConnWriteTo: io.Copy from a dialed TCP connection goes through
+// its WriteTo (large writes to the application's socket), which must still
+// honour the read deadline and end at EOF with all the data.
+func TestDialedConnWriteTo(t *testing.T) {
+	a, b := mustPipe(t)
+	ln, err := b.ListenTCP(netip.AddrPortFrom(netip.IPv4Unspecified(), 8081))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	data := randBytes(t, 3<<20)
+	release := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-release
+		for p := data; len(p) > 0; p = p[min(len(p), 1000):] { // small writes: many segments
+			if _, err := c.Write(p[:min(len(p), 1000)]); err != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(addrB, 8081).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(io.WriterTo); !ok {
+		t.Fatalf("%T is not an io.WriterTo", c)
+	}
+	var got bytes.Buffer
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	var ne net.Error
+	if n, err := io.Copy(&got, c); !errors.As(err, &ne) || !ne.Timeout() || n != 0 {
+		t.Fatalf("io.Copy before any data: %d bytes, %v; want a deadline error", n, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	close(release)
+	if _, err := io.Copy(&got, c); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("got %d bytes, want %d (or content differs)", got.Len(), len(data))
+	}
+}

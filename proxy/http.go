@@ -2,35 +2,45 @@ package proxy
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strings"
 	"time"
 )
 
 // HTTP is a forward HTTP proxy: CONNECT tunnels (RFC 9110 §9.3.6) and
-// absolute-URI requests (RFC 9112 §3.2.2) with streaming bodies in both
-// directions and keep-alive on both sides. Hop-by-hop headers (RFC 9110
-// §7.6.1) are removed. Outbound connections use the Dialer, which resolves
-// host names itself (through the tunnel). Upgrade requests (WebSocket over
-// plain http://) are not supported; clients use CONNECT for those in
-// practice.
+// absolute-URI requests (RFC 9112 §3.2.2), forwarded by
+// httputil.ReverseProxy: streaming bodies in both directions, keep-alive on
+// both sides, hop-by-hop headers (RFC 9110 §7.6.1) removed, trailers and
+// Upgrade (WebSocket over plain http://) passed through. Outbound
+// connections use the Dialer, which resolves host names itself (through
+// the tunnel, or as a Router decides).
+//
+// With Options.Credentials every request needs Proxy-Authorization: Basic
+// (RFC 7617), else 407 with Proxy-Authenticate. With Options.PAC, a GET of
+// /proxy.pac addressed to the proxy itself returns the PAC file for those
+// routes (without credentials: browsers fetch it before they know any).
 type HTTP struct {
 	d         Dialer
+	opts      Options
 	logger    *slog.Logger
 	transport *http.Transport
+	rp        *httputil.ReverseProxy
 }
 
-// NewHTTP returns an HTTP proxy dialing with d. A nil logger discards logs.
-func NewHTTP(d Dialer, logger *slog.Logger) *HTTP {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// NewHTTP returns an HTTP proxy dialing with d. opts may be nil.
+func NewHTTP(d Dialer, opts *Options) *HTTP {
+	h := &HTTP{d: d}
+	if opts != nil {
+		h.opts = *opts
 	}
-	h := &HTTP{d: d, logger: logger}
+	h.logger = h.opts.logger()
 	h.transport = &http.Transport{
 		Proxy: nil, // never chain to the host's $HTTP_PROXY
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -49,23 +59,74 @@ func NewHTTP(d Dialer, logger *slog.Logger) *HTTP {
 		WriteBufferSize:    copyBufSize,
 		ReadBufferSize:     copyBufSize,
 	}
+	h.rp = &httputil.ReverseProxy{
+		// The request is already absolute (forward proxy): keep its URL,
+		// Host and end-to-end headers as the client sent them (Rewrite
+		// starts from a copy without the query parameters net/url cannot
+		// parse and without Forwarded/X-Forwarded-*); add none of ours.
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			for _, k := range forwardingHeaders {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
+		},
+		Transport:     h.transport,
+		FlushInterval: -1, // flush every write: SSE, long polling
+		BufferPool:    bufferPool{},
+		ErrorLog:      slog.NewLogLogger(h.logger.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			h.logger.Debug("http proxy: upstream request failed", "url", r.URL.Redacted(), "err", err)
+			if errors.Is(err, ErrRefusedByRoutes) {
+				httpError(w, http.StatusForbidden, fmt.Sprintf("proxy: %s is outside the VPN's routes and domains, and others are refused", r.URL.Hostname()))
+				return
+			}
+			httpError(w, http.StatusBadGateway, fmt.Sprintf("proxy: cannot reach %s: %v", r.URL.Host, err))
+		},
+	}
 	return h
 }
 
+var forwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *copyBufPool.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBufPool.Put(&b) }
+
+const httpRefusalBody = "proxy: too many client connections, try again later\n"
+
+var httpRefusal = fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+	"Connection: close\r\nContent-Length: %d\r\n\r\n%s", len(httpRefusalBody), httpRefusalBody)
+
+type ctxKey int
+
+const sniffConnKey ctxKey = 0
+
 // Serve serves proxy clients on ln until ctx is cancelled (then it returns
-// nil) or ln fails. It closes ln and all client connections (including
-// CONNECT tunnels) before returning.
+// nil). Accept errors (EMFILE, ...) are retried with back-off, never
+// returned. It closes ln and all client connections (including CONNECT
+// tunnels) before returning.
 func (h *HTTP) Serve(ctx context.Context, ln net.Listener) error {
 	var tunnels connTracker
+	self := ln.Addr()
+	gl := newGuardedListener(ln, h.opts.Limiter, []byte(httpRefusal), h.logger)
 	srv := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveHTTP(ctx, w, r, &tunnels) }),
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.serveHTTP(ctx, w, r, self, &tunnels)
+		}),
+		ReadHeaderTimeout: h.opts.handshakeTimeout(),
 		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(h.logger.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, sniffConnKey, c)
+		},
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(sniffListener{gl}) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -76,130 +137,125 @@ func (h *HTTP) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	tunnels.closeAll()
 	h.transport.CloseIdleConnections()
-	if err == nil || errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil {
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 		return nil
 	}
 	return fmt.Errorf("http proxy: %w", err)
 }
 
-func (h *HTTP) serveHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, tunnels *connTracker) {
-	if r.Method == http.MethodConnect {
-		h.serveConnect(ctx, w, r, tunnels)
+func (h *HTTP) serveHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, self net.Addr, tunnels *connTracker) {
+	sc, _ := r.Context().Value(sniffConnKey).(*sniffConn)
+	if sc != nil && sc.both.Swap(false) {
+		// Both Content-Length and Transfer-Encoding: net/http framed the
+		// body by Transfer-Encoding (and forwards no Content-Length);
+		// close after responding, against request smuggling
+		// (RFC 9112 §6.1, §6.3 item 3).
+		w.Header().Set("Connection", "close")
+	}
+	if r.Method != http.MethodConnect && h.addressedToSelf(r, self) {
+		h.serveSelf(w, r, self)
 		return
 	}
-	if !r.URL.IsAbs() || r.URL.Host == "" {
-		httpError(w, http.StatusBadRequest, "this is a proxy: request an absolute URI (http://host/path) or use CONNECT")
+	if !h.authorized(r) {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="l2tpproxy", charset="UTF-8"`)
+		httpError(w, http.StatusProxyAuthRequired, "proxy: authentication required (user name and password of this proxy)")
+		return
+	}
+	if r.Method == http.MethodConnect {
+		h.serveConnect(ctx, w, r, tunnels, sc)
 		return
 	}
 	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
 		httpError(w, http.StatusBadRequest, "unsupported URI scheme "+r.URL.Scheme)
 		return
 	}
-	h.forward(w, r)
-}
-
-// hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1 plus the
-// de-facto Proxy-Connection and Keep-Alive.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-func removeHopHeaders(hdr http.Header) {
-	for _, v := range hdr["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				hdr.Del(f)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		hdr.Del(k)
-	}
-}
-
-func (h *HTTP) forward(w http.ResponseWriter, r *http.Request) {
-	out := r.Clone(r.Context())
-	out.RequestURI = ""
-	out.Close = false
-	removeHopHeaders(out.Header)
-	if r.ContentLength == 0 {
-		out.Body = nil // no body: lets the transport retry idempotent requests
-	}
-	// "TE: trailers" is the one TE value worth forwarding (RFC 9110 §10.1.4).
-	if hasToken(r.Header, "Te", "trailers") {
-		out.Header.Set("Te", "trailers")
-	}
 	// Full duplex: keep reading the request body while the response
 	// streams (HTTP/1 servers otherwise stop reading once the handler
 	// starts writing).
-	rc := http.NewResponseController(w)
-	_ = rc.EnableFullDuplex()
-
-	resp, err := h.transport.RoundTrip(out)
-	if err != nil {
-		h.logger.Debug("http proxy: upstream request failed", "url", r.URL.Redacted(), "err", err)
-		httpError(w, http.StatusBadGateway, fmt.Sprintf("proxy: cannot reach %s: %v", r.URL.Host, err))
-		return
-	}
-	defer resp.Body.Close()
-
-	removeHopHeaders(resp.Header)
-	dst := w.Header()
-	for k, vv := range resp.Header {
-		dst[k] = append(dst[k][:0:0], vv...)
-	}
-	if len(resp.Trailer) > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			keys = append(keys, k)
-		}
-		dst.Set("Trailer", strings.Join(keys, ", "))
-	}
-	w.WriteHeader(resp.StatusCode)
-	_ = rc.Flush()
-	if _, err := copyBuffer(flushWriter{w, rc}, resp.Body); err != nil {
-		// Headers are gone already. Take the connection over and close
-		// it without the final chunk, so the client sees a truncated
-		// response instead of a complete-looking short one.
-		h.logger.Debug("http proxy: response body copy failed", "url", r.URL.Redacted(), "err", err)
-		if conn, _, herr := rc.Hijack(); herr == nil {
-			conn.Close()
-		}
-		return
-	}
-	for k, vv := range resp.Trailer {
-		dst[http.TrailerPrefix+k] = vv
-	}
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	h.rp.ServeHTTP(w, r)
 }
 
-func hasToken(hdr http.Header, key, token string) bool {
-	for _, v := range hdr.Values(key) {
-		for _, f := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
-		}
+// authorized checks Proxy-Authorization: Basic (RFC 7617) in constant time.
+func (h *HTTP) authorized(r *http.Request) bool {
+	c := h.opts.Credentials
+	if c == nil {
+		return true
+	}
+	scheme, cred, ok := strings.Cut(r.Header.Get("Proxy-Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
+	if err != nil {
+		return false
+	}
+	user, pass, ok := strings.Cut(string(raw), ":")
+	return ok && c.Valid(user, pass)
+}
+
+// addressedToSelf: an origin-form request (RFC 9112 §3.2.1), or an
+// absolute one naming the proxy's own address.
+func (h *HTTP) addressedToSelf(r *http.Request, self net.Addr) bool {
+	if !r.URL.IsAbs() || r.URL.Host == "" {
+		return true
+	}
+	if r.URL.Host == self.String() {
+		return true
+	}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && r.URL.Host == la.String() {
+		return true
 	}
 	return false
 }
 
-// flushWriter flushes after every write so streamed responses (SSE, long
-// polling, chunked downloads) reach the client without delay.
-type flushWriter struct {
-	w  io.Writer
-	rc *http.ResponseController
-}
-
-func (f flushWriter) Write(p []byte) (int, error) {
-	n, err := f.w.Write(p)
-	if err == nil {
-		err = f.rc.Flush()
+// serveSelf answers requests for the proxy itself: the PAC file, or an
+// explanation.
+func (h *HTTP) serveSelf(w http.ResponseWriter, r *http.Request, self net.Addr) {
+	if h.opts.PAC == nil || r.URL.Path != "/proxy.pac" {
+		httpError(w, http.StatusBadRequest, "this is a proxy: request an absolute URI (http://host/path) or use CONNECT")
+		return
 	}
-	return n, err
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		httpError(w, http.StatusMethodNotAllowed, "proxy: GET /proxy.pac")
+		return
+	}
+	pac := h.opts.PAC.PAC(pacProxyAddr(r, self))
+	h.logger.Debug("http proxy: serving /proxy.pac", "client", r.RemoteAddr)
+	w.Header().Set("Content-Type", "application/x-ns-proxy-autoconfig")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Length", fmt.Sprint(len(pac)))
+	if r.Method == http.MethodGet {
+		io.WriteString(w, pac)
+	}
 }
 
-func (h *HTTP) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.Request, tunnels *connTracker) {
+// pacProxyAddr is the proxy address the PAC file names: the listener's,
+// or for a wildcard listener the host the client reached us by.
+func pacProxyAddr(r *http.Request, self net.Addr) string {
+	ta, ok := self.(*net.TCPAddr)
+	if !ok {
+		return self.String()
+	}
+	if !ta.IP.IsUnspecified() {
+		return ta.String()
+	}
+	host := r.Host
+	if r.URL.IsAbs() {
+		host = r.URL.Host
+	}
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		host = hh
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(ta.Port))
+}
+
+func (h *HTTP) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.Request, tunnels *connTracker, sc *sniffConn) {
 	target := r.Host
 	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
 		httpError(w, http.StatusBadRequest, "CONNECT target must be host:port")
@@ -212,6 +268,10 @@ func (h *HTTP) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.
 	cancel()
 	if err != nil {
 		h.logger.Debug("http proxy: CONNECT dial failed", "target", target, "err", err)
+		if errors.Is(err, ErrRefusedByRoutes) {
+			httpError(w, http.StatusForbidden, fmt.Sprintf("proxy: %s is outside the VPN's routes and domains, and others are refused", target))
+			return
+		}
 		httpError(w, http.StatusBadGateway, fmt.Sprintf("proxy: cannot connect to %s: %v", target, err))
 		return
 	}
@@ -220,6 +280,9 @@ func (h *HTTP) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.
 		up.Close()
 		httpError(w, http.StatusInternalServerError, "proxy: cannot hijack connection")
 		return
+	}
+	if sc != nil {
+		sc.off.Store(true) // tunnel bytes are not HTTP
 	}
 	if !tunnels.add(client) {
 		up.Close()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -39,13 +40,38 @@ const (
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// copyBuffer copies with a pooled buffer or, between two host TCP
+// connections (direct routing), with the kernel's splice and no buffer.
 func copyBuffer(dst io.Writer, src io.Reader) (int64, error) {
+	if d, ok := unwrap(dst).(*net.TCPConn); ok {
+		if s, ok := unwrap(src).(*net.TCPConn); ok {
+			return io.Copy(d, s)
+		}
+	}
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	return io.CopyBuffer(dst, src, *bp)
 }
 
 type closeWriter interface{ CloseWrite() error }
+
+// wrapper is a connection wrapper that can hand out the connection it
+// wraps once its own reading or writing adds nothing.
+type wrapper interface{ unwrapped() (any, bool) }
+
+func unwrap(v any) any {
+	for {
+		w, ok := v.(wrapper)
+		if !ok {
+			return v
+		}
+		inner, ok := w.unwrapped()
+		if !ok {
+			return v
+		}
+		v = inner
+	}
+}
 
 // relay copies both ways between a and b until both directions are done.
 // When one side finishes sending (EOF), the other side's write half is
@@ -113,4 +139,40 @@ func (t *connTracker) closeAll() {
 	for c := range conns {
 		c.Close()
 	}
+}
+
+// DefaultHandshakeTimeout bounds a SOCKS5 greeting, authentication and
+// request, and an HTTP request header: a client that sends a byte and then
+// nothing holds a connection (a file descriptor) no longer than this.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// Options are the settings both proxies share.
+type Options struct {
+	// Credentials, if set, are required from every client.
+	Credentials *Credentials
+	// Limiter, if set, caps concurrent client connections; clients
+	// beyond it are refused (SOCKS5: no acceptable method, HTTP: 503).
+	Limiter *Limiter
+	// HandshakeTimeout bounds the handshake or request header
+	// (0: DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// PAC, if set, makes the HTTP proxy serve GET /proxy.pac from these
+	// routes.
+	PAC *Routes
+	// Logger (nil: discard).
+	Logger *slog.Logger
+}
+
+func (o *Options) handshakeTimeout() time.Duration {
+	if o.HandshakeTimeout > 0 {
+		return o.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+func (o *Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
 }

@@ -263,7 +263,8 @@ func TestSOCKS5Errors(t *testing.T) {
 	}
 }
 
-func TestSOCKS5RejectsUDPAssociate(t *testing.T) {
+// TestSOCKS5RefusesBind: BIND is not supported (reply 7, RFC 1928 §6).
+func TestSOCKS5RefusesBind(t *testing.T) {
 	res := newResolver()
 	addr := startServe(t, NewSOCKS5(&recordingDialer{r: res}, res, nil).Serve)
 	c, err := net.Dial("tcp", addr)
@@ -274,13 +275,13 @@ func TestSOCKS5RejectsUDPAssociate(t *testing.T) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	c.Write([]byte{5, 1, 0})
 	io.ReadFull(c, make([]byte, 2))
-	c.Write([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	c.Write([]byte{5, 2, 0, 1, 127, 0, 0, 1, 0, 80})
 	var rep [2]byte
 	if _, err := io.ReadFull(c, rep[:]); err != nil {
 		t.Fatal(err)
 	}
-	if rep[1] != 2 {
-		t.Errorf("UDP ASSOCIATE reply %d, want 2 (not allowed)", rep[1])
+	if rep[1] != 7 {
+		t.Errorf("BIND reply %d, want 7 (command not supported)", rep[1])
 	}
 }
 

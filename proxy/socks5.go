@@ -1,61 +1,81 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"time"
 
 	socks5 "github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/bufferpool"
+	"github.com/things-go/go-socks5/statute"
 )
 
-// SOCKS5 is a SOCKS5 (RFC 1928) server supporting CONNECT only, without
-// authentication (it is meant to listen on loopback). Domain names in
-// requests are resolved with the Resolver — i.e. through the tunnel's DNS,
-// like socks5h — never with the host's resolver; connections are made with
-// the Dialer. BIND and UDP ASSOCIATE are refused (reply 0x02, "not allowed
-// by ruleset"): the library's ASSOCIATE relay would listen on host UDP
-// sockets and is not needed by browsers or curl.
+// SOCKS5 is a SOCKS5 (RFC 1928) server for CONNECT and UDP ASSOCIATE (§7),
+// with username/password authentication (RFC 1929) when Options has
+// Credentials. BIND is refused (reply 0x07, command not supported).
+//
+// Domain names in requests are resolved with the Resolver, if one is given
+// (the first IPv4 address is dialled), or else passed to the Dialer as they
+// are — a Router decides by name and the tunnel resolves through the VPN's
+// DNS, like socks5h; the host's resolver is never used for a name the
+// routes send through the VPN.
+//
+// The greeting, authentication and request must arrive within the
+// handshake timeout; connections beyond the Limiter are refused at once
+// with "no acceptable methods" (0xFF).
 type SOCKS5 struct {
 	d      Dialer
 	r      Resolver
+	opts   Options
 	logger *slog.Logger
 }
 
-// NewSOCKS5 returns a SOCKS5 server dialing with d and resolving with r.
-// A nil logger discards logs.
-func NewSOCKS5(d Dialer, r Resolver, logger *slog.Logger) *SOCKS5 {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// NewSOCKS5 returns a SOCKS5 server dialing with d and resolving with r
+// (nil: names go to d). opts may be nil.
+func NewSOCKS5(d Dialer, r Resolver, opts *Options) *SOCKS5 {
+	s := &SOCKS5{d: d, r: r}
+	if opts != nil {
+		s.opts = *opts
 	}
-	return &SOCKS5{d: d, r: r, logger: logger}
+	s.logger = s.opts.logger()
+	return s
 }
 
+// socksRefusal is the method-selection reply "no acceptable methods".
+var socksRefusal = []byte{statute.VersionSocks5, statute.MethodNoAcceptable}
+
 // Serve accepts SOCKS5 clients on ln until ctx is cancelled (then it returns
-// nil) or ln fails. It closes ln, and on return every client connection it
-// accepted has been closed.
+// nil). Accept errors (EMFILE, ...) are retried with back-off, never
+// returned. It closes ln, and on return every client connection it accepted
+// has been closed.
 func (s *SOCKS5) Serve(ctx context.Context, ln net.Listener) error {
-	srv := socks5.NewServer(
-		socks5.WithResolver(socksResolver{r: s.r, base: ctx}),
-		socks5.WithDial(func(_ context.Context, network, addr string) (net.Conn, error) {
-			// The library passes context.Background(); bound the dial
-			// by Serve's context and our own timeout instead.
-			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			defer cancel()
-			c, err := s.d.DialContext(dctx, network, addr)
-			if err != nil {
-				s.logger.Debug("socks5: dial failed", "target", addr, "err", err)
-			}
-			return c, err
+	opts := []socks5.Option{
+		socks5.WithResolver(deferredResolver{}),
+		socks5.WithRule(socks5.NewPermitAll()), // BIND: the library replies 0x07
+		socks5.WithConnectHandle(func(_ context.Context, w io.Writer, req *socks5.Request) error {
+			return s.connect(ctx, w, req)
 		}),
-		socks5.WithRule(&socks5.PermitCommand{EnableConnect: true}),
+		socks5.WithAssociateHandle(func(_ context.Context, w io.Writer, req *socks5.Request) error {
+			return s.associate(ctx, w, req)
+		}),
 		socks5.WithBufferPool(bufferpool.NewPool(copyBufSize)),
 		socks5.WithLogger(socksLogger{s.logger}),
-	)
-	return serveLoop(ctx, ln, s.logger, "socks5", func(c net.Conn) {
+	}
+	if c := s.opts.Credentials; c != nil {
+		opts = append(opts, socks5.WithCredential(socksCredentials{c}))
+	}
+	srv := socks5.NewServer(opts...)
+	gl := newGuardedListener(ln, s.opts.Limiter, socksRefusal, s.logger)
+	hs := s.opts.handshakeTimeout()
+	return serveLoop(ctx, gl, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(hs))
 		if err := srv.ServeConn(c); err != nil {
 			s.logger.Debug("socks5: connection ended", "client", c.RemoteAddr(), "err", err)
 		}
@@ -63,7 +83,8 @@ func (s *SOCKS5) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // serveLoop runs handle for each accepted connection until ctx is done.
-func serveLoop(ctx context.Context, ln net.Listener, logger *slog.Logger, name string, handle func(net.Conn)) error {
+// ln is a guardedListener: its Accept fails only once it is closed.
+func serveLoop(ctx context.Context, ln net.Listener, handle func(net.Conn)) error {
 	var tr connTracker
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() {
@@ -79,14 +100,7 @@ func serveLoop(ctx context.Context, ln net.Listener, logger *slog.Logger, name s
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("%s: accept: %w", name, err)
+			return nil
 		}
 		if !tr.add(c) {
 			continue
@@ -101,30 +115,114 @@ func serveLoop(ctx context.Context, ln net.Listener, logger *slog.Logger, name s
 	}
 }
 
-// socksResolver adapts Resolver to the library's NameResolver, returning
-// the first IPv4 address (the stack has no IPv6).
-type socksResolver struct {
-	r    Resolver
-	base context.Context
+// deferredResolver leaves names unresolved for connect and associate,
+// which resolve (or route by name) themselves.
+type deferredResolver struct{}
+
+func (deferredResolver) Resolve(ctx context.Context, _ string) (context.Context, net.IP, error) {
+	return ctx, nil, nil
 }
 
-func (sr socksResolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
-	lctx, cancel := context.WithTimeout(sr.base, dialTimeout)
-	defer cancel()
-	addrs, err := sr.r.LookupHost(lctx, name)
-	if err != nil {
-		return ctx, nil, err
+type socksCredentials struct{ c *Credentials }
+
+func (sc socksCredentials) Valid(user, password, _ string) bool { return sc.c.Valid(user, password) }
+
+// target returns the "host:port" to dial for a request's destination,
+// resolving a name with the Resolver if there is one.
+func (s *SOCKS5) target(ctx context.Context, a *statute.AddrSpec) (string, error) {
+	port := fmt.Sprint(a.Port)
+	if a.FQDN == "" {
+		return net.JoinHostPort(a.IP.String(), port), nil
 	}
-	for _, a := range addrs {
-		if a = a.Unmap(); a.Is4() {
-			return ctx, net.IP(a.AsSlice()), nil
+	if s.r == nil {
+		return net.JoinHostPort(a.FQDN, port), nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	addrs, err := s.r.LookupHost(lctx, a.FQDN)
+	if err != nil {
+		return "", err
+	}
+	for _, ad := range addrs {
+		if ad = ad.Unmap(); ad.Is4() {
+			return net.JoinHostPort(ad.String(), port), nil
 		}
 	}
-	return ctx, nil, fmt.Errorf("%w: %s", ErrNoIPv4Address, name)
+	return "", fmt.Errorf("%w: %s", ErrNoIPv4Address, a.FQDN)
+}
+
+func (s *SOCKS5) dial(ctx context.Context, network string, a *statute.AddrSpec) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	addr, err := s.target(dctx, a)
+	if err != nil {
+		return nil, err
+	}
+	return s.d.DialContext(dctx, network, addr)
+}
+
+// replyCode maps a dial error to a SOCKS5 reply (RFC 1928 §6).
+func replyCode(err error) uint8 {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, ErrRefusedByRoutes):
+		return statute.RepRuleFailure
+	case strings.Contains(msg, "refused"):
+		return statute.RepConnectionRefused
+	case strings.Contains(msg, "network is unreachable"):
+		return statute.RepNetworkUnreachable
+	}
+	return statute.RepHostUnreachable
+}
+
+func (s *SOCKS5) connect(ctx context.Context, w io.Writer, req *socks5.Request) error {
+	client := w.(net.Conn)
+	client.SetDeadline(time.Time{}) // handshake done
+	target, err := s.dial(ctx, "tcp", req.RawDestAddr)
+	if err != nil {
+		s.logger.Debug("socks5: dial failed", "target", req.RawDestAddr.String(), "err", err)
+		if err := socks5.SendReply(w, replyCode(err), nil); err != nil {
+			return err
+		}
+		return fmt.Errorf("connect to %v failed: %w", req.RawDestAddr, err)
+	}
+	if err := socks5.SendReply(w, statute.RepSuccess, target.LocalAddr()); err != nil {
+		target.Close()
+		return err
+	}
+	relay(&bufferedConn{Conn: client, r: req.Reader}, target)
+	return nil
+}
+
+// bufferedConn reads through r (the handshake's bufio.Reader, which may
+// hold bytes the client sent right after its request).
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if br, ok := c.r.(*bufio.Reader); ok && br.Buffered() == 0 {
+		return c.Conn.Read(p)
+	}
+	return c.r.Read(p)
+}
+
+func (c *bufferedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 type socksLogger struct{ l *slog.Logger }
 
 func (sl socksLogger) Errorf(format string, args ...any) {
 	sl.l.Debug("socks5: " + fmt.Sprintf(format, args...))
+}
+
+// unwrapped: the connection itself once the handshake reader is drained.
+func (c *bufferedConn) unwrapped() (any, bool) {
+	br, ok := c.r.(*bufio.Reader)
+	return c.Conn, ok && br.Buffered() == 0
 }

@@ -38,9 +38,13 @@ func demoCommand() *cli.Command {
 				Password: []byte("vpnpass"),
 				Logger:   log,
 			}
+			ps, err := proxySettingsFrom(cx)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, cx.String("socks5"), cx.String("http"), cx.Duration("connect-wait"), log, func(socks, http net.Addr) {
+			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: cx.Duration("connect-wait"), Ready: func(socks, http net.Addr) {
 				fmt.Println("l2tpproxy demo: connected to the built-in test server at", srv.IKEAddr())
 				if socks != nil {
 					fmt.Printf("  curl --socks5-hostname %s %s\n", socks, srv.URL("/hello.txt"))
@@ -50,7 +54,7 @@ func demoCommand() *cli.Command {
 					fmt.Printf("  curl -x http://%s -o /dev/null %s   # 64 MiB\n", http, srv.URL("/big.bin"))
 				}
 				fmt.Println("Press Ctrl-C to stop.")
-			})
+			}})
 		},
 	}
 }

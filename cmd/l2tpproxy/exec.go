@@ -86,6 +86,10 @@ func runExec(cx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	ps, err := proxySettingsFrom(cx)
+	if err != nil {
+		return err
+	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "l2tpproxy: exec: %v\n", err)
@@ -107,7 +111,8 @@ func runExec(cx *cli.Context) error {
 	ready := make(chan addrs, 1)
 	served := make(chan error, 1)
 	go func() {
-		served <- serve(ctx, cfg, socksAddr, httpAddr, wait, log, func(s, h net.Addr) { ready <- addrs{s, h} })
+		served <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: socksAddr, HTTP: httpAddr, Log: log, Proxy: ps, ConnectWait: wait,
+			Ready: func(s, h net.Addr) { ready <- addrs{s, h} }})
 	}()
 
 	var a addrs

@@ -86,6 +86,15 @@ func listenerFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "socks5", Value: "127.0.0.1:1080", Usage: "SOCKS5 proxy listen `ADDR` (empty to disable)", EnvVars: env("L2TPPROXY_SOCKS5")},
 		&cli.StringFlag{Name: "http", Value: "127.0.0.1:3128", Usage: "HTTP proxy listen `ADDR` (empty to disable)", EnvVars: env("L2TPPROXY_HTTP")},
+		&cli.StringFlag{Name: "proxy-user", Usage: "user name proxy clients must give (SOCKS5 RFC 1929, HTTP Proxy-Authorization Basic)", EnvVars: env("L2TPPROXY_PROXY_USER")},
+		&cli.StringFlag{Name: "proxy-password", Usage: "password proxy clients must give", EnvVars: env("L2TPPROXY_PROXY_PASSWORD")},
+		&cli.StringFlag{Name: "proxy-password-file", Usage: "read the proxy password from `FILE`", EnvVars: env("L2TPPROXY_PROXY_PASSWORD_FILE")},
+		&cli.BoolFlag{Name: "insecure-open-proxy", Usage: "allow listening beyond loopback WITHOUT proxy credentials: anyone who reaches the port uses your VPN", EnvVars: env("L2TPPROXY_INSECURE_OPEN_PROXY")},
+		&cli.IntFlag{Name: "max-connections", Value: 2048, Usage: "client connections open at once, both proxies together; more are refused", EnvVars: env("L2TPPROXY_MAX_CONNECTIONS")},
+		&cli.DurationFlag{Name: "handshake-timeout", Value: proxy.DefaultHandshakeTimeout, Usage: "time a client has for its SOCKS5 handshake or HTTP request header", EnvVars: env("L2TPPROXY_HANDSHAKE_TIMEOUT")},
+		&cli.StringSliceFlag{Name: "route", Usage: "send this IPv4 `CIDR` through the VPN (repeatable; with --route or --domain, other destinations go --others)", EnvVars: env("L2TPPROXY_ROUTE")},
+		&cli.StringSliceFlag{Name: "domain", Usage: "send names equal to or under this `SUFFIX` through the VPN, resolved by its DNS (repeatable)", EnvVars: env("L2TPPROXY_DOMAIN")},
+		&cli.StringFlag{Name: "others", Value: "direct", Usage: "with --route/--domain, destinations outside them are dialled from this host (direct) or refused (refuse)", EnvVars: env("L2TPPROXY_OTHERS")},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("L2TPPROXY_LOG_LEVEL")},
 		&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` (for performance work)", Hidden: true},
 	}
@@ -118,7 +127,11 @@ func upCommand() *cli.Command {
 				}
 				defer stopProfile()
 			}
-			return serve(ctx, cfg, cx.String("socks5"), cx.String("http"), wait, log, nil)
+			ps, err := proxySettingsFrom(cx)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait})
 		},
 	}
 }
@@ -172,28 +185,46 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	}, nil
 }
 
+// serveConfig is what serve needs: the tunnel, the proxy listen addresses
+// ("" disables one), the proxies' settings, and ready, if set, called with
+// the proxy addresses once they listen.
+type serveConfig struct {
+	Tunnel tunnel.Config
+	SOCKS5 string
+	HTTP   string
+	Proxy  proxySettings
+	Log    *slog.Logger
+	Ready  func(socks, http net.Addr)
+	// ConnectWait is how long a new proxy connection waits for a
+	// reconnecting tunnel before it fails with the reason.
+	ConnectWait time.Duration
+}
+
 // serve connects, starts the proxies and runs until ctx ends (clean
 // teardown, nil). If the tunnel goes down after it was up, serve reconnects
 // with backoff while the proxies keep listening (their new connections wait
-// up to connectWait for it), unless reconnecting cannot help (credentials
-// rejected). ready, if set, is called with the proxy addresses once they listen.
-func serve(ctx context.Context, cfg tunnel.Config, socksAddr, httpAddr string, connectWait time.Duration, log *slog.Logger, ready func(socks, http net.Addr)) error {
-	// Listen first: a port already in use is a configuration error, found
-	// before we bother the VPN server.
+// up to sc.ConnectWait for it), unless reconnecting cannot help (credentials
+// rejected).
+func serve(ctx context.Context, sc serveConfig) error {
+	cfg, log, connectWait := sc.Tunnel, sc.Log, sc.ConnectWait
+	// Listen first: a port already in use, or an open proxy beyond
+	// loopback, is a configuration error, found before we bother the VPN
+	// server.
 	var socksLn, httpLn net.Listener
 	var err error
-	if socksAddr != "" {
-		if socksLn, err = net.Listen("tcp", socksAddr); err != nil {
-			return configError("cannot listen for SOCKS5 on %s: %v", socksAddr, err)
+	if sc.SOCKS5 != "" {
+		if socksLn, err = listenProxy("SOCKS5", "--socks5", sc.SOCKS5, sc.Proxy, log); err != nil {
+			return err
 		}
 		defer socksLn.Close()
 	}
-	if httpAddr != "" {
-		if httpLn, err = net.Listen("tcp", httpAddr); err != nil {
-			return configError("cannot listen for HTTP on %s: %v", httpAddr, err)
+	if sc.HTTP != "" {
+		if httpLn, err = listenProxy("HTTP", "--http", sc.HTTP, sc.Proxy, log); err != nil {
+			return err
 		}
 		defer httpLn.Close()
 	}
+	sc.Proxy.logRoutes(log)
 
 	c, err := dialTunnel(ctx, cfg, log)
 	if err != nil {
@@ -213,20 +244,22 @@ func serve(ctx context.Context, cfg tunnel.Config, socksAddr, httpAddr string, c
 	defer cancel()
 	errc := make(chan error, 2)
 	var socksA, httpA net.Addr
+	router := &proxy.Router{Routes: sc.Proxy.Routes, Tunnel: cur}
+	lim := proxy.NewLimiter(sc.Proxy.MaxConns) // shared by both proxies
 	if socksLn != nil {
-		s := proxy.NewSOCKS5(cur, cur, log.With("proxy", "socks5"))
+		s := proxy.NewSOCKS5(router, nil, sc.Proxy.options(log.With("proxy", "socks5"), lim))
 		go func() { errc <- s.Serve(pctx, socksLn) }()
 		socksA = socksLn.Addr()
 		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
-		h := proxy.NewHTTP(cur, log.With("proxy", "http"))
+		h := proxy.NewHTTP(router, sc.Proxy.options(log.With("proxy", "http"), lim))
 		go func() { errc <- h.Serve(pctx, httpLn) }()
 		httpA = httpLn.Addr()
 		log.Info("HTTP proxy listening", "addr", httpA.String())
 	}
-	if ready != nil {
-		ready(socksA, httpA)
+	if sc.Ready != nil {
+		sc.Ready(socksA, httpA)
 	}
 
 	for {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpproxy/l2tpproxy/proxy"
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -107,6 +108,12 @@ type running struct {
 // ports, with both proxies on ephemeral loopback ports.
 func startServe(t *testing.T, srv *testserver.Server) *running {
 	t.Helper()
+	return startServeWith(t, srv, proxySettings{Routes: &proxy.Routes{}})
+}
+
+// startServeWith is startServe with proxy settings.
+func startServeWith(t *testing.T, srv *testserver.Server, ps proxySettings) *running {
+	t.Helper()
 	r := &running{log: &syncBuffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	cfg := tunnel.Config{
@@ -122,7 +129,8 @@ func startServe(t *testing.T, srv *testserver.Server) *running {
 	t.Cleanup(r.cancel)
 	ready := make(chan [2]net.Addr, 1)
 	go func() {
-		r.done <- serve(ctx, cfg, "127.0.0.1:0", "127.0.0.1:0", 0, log, func(s, h net.Addr) { ready <- [2]net.Addr{s, h} })
+		r.done <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: "127.0.0.1:0", HTTP: "127.0.0.1:0", Log: log, Proxy: ps,
+			Ready: func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }})
 	}()
 	select {
 	case a := <-ready:

@@ -212,7 +212,8 @@ func startServeWait(t *testing.T, srv *testserver.Server, wait time.Duration) (*
 	t.Cleanup(r.cancel)
 	ready := make(chan [2]net.Addr, 1)
 	go func() {
-		r.done <- serve(ctx, cfg, "127.0.0.1:0", "127.0.0.1:0", wait, log, func(s, h net.Addr) { ready <- [2]net.Addr{s, h} })
+		r.done <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: "127.0.0.1:0", HTTP: "127.0.0.1:0", Log: log, ConnectWait: wait,
+			Ready: func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }})
 	}()
 	select {
 	case a := <-ready:

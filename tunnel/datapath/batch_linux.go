@@ -3,6 +3,7 @@
 package datapath
 
 import (
+	"cmp"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -209,7 +210,7 @@ type sender struct {
 
 var segCmsgSpace = unix.CmsgSpace(2)
 
-func newSender(conn *net.UDPConn) *sender {
+func newSender(conn *net.UDPConn, gso bool) *sender {
 	s := &sender{}
 	if conn == nil {
 		return s
@@ -222,7 +223,7 @@ func newSender(conn *net.UDPConn) *sender {
 	rc.Control(func(fd uintptr) {
 		// The option exists (the kernel can segment) if we can read it.
 		_, err := unix.GetsockoptInt(int(fd), solUDP, unix.UDP_SEGMENT)
-		s.gso.Store(err == nil)
+		s.gso.Store(gso && err == nil)
 	})
 	s.writeFn = s.sendmmsg
 	return s
@@ -348,4 +349,27 @@ func (s *sender) write(pkts [][]byte, to netip.AddrPort) error {
 		}
 		pkts = pkts[sent:]
 	}
+}
+
+// SetReceiveBuffer asks for a socket receive buffer of size bytes and
+// returns the size the kernel granted (as SO_RCVBUF reads it back: Linux
+// doubles the request to account for its own overhead, socket(7)).
+// SO_RCVBUFFORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max; without the
+// capability it fails and SO_RCVBUF is used, which the kernel caps at
+// rmem_max. A burst of datagrams larger than the buffer is dropped by the
+// kernel (Udp RcvbufErrors in /proc/net/snmp) before we can read it.
+func SetReceiveBuffer(conn *net.UDPConn, size int) (int, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var got int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+		got, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	return got, cmp.Or(err, serr)
 }

@@ -86,7 +86,7 @@ func TestSendSkipsBadDatagram(t *testing.T) {
 	}
 	defer txConn.Close()
 	pkts := [][]byte{{1}, make([]byte, 70000), {2}, {3}}
-	tx := newSender(txConn)
+	tx := newSender(txConn, true)
 	if err := tx.write(pkts, rxConn.LocalAddr().(*net.UDPAddr).AddrPort()); err == nil {
 		t.Error("no error for an oversized datagram")
 	}

@@ -33,7 +33,7 @@ func (r *Receiver) Read(fn func(dg []byte, from netip.AddrPort)) error {
 // sender writes one datagram per system call on this platform.
 type sender struct{ conn *net.UDPConn }
 
-func newSender(conn *net.UDPConn) *sender { return &sender{conn: conn} }
+func newSender(conn *net.UDPConn, _ bool) *sender { return &sender{conn: conn} }
 
 func (s *sender) ok() bool { return s.conn != nil }
 
@@ -44,4 +44,13 @@ func (s *sender) write(pkts [][]byte, to netip.AddrPort) error {
 		}
 	}
 	return nil
+}
+
+// SetReceiveBuffer asks for a socket receive buffer of size bytes and
+// returns the size the system reports.
+func SetReceiveBuffer(conn *net.UDPConn, size int) (int, error) {
+	if err := conn.SetReadBuffer(size); err != nil {
+		return 0, err
+	}
+	return size, nil
 }

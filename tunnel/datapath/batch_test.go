@@ -39,7 +39,7 @@ func TestBatchRoundTrip(t *testing.T) {
 		}
 		want = append(want, b)
 	}
-	tx := newSender(txConn)
+	tx := newSender(txConn, true)
 	to := rxConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	from := txConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	if err := tx.write(want, to); err != nil {

@@ -80,6 +80,11 @@ type Config struct {
 	// are the original addresses the NAT-OA payloads announced).
 	LocalIP, PeerIP     netip.Addr
 	LocalPort, PeerPort uint16
+	// NoGSO sends one datagram per message (still many per sendmmsg), as a
+	// real server does, instead of coalescing runs of equal-size datagrams
+	// into UDP_SEGMENT sends. The test server uses it so that the client
+	// is measured against what real servers send.
+	NoGSO bool
 }
 
 // Path is one ESP/L2TP/PPP pipeline. Everything a packet needs is read
@@ -119,7 +124,7 @@ type Path struct {
 
 // New returns a path with no SA, session or sinks yet.
 func New(cfg Config) *Path {
-	p := &Path{cfg: cfg, srcIP: cfg.LocalIP.As4(), dstIP: cfg.PeerIP.As4(), tx: newSender(cfg.Conn)}
+	p := &Path{cfg: cfg, srcIP: cfg.LocalIP.As4(), dstIP: cfg.PeerIP.As4(), tx: newSender(cfg.Conn, !cfg.NoGSO)}
 	p.bufs.New = func() any {
 		b := make([]byte, Headroom+maxDatagram+Tailroom)
 		return &b

@@ -59,6 +59,13 @@ type Config struct {
 	// port on 127.0.0.1. A test that restarts a server gives the old ports.
 	IKEAddr, NATTAddr netip.AddrPort
 	Logger            *slog.Logger
+	// SendGSO coalesces the server's runs of equal-size datagrams into UDP
+	// GSO sends. Off by default: real servers (Libreswan and strongSwan
+	// through the kernel's ESP, SoftEther) send one datagram at a time,
+	// so the client is measured against what it meets in use. On
+	// loopback, the client's UDP_GRO can coalesce only what was sent as
+	// GSO, so this shows the cost with a NIC that does GRO.
+	SendGSO bool
 }
 
 // Faults makes the server misbehave in a chosen way.
@@ -158,6 +165,7 @@ func Start(cfg Config) (*Server, error) {
 		PeerIP:    netip.MustParseAddr("127.0.0.1"),
 		LocalPort: 1701,
 		PeerPort:  1701,
+		NoGSO:     !cfg.SendGSO,
 	})
 	s.lns = l2tp.NewLNS(l2tp.Config{HostName: "testserver", VendorName: "l2tpproxy-testserver",
 		Logger: s.log.With("srv", "l2tp")}, serverL2TPTransport{s})
@@ -172,9 +180,7 @@ func Start(cfg Config) (*Server, error) {
 		Headroom:  datapath.Headroom,
 		Tailroom:  datapath.Tailroom,
 		Logger:    s.log.With("srv", "netstack"),
-		// Batched, GSO sends like the client's: on loopback the client's
-		// UDP_GRO can only coalesce what the sender sent as GSO, which is
-		// what a real NIC's GRO does for traffic from a real server.
+		// Batched sends (sendmmsg; UDP GSO only with SendGSO).
 		OutBatch: s.data.SendIPBatch,
 	}, s.data.SendIP)
 	if err != nil {
@@ -211,6 +217,10 @@ func (s *Server) newResponder() (*ike.Responder, error) {
 		Rand:       rand.Reader,
 	}, serverIKETransport{s})
 }
+
+// TCPStats are the far-side stack's TCP counters (its sender serves the
+// downloads).
+func (s *Server) TCPStats() netstack.TCPStats { return s.stack.TCPStats() }
 
 // IKEAddr is the address to give the client as --server.
 func (s *Server) IKEAddr() netip.AddrPort { return s.ike.LocalAddr().(*net.UDPAddr).AddrPort() }
