@@ -152,7 +152,7 @@ func TestCheckText(t *testing.T) {
 		t.Fatalf("exit code %d, output %q", code, out)
 	}
 	for _, want := range []string{
-		"IKE SA      AES-CBC-256/HMAC-SHA2-256/MODP2048\n",
+		"IKE SA      AES-CBC-256/HMAC-SHA2-512/MODP2048\n",
 		"IPsec SA    AES-GCM-128, PFS none\n",
 		"L2TP peer   testserver (l2tpproxy-testserver)\n",
 		"PPP auth    MS-CHAPv2\n",

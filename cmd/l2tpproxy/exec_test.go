@@ -201,6 +201,14 @@ func TestExecThroughProxies(t *testing.T) {
 			}
 		}
 	})
+	t.Run("go with proxy credentials", func(t *testing.T) {
+		// The proxies require credentials: exec puts them in the URLs.
+		t.Setenv("L2TPPROXY_TEST_FETCH", srv.URL("/hello.txt"))
+		t.Setenv("L2TPPROXY_TEST_BODY", srv.HelloBody())
+		if code := runExecCmd(t, []string{"--proxy-user", "ci", "--proxy-password", "s3cret"}, os.Args[0], "-test.run=^TestExecHelperProcess$"); code != 0 {
+			t.Errorf("the helper exited %d", code)
+		}
+	})
 	t.Run("curl", func(t *testing.T) {
 		if _, err := exec.LookPath("curl"); err != nil {
 			t.Skip("curl not installed (the Go helper above covers the same path)")

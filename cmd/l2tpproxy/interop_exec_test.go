@@ -58,13 +58,21 @@ func helloBody(p peer) string { return strings.Trim(p["HELLO_BODY"], `'"`) }
 func TestInteropExec(t *testing.T) {
 	p := loadPeer(t)
 	byName := strings.Replace(p["HELLO_URL"], p["TARGET_IP"], p["TARGET_NAME"], 1)
+	// Without the proxies the target must be unreachable. Only where the
+	// harness routes it to "unreachable" on this host (SoftEther): the VM
+	// servers' target exists only inside the VM, and a direct try would
+	// go out of this machine by its default route.
+	probe := "0"
+	if p["SERVER_KIND"] == "softether" {
+		probe = "1"
+	}
 	script := `set -e
-! curl -fsS --noproxy '*' --max-time 3 "$1" >/dev/null 2>&1 || { echo "reached $1 without the VPN" >&2; exit 99; }
+if [ "$3" = 1 ] && curl -fsS --noproxy '*' --max-time 3 "$1" >/dev/null 2>&1; then echo "reached $1 without the VPN" >&2; exit 99; fi
 curl -fsS --max-time 30 "$2"
 env -u http_proxy -u HTTP_PROXY curl -fsS --max-time 30 "$2"
 exit 7`
 	began := time.Now()
-	code, out, errOut := runBinary(t, p, 120*time.Second, "exec", "--log-level", "info", "--", "sh", "-c", script, "sh", p["HELLO_URL"], byName)
+	code, out, errOut := runBinary(t, p, 120*time.Second, "exec", "--log-level", "info", "--", "sh", "-c", script, "sh", p["HELLO_URL"], byName, probe)
 	t.Logf("EXEC %s: exit %d after %v (connect, two fetches, teardown)", p.label(), code, time.Since(began).Round(time.Millisecond))
 	if code != 7 {
 		t.Fatalf("exit code %d, want the script's 7\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
@@ -118,23 +126,37 @@ func TestInteropCheck(t *testing.T) {
 	}
 
 	// What each harness server is set up to choose from our proposals (see
-	// testdata/interop/*/ and the README's interop table).
-	kind := p["SERVER_KIND"]
+	// testdata/interop/*/ and the README's interop table). Variants not
+	// listed here (added later, e.g. other DH groups or EAP) are checked for
+	// plausible values only.
+	kind, mode := p["SERVER_KIND"], p["MODE"]
 	wantESP := map[string]string{"softether": "AES-CBC-128/HMAC-SHA1-96", "libreswan": "AES-GCM-128", "strongswan": "AES-CBC-128/HMAC-SHA1-96"}[kind]
 	wantPFS := "none"
 	if p["PFS"] == "yes" {
 		wantPFS = "MODP2048"
 	}
 	wantAuth := map[string]string{"": "MS-CHAPv2", "mschapv2": "MS-CHAPv2", "hwdsl2": "MS-CHAPv2", "chap": "CHAP-MD5", "pap": "PAP"}[p["AUTH"]]
+	known := wantESP != "" && wantAuth != "" &&
+		(kind == "softether" && (mode == "default" || mode == "strict") || kind != "softether" && (mode == "" || mode == "pfs"))
 	wantDNS := p["DNS_SERVER"] + p["VPN_DNS"]
-	for _, c := range []struct{ field, got, want string }{
-		{"ike_suite", r.IKESuite, "AES-CBC-256/HMAC-SHA2-256/MODP2048"},
-		{"esp_suite", r.ESPSuite, wantESP},
-		{"pfs", r.PFS, wantPFS},
-		{"ppp_auth", r.PPPAuth, wantAuth},
+	checks := []struct{ field, got, want string }{
 		{"dns", strings.Join(r.DNS, ","), wantDNS},
 		{"rtt.target", r.RTT.Target, wantDNS + ":53"},
-	} {
+	}
+	if known {
+		checks = append(checks, []struct{ field, got, want string }{
+			{"ike_suite", r.IKESuite, "AES-CBC-256/HMAC-SHA2-256/MODP2048"},
+			{"esp_suite", r.ESPSuite, wantESP},
+			{"pfs", r.PFS, wantPFS},
+			{"ppp_auth", r.PPPAuth, wantAuth},
+		}...)
+	} else {
+		t.Logf("variant %s: no known suites, checking that they are reported", p.label())
+		if r.IKESuite == "" || r.ESPSuite == "" || r.PFS == "" || r.PPPAuth == "" {
+			t.Errorf("suites missing: %+v", r)
+		}
+	}
+	for _, c := range checks {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.field, c.got, c.want)
 		}
@@ -165,7 +187,7 @@ func TestInteropCheck(t *testing.T) {
 
 	// The text form says the same, one line per item.
 	code, out, errOut = runBinary(t, p, 90*time.Second, "check")
-	if code != 0 || !strings.Contains(out, "IPsec SA    "+wantESP+", PFS "+wantPFS+"\n") || !strings.Contains(out, "PPP auth    "+wantAuth+"\n") {
+	if code != 0 || !strings.Contains(out, "IPsec SA    "+r.ESPSuite+", PFS "+r.PFS+"\n") || !strings.Contains(out, "PPP auth    "+r.PPPAuth+"\n") {
 		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
 	}
 	t.Logf("CHECK_TEXT %s\n%s", p.label(), out)

@@ -42,6 +42,8 @@ func connectWait(cx *cli.Context) (time.Duration, error) {
 type tunnelDialer interface {
 	proxy.Dialer
 	proxy.Resolver
+	// Done is closed when the tunnel has ended.
+	Done() <-chan struct{}
 }
 
 // currentTunnel is what the proxies dial through: the tunnel that is up now.
@@ -97,9 +99,7 @@ func (t *currentTunnel) setDown(reason error) {
 
 // get returns the tunnel that is up, waiting for one while it is down.
 func (t *currentTunnel) get(ctx context.Context) (tunnelDialer, error) {
-	t.mu.Lock()
-	c, up := t.c, t.up
-	t.mu.Unlock()
+	c, up := t.current()
 	if c != nil {
 		return c, nil
 	}
@@ -116,10 +116,7 @@ func (t *currentTunnel) get(ctx context.Context) (tunnelDialer, error) {
 	for {
 		select {
 		case <-up:
-			t.mu.Lock()
-			c, up = t.c, t.up
-			t.mu.Unlock()
-			if c != nil {
+			if c, up = t.current(); c != nil {
 				return c, nil
 			}
 			// It went down again before we got it: keep waiting.
@@ -129,6 +126,24 @@ func (t *currentTunnel) get(ctx context.Context) (tunnelDialer, error) {
 			return nil, fmt.Errorf("%w: %w", context.Cause(ctx), t.downError(0))
 		}
 	}
+}
+
+// current returns the tunnel that is up, or nil and a channel closed when
+// the next one is. A tunnel that has ended counts as down even before serve
+// notices (and records why), so no dial goes into its closed stack.
+func (t *currentTunnel) current() (tunnelDialer, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c != nil {
+		select {
+		case <-t.c.Done():
+			t.c = nil
+			t.up = make(chan struct{})
+			t.since = time.Now()
+		default:
+		}
+	}
+	return t.c, t.up
 }
 
 func (t *currentTunnel) downError(waited time.Duration) error {

@@ -32,6 +32,9 @@ func (f fakeTunnel) LookupHost(context.Context, string) ([]netip.Addr, error) {
 	return []netip.Addr{netip.MustParseAddr("192.0.2.1")}, nil
 }
 
+// Done: a fake tunnel never ends by itself.
+func (f fakeTunnel) Done() <-chan struct{} { return nil }
+
 // dialVia returns which fake tunnel a dial went through ("" if none) and
 // the error it got otherwise.
 func dialVia(cur *currentTunnel, ctx context.Context) (string, error) {
