@@ -3,10 +3,10 @@
 //
 // Layers and their owners:
 //
-//	readLoop (one goroutine)  socket -> demux: IKE -> ike.Initiator, ESP -> Open ->
+//	readLoop (one goroutine)  socket -> demux: IKE -> ike.Initiator (its SA table), ESP -> Open ->
 //	                          L2TP control -> l2tp.LAC, PPP control -> ppp.Client,
 //	                          IPv4 -> netstack (fast path, no channel hop)
-//	ike.Initiator.Run         IKE SA state, retransmissions, DPD, Deletes
+//	ike.Initiator.Run         the IKE SAs, retransmissions, DPD, Deletes, renewals
 //	l2tp.LAC.Run              control connection state, reliable delivery
 //	ppp.Client.Run            LCP/auth/IPCP state
 //	supervise                 events after setup (rekeys, deletes, layer deaths), NAT keepalives
@@ -147,9 +147,9 @@ type Client struct {
 	local  netip.AddrPort
 	info   Info
 
-	// ike is the initiator of the current IKE SA; supervise replaces it
-	// when the server deletes the IKE SA but not the IPsec SA. ikeMu orders
-	// that replacement (and ikeRun's) with teardown.
+	// ike is the initiator: its Run goroutine owns the table of IKE SAs
+	// (a new one replaces an IKE SA the server deleted alone). ikeMu orders
+	// its start with teardown.
 	ike   atomic.Pointer[ike.Initiator]
 	ikeMu sync.Mutex
 	// pfs is the PFS mode for the next IKE SA: PFSOn once a server has
@@ -602,14 +602,10 @@ func (c *Client) supervise() {
 	// Keep draining every layer's events: their owners block (IKE) or drop
 	// (others) when nobody reads. A closed channel is set to nil.
 	lacEv, pppEv := c.lac.Events(), c.ppp.Events()
+	// The initiator keeps the tunnel's IKE SAs: when the server deletes the
+	// IKE SA but not the IPsec SA, it negotiates a new one in place and
+	// Run goes on; Run ending means the IPsec side is gone.
 	ini := c.ike.Load()
-	// live counts the current IKE SA's ESP SAs that nobody deleted. When the
-	// server deletes the IKE SA (its lifetime ended) but leaves the IPsec SA
-	// up, the L2TP session, PPP and every TCP connection are still good:
-	// only a new IKE SA is needed, not a reconnect. A server that stops or
-	// restarts deletes the IPsec SAs first (Libreswan and strongSwan do), so
-	// live is 0 then and the tunnel goes down as it must.
-	live := 1
 	for {
 		select {
 		case _, ok := <-lacEv:
@@ -625,7 +621,6 @@ func (c *Client) supervise() {
 			case ike.Phase1Up:
 				c.log.Info("IKE SA re-established", "suite", ev.Suite)
 			case ike.ChildSAUp:
-				live++
 				c.learnPFS(ev.Child)
 				if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
 					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
@@ -633,23 +628,13 @@ func (c *Client) supervise() {
 				}
 				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
 			case ike.ChildSADeleted:
-				live--
 				if ev.ByPeer {
 					c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 				}
 			}
 		case <-c.ikeRun.done:
-			err := c.ikeRun.err
-			if !errors.Is(err, ike.ErrDeleted) || live <= 0 {
-				c.fail(ikeError(err, c.ikeTo))
-				return
-			}
-			c.log.Info("the server deleted the IKE SA but not the IPsec SA: negotiating a new IKE SA, the tunnel stays up")
-			if ini, err = c.startIKE(); err != nil {
-				c.fail(ikeError(err, c.ikeTo))
-				return
-			}
-			live = 0
+			c.fail(ikeError(c.ikeRun.err, c.ikeTo))
+			return
 		case <-c.l2tpRun.done:
 			c.fail(l2tpError(c.l2tpRun.err))
 			return

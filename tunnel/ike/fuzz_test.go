@@ -90,14 +90,15 @@ func FuzzInitiatorMainMode(f *testing.F) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		s.e.ctx = ctx
-		if err := s.sendMM1(); err != nil {
+		s.r.ctx = ctx
+		sa, err := s.r.startMainMode()
+		if err != nil {
 			t.Fatal(err)
 		}
 		msg := append([]byte(nil), b...)
 		if len(msg) >= 8 {
-			copy(msg, s.e.ckyI[:])
+			copy(msg, sa.ckyI[:])
 		}
-		_ = s.e.handle(msg, s.handleMM)
+		_ = s.r.handle(msg)
 	})
 }
