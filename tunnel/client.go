@@ -75,6 +75,11 @@ type Config struct {
 	// KeepaliveInterval is the NAT-T keepalive period while the tunnel is
 	// idle (default 20 s, what Windows uses: MS-IKEE <14>).
 	KeepaliveInterval time.Duration
+	// DPDInterval is how long the server may be silent (no IKE, ESP or
+	// NAT-T keepalive from it) before we ask it with R-U-THERE (RFC 3706);
+	// after 3 unanswered the tunnel is down with ike.ErrPeerDead (default
+	// 10 s; negative disables).
+	DPDInterval time.Duration
 	// OuterMTU is the path MTU toward the server (default 1500); the inner
 	// MTU is derived from it and the real per-layer overhead.
 	OuterMTU int
@@ -108,6 +113,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OuterMTU == 0 {
 		c.OuterMTU = 1500
+	}
+	if c.DPDInterval == 0 {
+		c.DPDInterval = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -162,6 +170,8 @@ type Client struct {
 
 	ikeRun          *layerRun // replaced with c.ike, under ikeMu
 	l2tpRun, pppRun layerRun
+
+	rxKeepalives atomic.Uint64 // NAT-T keepalives from the server (DPD activity)
 
 	gotReply  chan struct{} // closed on the first datagram from the server
 	replyOnce sync.Once
@@ -352,7 +362,9 @@ func (c *Client) fail(err error) {
 		c.err = err
 	}
 	c.errMu.Unlock()
-	go c.teardown(true)
+	// A server that went silent will not answer our goodbyes: do not wait
+	// for them.
+	go c.teardown(!errors.Is(err, ike.ErrPeerDead))
 }
 
 func (c *Client) teardown(graceful bool) {
@@ -396,6 +408,11 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		Clock:      c.cfg.Clock,
 		Logger:     c.log.With("layer", "ike"),
 		Rand:       c.cfg.Rand,
+
+		// Authenticated ESP and keepalives from the server show it alive
+		// as well as IKE does (RFC 3706 §5.3: DPD only in silence).
+		DPDInterval:  max(c.cfg.DPDInterval, 0),
+		PeerActivity: func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
 	}, ikeTransport{c})
 	if err != nil {
 		return nil, &Error{Class: ErrConfig, Layer: "IKE", Err: err}
@@ -681,6 +698,9 @@ func ikeError(err error, server netip.AddrPort) error {
 		e.Hint = "the server accepted none of our algorithms"
 	case errors.Is(err, ike.ErrDeleted):
 		e.Hint = "the server deleted the IKE SA"
+	case errors.Is(err, ike.ErrPeerDead):
+		e.Class, e.Layer = ErrServerUnreachable, "IKE/ESP"
+		e.Hint = "the server went silent: nothing arrived over IKE or ESP and it did not answer dead-peer detection (--dpd-interval)"
 	}
 	return e
 }
@@ -772,5 +792,7 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 		c.ike.Load().HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 	case esp.KindESP:
 		c.data.Receive(dg)
+	case esp.KindKeepalive:
+		c.rxKeepalives.Add(1)
 	}
 }

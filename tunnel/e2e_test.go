@@ -373,3 +373,45 @@ func TestPFS(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestServerFrozen: the server goes silent (frozen, or its NAT mapping
+// gone). While it was alive it answered our R-U-THEREs and the tunnel
+// stayed up; once frozen, dead-peer detection reports IKE/ESP as the
+// silent layer within about 3.5 intervals, as the server being unreachable
+// (so `up` reconnects).
+func TestServerFrozen(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	srv := startServer(t, testserver.Config{})
+	cfg := clientConfig(t, srv)
+	cfg.DPDInterval = interval
+	c := dial(t, cfg)
+	select {
+	case <-c.Done():
+		t.Fatalf("tunnel went down while the server was alive: %v", c.Err())
+	case <-time.After(6 * interval): // idle: R-U-THEREs answered
+	}
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	for c.Err() == nil {
+		if time.Since(frozen) > 20*interval {
+			t.Fatal("a frozen server was not noticed")
+		}
+		time.Sleep(interval / 50)
+	}
+	took := time.Since(frozen)
+	err := c.Err()
+	if !errors.Is(err, ike.ErrPeerDead) || !errors.Is(err, tunnel.ErrServerUnreachable) || !strings.Contains(err.Error(), "IKE/ESP") {
+		t.Fatalf("err = %v, want ike.ErrPeerDead, class unreachable, layer IKE/ESP", err)
+	}
+	if took > 4*interval {
+		t.Errorf("noticed after %v, want within about 3.5 intervals (%v)", took, 7*interval/2)
+	}
+	select {
+	case <-c.Done(): // no goodbyes to a dead server: teardown is quick
+	case <-time.After(3 * time.Second):
+		t.Error("the tunnel was not down 3 s after the server was found dead")
+	}
+	t.Logf("frozen server noticed after %v: %v", took.Round(time.Millisecond), err)
+}

@@ -77,6 +77,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "password-file", Usage: "read the VPN password from `FILE`", EnvVars: env("L2TPPROXY_PASSWORD_FILE")},
 		&cli.StringFlag{Name: "pfs", Value: "auto", Usage: "perfect forward secrecy in Quick Mode: auto (offer it only if the server refuses without), yes, no", EnvVars: env("L2TPPROXY_PFS")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
+		&cli.DurationFlag{Name: "dpd-interval", Value: 10 * time.Second, Usage: "dead-peer detection: ask the server (R-U-THERE) after this long without traffic from it; 3 unanswered end the tunnel (0 disables)", EnvVars: env("L2TPPROXY_DPD_INTERVAL")},
 	}
 }
 
@@ -154,8 +155,16 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	if !ok {
 		return tunnel.Config{}, configError("--pfs must be auto, yes or no, not %q", cx.String("pfs"))
 	}
+	dpd := cx.Duration("dpd-interval")
+	switch {
+	case dpd < 0:
+		return tunnel.Config{}, configError("--dpd-interval must not be negative, got %s", dpd)
+	case dpd == 0:
+		dpd = -1 // tunnel.Config: negative disables, zero is the default
+	}
 	return tunnel.Config{
 		Server:         cx.String("server"),
+		DPDInterval:    dpd,
 		NATTPort:       uint16(port),
 		PSK:            psk,
 		User:           cx.String("user"),

@@ -54,6 +54,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad port", []string{"up", "--server", "127.0.0.1:99999", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT"}, "bad server port"},
 		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level"},
 		{"bad pfs", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--pfs", "maybe"}, "--pfs must be auto, yes or no"},
+		{"negative dpd", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--dpd-interval", "-1s"}, "--dpd-interval must not be negative"},
 		{"busy listener", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--socks5", "256.0.0.1:1"}, "cannot listen for SOCKS5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -127,7 +127,7 @@ func (sa *ikeSA) onNotify(n Notify) error {
 			b.add(PayloadNotify, Notify{DOI: 1, Protocol: 1, Type: NotifyRUThereAck, SPI: sa.cookies(), Data: n.Data}.encode())
 		})
 	case NotifyRUThereAck:
-		sa.r.dpdAcks.Add(1)
+		sa.r.onDPDAck(sa, n)
 		return nil
 	case NotifyInitialContact, NotifyResponderLifetime:
 		return nil

@@ -62,6 +62,7 @@ func NewInitiator(cfg Config, tr Transport) (*Initiator, error) {
 		return nil, fmt.Errorf("%w: unknown PFS mode %d", ErrConfig, cfg.PFS)
 	}
 	e.pfs = cfg.PFS
+	e.dpd.interval, e.dpd.activity = cfg.DPDInterval, cfg.PeerActivity
 	e.p1Life, e.p2Life = cfg.Phase1Lifetime, cfg.Phase2Lifetime
 	if e.p1Life <= 0 {
 		e.p1Life = defaultP1Life

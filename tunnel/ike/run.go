@@ -98,6 +98,9 @@ type runner struct {
 	ctx     context.Context
 
 	sas     saTable
+	dpd     dpd
+	heard   uint64    // messages received for one of our SAs (DPD activity)
+	heardAt time.Time // when the last of them arrived
 	timer   clock.Timer
 	timerAt time.Time
 	// stopped is set once we deleted the ISAKMP SAs alone: Run returns nil.
@@ -185,7 +188,7 @@ func (r *runner) command(ctx context.Context, f func()) error {
 // ---- timers ----
 
 func (r *runner) armTimer() {
-	var next time.Time
+	next := r.dpd.nextAt
 	for _, sa := range r.sas.sas {
 		if at := sa.nextDeadline(); !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
@@ -229,6 +232,10 @@ func (r *runner) onTimer() error {
 			return err
 		}
 	}
+	if err := r.dpdPoll(now); err != nil {
+		return err
+	}
+	r.dpdArm()
 	r.armTimer()
 	return nil
 }
@@ -273,7 +280,13 @@ func (r *runner) handle(raw []byte) error {
 			return nil
 		}
 	}
-	return r.check(sa, sa.handle(m, raw))
+	r.heard++
+	r.heardAt = r.clk.Now()
+	if err := r.check(sa, sa.handle(m, raw)); err != nil {
+		return err
+	}
+	r.dpdArm()
+	return nil
 }
 
 // run is the event loop of Initiator.Run and Responder.Run.

@@ -106,6 +106,9 @@ type Server struct {
 	ctx      context.Context // ends at Close
 	ipsecSAs atomic.Int64    // ESP SA pairs established so far
 
+	frozen atomic.Bool  // Freeze: nothing in, nothing out
+	sink   *net.UDPConn // where a frozen server's data path sends
+
 	cancel   context.CancelFunc
 	respDone chan struct{} // closed when the IKE responder has sent its Deletes
 	wg       sync.WaitGroup
@@ -244,6 +247,22 @@ func (s *Server) DeleteIPsecSAs() error { return s.resp.Load().DeleteChildSAs(s.
 // Main Mode afterwards.
 func (s *Server) DeleteIKESA() error { return s.resp.Load().DeleteISAKMPSA(s.ctx) }
 
+// Freeze makes the server go silent as a frozen or powered-off one does
+// (SIGSTOP, a NAT mapping gone): it takes nothing in and sends nothing any
+// more, not even its IKE retransmissions, L2TP HELLOs or PPP echoes.
+func (s *Server) Freeze() error {
+	sink, err := listenUDP(netip.AddrPort{}) // never read: datagrams to it vanish
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.sink = sink
+	s.mu.Unlock()
+	s.frozen.Store(true)
+	s.data.SetPeer(sink.LocalAddr().(*net.UDPAddr).AddrPort())
+	return nil
+}
+
 // listenUDP listens on a (zero: an ephemeral port on 127.0.0.1).
 func listenUDP(a netip.AddrPort) (*net.UDPConn, error) {
 	if !a.IsValid() {
@@ -267,6 +286,11 @@ func (s *Server) Close() error {
 func (s *Server) closeSockets() {
 	s.ike.Close()
 	s.natt.Close()
+	s.mu.Lock()
+	if s.sink != nil {
+		s.sink.Close()
+	}
+	s.mu.Unlock()
 }
 
 func (s *Server) goRun(f func()) {
@@ -399,6 +423,9 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 	rx := datapath.NewReceiver(conn, batch)
 	var last netip.AddrPort // this goroutine's copy of clientNATT: no lock per datagram
 	handle := func(dg []byte, from netip.AddrPort) {
+		if s.frozen.Load() {
+			return
+		}
 		if !natt {
 			s.mu.Lock()
 			s.clientIKE = from
@@ -437,6 +464,9 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 type serverIKETransport struct{ s *Server }
 
 func (t serverIKETransport) WriteIKE(msg []byte, natt bool) error {
+	if t.s.frozen.Load() {
+		return nil
+	}
 	t.s.mu.Lock()
 	to := t.s.clientIKE
 	if natt {
