@@ -534,6 +534,8 @@ l2tpLoop:
 				log.Info("L2TP session established", "session", s.PeerSessionID)
 				break l2tpLoop
 			}
+		case ev := <-ini.Events(): // a rekey while L2TP comes up
+			c.onIKEEvent(ev)
 		case <-c.l2tpRun.done:
 			return l2tpError(c.l2tpRun.err)
 		case <-c.ikeRun.done:
@@ -577,6 +579,8 @@ pppLoop:
 				ip = ev
 				break pppLoop
 			}
+		case ev := <-ini.Events(): // a rekey while PPP comes up
+			c.onIKEEvent(ev)
 		case <-c.pppRun.done:
 			return pppError(c.pppRun.err)
 		case <-c.l2tpRun.done:
@@ -634,21 +638,7 @@ func (c *Client) supervise() {
 				pppEv = nil
 			}
 		case ev := <-ini.Events():
-			switch ev := ev.(type) {
-			case ike.Phase1Up:
-				c.log.Info("IKE SA re-established", "suite", ev.Suite)
-			case ike.ChildSAUp:
-				c.learnPFS(ev.Child)
-				if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
-					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
-					continue
-				}
-				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
-			case ike.ChildSADeleted:
-				if ev.ByPeer {
-					c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
-				}
-			}
+			c.onIKEEvent(ev)
 		case <-c.ikeRun.done:
 			c.fail(ikeError(c.ikeRun.err, c.ikeTo))
 			return
@@ -667,6 +657,28 @@ func (c *Client) supervise() {
 			keepalive.Reset(c.cfg.KeepaliveInterval)
 		case <-c.done:
 			return
+		}
+	}
+}
+
+// onIKEEvent handles what IKE reports once the first IPsec SA is installed,
+// during setup as afterwards: a new IKE SA, a new IPsec SA (a rekey by
+// either side: install it at once, or L2TP is cut off when the server
+// switches), a deleted one.
+func (c *Client) onIKEEvent(ev ike.Event) {
+	switch ev := ev.(type) {
+	case ike.Phase1Up:
+		c.log.Info("IKE SA re-established", "suite", ev.Suite)
+	case ike.ChildSAUp:
+		c.learnPFS(ev.Child)
+		if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
+			c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
+			return
+		}
+		c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
+	case ike.ChildSADeleted:
+		if ev.ByPeer {
+			c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 		}
 	}
 }

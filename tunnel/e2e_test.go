@@ -415,3 +415,31 @@ func TestServerFrozen(t *testing.T) {
 	}
 	t.Logf("frozen server noticed after %v: %v", took.Round(time.Millisecond), err)
 }
+
+// TestServerRekeysConstantly: the server starts a new Quick Mode every
+// 50 ms from its first IPsec SA on, so rekeys land while the client sets
+// up L2TP and PPP. Every new SA must be installed at once (the server
+// switches to it), during setup as afterwards: the tunnel comes up and
+// carries requests.
+func TestServerRekeysConstantly(t *testing.T) {
+	srv := startServer(t, testserver.Config{Faults: testserver.Faults{RekeyEvery: 50 * time.Millisecond}})
+	c := dial(t, clientConfig(t, srv))
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	for i := 0; i < 10; i++ {
+		resp, err := hc.Get(srv.URL("/hello.txt"))
+		if err != nil {
+			t.Fatalf("request %d after %d server rekeys: %v", i, srv.IPsecSAs()-1, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != srv.HelloBody() {
+			t.Fatalf("request %d: %q", i, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := srv.IPsecSAs(); n < 5 {
+		t.Errorf("only %d IPsec SAs: the server did not rekey", n)
+	}
+	t.Logf("%d IPsec SAs", srv.IPsecSAs())
+}

@@ -188,7 +188,7 @@ func (sa *ikeSA) onDelete(d Delete) error {
 				}
 			}
 		}
-		if sa.initiator && len(sa.children) == 0 && sa.renewAt.IsZero() {
+		if sa.r.initiator && len(sa.children) == 0 && sa.renewAt.IsZero() {
 			sa.renewAt = sa.r.clk.Now().Add(renewGrace)
 		}
 		sa.r.armTimer()

@@ -97,10 +97,16 @@ func (sa *ikeSA) startQM(rekeyOf uint32) error {
 	if q.dh != nil {
 		rest.add(PayloadKE, q.dh.Public())
 	}
-	rest.add(PayloadID, idFor(sa.r.local, 17, sa.r.l2tpPort).encode())
-	rest.add(PayloadID, idFor(sa.r.remote, 17, 1701).encode())
-	rest.add(sa.nat.natoaType(), natoa(sa.r.local))
-	rest.add(sa.nat.natoaType(), natoa(sa.r.remote))
+	if sa.r.initiator {
+		rest.add(PayloadID, idFor(sa.r.local, 17, sa.r.l2tpPort).encode())
+		rest.add(PayloadID, idFor(sa.r.remote, 17, 1701).encode())
+		rest.add(sa.nat.natoaType(), natoa(sa.r.local))
+		rest.add(sa.nat.natoaType(), natoa(sa.r.remote))
+	} else if len(sa.peerQMIDs) == 2 {
+		// A server-side rekey: the selectors the client proposed, swapped.
+		rest.add(PayloadID, sa.peerQMIDs[1])
+		rest.add(PayloadID, sa.peerQMIDs[0])
+	}
 	msg := sa.hashedMessage(ExchangeQuickMode, mid, rest)
 	q.lastOut = msg
 	sa.addQM(q)
@@ -323,6 +329,7 @@ func (sa *ikeSA) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	if len(ids) == 2 {
 		out.add(PayloadID, ids[0].Body)
 		out.add(PayloadID, ids[1].Body)
+		sa.peerQMIDs = [][]byte{append([]byte(nil), ids[0].Body...), append([]byte(nil), ids[1].Body...)}
 	}
 	h2 := sa.suite.QMHash2(sa.keys.A, q.mid, q.ni, out.buf)
 	q.lastOut = sa.assemble(ExchangeQuickMode, q.mid, withHash(h2, out), true)
@@ -411,7 +418,7 @@ func (sa *ikeSA) retireChild(inSPI uint32) {
 // rekeyAt is when the initiator starts a new Quick Mode for c: at 90% of
 // its lifetime (zero time: never).
 func (sa *ikeSA) rekeyAt(c *child) time.Time {
-	if !sa.initiator || c.rekeying || c.expires.IsZero() {
+	if !sa.r.initiator || c.rekeying || c.expires.IsZero() {
 		return time.Time{}
 	}
 	return c.expires.Add(-c.sa.Lifetime / 10)

@@ -66,3 +66,23 @@ func (r *Responder) DeleteChildSAs(ctx context.Context) error {
 		}
 	})
 }
+
+// StartQuickMode negotiates a new ESP SA from the server side, replacing
+// the newest one (a server-initiated rekey, RFC 2409 §5.5). The test server
+// uses it to rekey at any moment, even while the client is still coming up.
+// It waits for Run to take the request, or for ctx to end.
+func (r *Responder) StartQuickMode(ctx context.Context) error {
+	return r.r.command(ctx, func() {
+		sa := r.r.sas.current()
+		if sa == nil {
+			return
+		}
+		var old uint32
+		if n := len(sa.children); n > 0 {
+			old = sa.children[n-1].sa.Inbound.SPI
+		}
+		if err := sa.startQM(old); err != nil {
+			r.r.log.Warn("ike: cannot start a quick mode", "err", err)
+		}
+	})
+}

@@ -95,6 +95,7 @@ type runner struct {
 	dpdAcks atomic.Uint64 // R-U-THERE-ACKs received
 	do      chan func()   // commands (and test hooks) run on the Run goroutine
 	events  chan Event
+	outq    []Event // events the consumer has not taken yet (Run never blocks on it)
 	ctx     context.Context
 
 	sas     saTable
@@ -167,10 +168,46 @@ func (r *runner) randomID(min uint32) (uint32, error) {
 	return 0, errors.New("ike: random source returns only small values")
 }
 
+// maxQueuedEvents bounds outq against a consumer that stopped reading; a
+// rekey flood would be needed to reach it.
+const maxQueuedEvents = 1024
+
+// emit queues ev for the consumer. Run hands queued events over in its
+// select loop, so it never blocks on a slow consumer (a rekey while the
+// client is busy setting up L2TP must not stall IKE).
 func (r *runner) emit(ev Event) {
-	select {
-	case r.events <- ev:
-	case <-r.ctx.Done():
+	if len(r.outq) == 0 {
+		select {
+		case r.events <- ev:
+			return
+		default:
+		}
+	}
+	if len(r.outq) >= maxQueuedEvents {
+		r.log.Warn("ike: event queue full, dropping the oldest event")
+		r.outq = r.outq[1:]
+	}
+	r.outq = append(r.outq, ev)
+}
+
+// eventOut is the channel to hand the next queued event to (nil: none).
+func (r *runner) eventOut() (chan<- Event, Event) {
+	if len(r.outq) == 0 {
+		return nil, nil
+	}
+	return r.events, r.outq[0]
+}
+
+// flushEvents moves what still fits of outq into the buffered channel when
+// Run returns, so a consumer draining after Run sees the last events.
+func (r *runner) flushEvents() {
+	for len(r.outq) > 0 {
+		select {
+		case r.events <- r.outq[0]:
+			r.outq = r.outq[1:]
+		default:
+			return
+		}
 	}
 }
 
@@ -296,6 +333,7 @@ func (r *runner) run(ctx context.Context, start func() error) error {
 		if r.timer != nil {
 			r.timer.Stop()
 		}
+		r.flushEvents()
 	}()
 	if start != nil {
 		if err := start(); err != nil {
@@ -303,7 +341,10 @@ func (r *runner) run(ctx context.Context, start func() error) error {
 		}
 	}
 	for {
+		out, next := r.eventOut()
 		select {
+		case out <- next:
+			r.outq = r.outq[1:]
 		case <-ctx.Done():
 			if r.sas.anyUp() {
 				r.shutdown()

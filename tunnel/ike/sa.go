@@ -48,6 +48,9 @@ type ikeSA struct {
 	qms      []*quickMode
 	children []*child
 	pend     []*pending
+	// peerQMIDs are the IDci/IDcr bodies of the last Quick Mode the peer
+	// started (a responder reuses them when it rekeys).
+	peerQMIDs [][]byte
 	// renewAt is when the initiator starts a Quick Mode because the peer
 	// deleted every ESP SA (zero: not pending). Without one the L2TP
 	// tunnel would be cut off until the next reconnect.

@@ -65,6 +65,10 @@ type Config struct {
 type Faults struct {
 	NoL2TP bool // IKE and ESP work, but L2TP control messages are ignored
 	NoIPCP bool // PPP authenticates the client, then never answers IPCP
+	// RekeyEvery makes the server start a Quick Mode this often once the
+	// first IPsec SA is up, also while the client is still connecting
+	// (the Linux kernel clients survive servers that do).
+	RekeyEvery time.Duration
 }
 
 // Addresses on the far side of the tunnel.
@@ -307,6 +311,9 @@ func (s *Server) run(ctx context.Context) {
 		defer close(s.respDone)
 		s.runIKE(ctx)
 	})
+	if every := s.cfg.Faults.RekeyEvery; every > 0 {
+		s.goRun(func() { s.rekeyLoop(ctx, every) })
+	}
 	s.goRun(func() {
 		if err := s.lns.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("lns ended", "err", err)
@@ -361,6 +368,23 @@ func (s *Server) runIKE(ctx context.Context) {
 			return
 		}
 		s.resp.Store(next)
+	}
+}
+
+// rekeyLoop starts a server-side Quick Mode every interval once an IPsec SA
+// exists (Faults.RekeyEvery).
+func (s *Server) rekeyLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.ipsecSAs.Load() > 0 && !s.frozen.Load() {
+				_ = s.resp.Load().StartQuickMode(ctx)
+			}
+		}
 	}
 }
 
