@@ -288,8 +288,17 @@ func (r *runner) deleteISAKMP() {
 func (r *runner) onPeerDeletedSA(sa *ikeSA) error {
 	r.sas.remove(sa)
 	r.armTimer()
-	if r.sas.anyUp() {
+	if cur := r.sas.current(); cur != nil {
+		// Replaced by a newer SA (ours or the peer's make-before-break):
+		// its ESP SAs carry on under that one.
+		cur.adopt(sa)
+		r.log.Info("ike: the old IKE SA is gone; its IPsec SAs carry on under the new one", "esp_sas", len(cur.children))
 		return nil
+	}
+	for _, next := range r.sas.sas {
+		if next.replaces == sa {
+			return nil // our rekey is under way: it adopts sa's ESP SAs
+		}
 	}
 	if r.initiator && len(sa.children) > 0 && !r.negotiating() {
 		r.log.Info("ike: the server deleted the IKE SA but not the IPsec SA: negotiating a new IKE SA, the tunnel stays up")

@@ -3,6 +3,7 @@ package ike
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
 )
@@ -167,8 +168,52 @@ func (mm *mainMode) established(sa *ikeSA) error {
 	sa.up = true
 	sa.upAt = sa.r.clk.Now()
 	sa.r.emit(Phase1Up{Suite: sa.chosen.String()})
-	if sa.initiator {
+	if old := sa.replaces; old != nil {
+		// Make-before-break: the new SA is up, so the ESP SAs move to it
+		// (their rekeys and Deletes go through it) and the old one goes.
+		sa.replaces = nil
+		sa.adopt(old)
+		if old.up {
+			old.sendDeleteISAKMP()
+		}
+		sa.r.sas.remove(old)
+		sa.r.log.Info("ike: IKE SA rekeyed; the old one is deleted", "esp_sas", len(sa.children))
+	}
+	if sa.initiator && len(sa.children) == 0 {
 		return sa.startQM(0)
 	}
+	return nil
+}
+
+// adopt takes over the ESP SAs of old, an ISAKMP SA that is going away:
+// RFC 2409 §5.7, deleting an ISAKMP SA leaves the SAs it negotiated up.
+func (sa *ikeSA) adopt(old *ikeSA) {
+	sa.children = append(sa.children, old.children...)
+	old.children = nil
+	sa.r.armTimer()
+}
+
+// rekeyP1At is when the client replaces this ISAKMP SA: at 90% of its
+// lifetime, if it is the current one (zero: never).
+func (sa *ikeSA) rekeyP1At() time.Time {
+	if !sa.r.initiator || !sa.up || sa.lifetime <= 0 || sa.replacing || sa != sa.r.sas.current() {
+		return time.Time{}
+	}
+	return sa.upAt.Add(sa.lifetime - sa.lifetime/10)
+}
+
+// checkP1Rekey starts a new Main Mode when this SA's time is near; the new
+// SA replaces it once it is up.
+func (sa *ikeSA) checkP1Rekey(now time.Time) error {
+	if at := sa.rekeyP1At(); at.IsZero() || now.Before(at) {
+		return nil
+	}
+	sa.replacing = true
+	sa.r.log.Info("ike: rekeying the IKE SA before it expires (make-before-break)", "lifetime", sa.lifetime)
+	next, err := sa.r.startMainMode()
+	if err != nil {
+		return err
+	}
+	next.replaces = sa
 	return nil
 }

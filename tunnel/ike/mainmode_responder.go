@@ -73,7 +73,7 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 	out := sa.assemble(ExchangeIdentityProtection, 0, b, false)
 	mm.reply(raw, out)
 	mm.state = mmR2Sent
-	sa.sendReliable(0, out, false, func() error { return fmt.Errorf("%w: no MM3", ErrTimeout) })
+	sa.sendReliable(0, out, sa.floated, func() error { return fmt.Errorf("%w: no MM3", ErrTimeout) })
 	return nil
 }
 
@@ -115,7 +115,7 @@ func (mm *mainMode) onMM3(sa *ikeSA, m *Message, raw []byte) error {
 	out := sa.assemble(ExchangeIdentityProtection, 0, b, false)
 	mm.reply(raw, out)
 	mm.state = mmR4Sent
-	sa.sendReliable(0, out, false, func() error { return fmt.Errorf("%w: no MM5", ErrTimeout) })
+	sa.sendReliable(0, out, sa.floated, func() error { return fmt.Errorf("%w: no MM5", ErrTimeout) })
 	return nil
 }
 

@@ -306,12 +306,21 @@ func (r *runner) handle(raw []byte) error {
 	}
 	sa := r.sas.lookup(m.ICookie, m.RCookie)
 	if sa == nil {
-		if r.initiator || m.Exchange != ExchangeIdentityProtection || m.RCookie != ([8]byte{}) || m.Flags&FlagEncryption != 0 {
+		mm1 := m.Exchange == ExchangeIdentityProtection && m.RCookie == ([8]byte{}) && m.Flags&FlagEncryption == 0
+		// The client answers a Main Mode only from a server it already has
+		// an IKE SA with: the server replacing it (reauthentication).
+		if !mm1 || (r.initiator && !r.sas.anyUp()) {
 			r.log.Debug("ike: dropping message for no known SA", "exchange", m.Exchange)
 			return nil
 		}
-		// A new Main Mode from the peer: a new SA in the table.
-		sa = &ikeSA{r: r, ckyI: m.ICookie, mm: &mainMode{}}
+		// A new Main Mode from the peer: a new SA in the table, in the
+		// responder role. The old SA carries traffic until it is deleted.
+		// The client's replies go to the server's NAT-T port, where a
+		// server talking to a NATed client sends from.
+		sa = &ikeSA{r: r, ckyI: m.ICookie, mm: &mainMode{}, floated: r.initiator}
+		if r.initiator {
+			r.log.Info("ike: the server starts a new IKE SA (Main Mode); answering it")
+		}
 		if !r.sas.add(sa) {
 			r.log.Debug("ike: SA table full, dropping MM1")
 			return nil

@@ -43,6 +43,8 @@ type ikeSA struct {
 	up         bool // Main Mode finished
 	lifetime   time.Duration
 	upAt       time.Time
+	replacing  bool   // a new SA is being negotiated to replace this one
+	replaces   *ikeSA // the SA this one replaces once it is up
 
 	mm       *mainMode
 	qms      []*quickMode
@@ -113,6 +115,7 @@ func (sa *ikeSA) nextDeadline() time.Time {
 		min(sa.rekeyAt(c))
 	}
 	min(sa.renewAt)
+	min(sa.rekeyP1At())
 	return next
 }
 
@@ -140,6 +143,9 @@ func (sa *ikeSA) onTimer(now time.Time) error {
 		p.tries++
 	}
 	if err := sa.checkRekey(now); err != nil {
+		return err
+	}
+	if err := sa.checkP1Rekey(now); err != nil {
 		return err
 	}
 	return sa.checkRenew(now)
