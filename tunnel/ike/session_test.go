@@ -112,8 +112,16 @@ func waitEvent[T Event](t *testing.T, p *pair, ch <-chan Event, advance bool) T 
 				return v
 			}
 		case err := <-p.iErr:
+			p.iErr <- err // for a later waitErr
+			if v, ok := pendingEvent[T](ch); ok {
+				return v
+			}
 			t.Fatalf("initiator ended: %v", err)
 		case err := <-p.rErr:
+			p.rErr <- err
+			if v, ok := pendingEvent[T](ch); ok {
+				return v
+			}
 			t.Fatalf("responder ended: %v", err)
 		case <-tick.C:
 			if advance {
@@ -122,6 +130,22 @@ func waitEvent[T Event](t *testing.T, p *pair, ch <-chan Event, advance bool) T 
 		case <-deadline:
 			var zero T
 			t.Fatalf("no %T event", zero)
+		}
+	}
+}
+
+// pendingEvent takes the events already queued on ch (Run has ended: they
+// are all there) and returns the first of type T.
+func pendingEvent[T Event](ch <-chan Event) (T, bool) {
+	for {
+		select {
+		case ev := <-ch:
+			if v, ok := ev.(T); ok {
+				return v, true
+			}
+		default:
+			var zero T
+			return zero, false
 		}
 	}
 }
