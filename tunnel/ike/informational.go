@@ -286,8 +286,16 @@ func (r *runner) deleteISAKMP() {
 // the L2TP session and everything above it carry on. A server that stops
 // deletes its ESP SAs first, so then Run ends with ErrDeleted.
 func (r *runner) onPeerDeletedSA(sa *ikeSA) error {
+	wasUp := sa.up
 	r.sas.remove(sa)
+	sa.up = false // no Delete of our own for it later
 	r.armTimer()
+	if !wasUp {
+		if len(r.sas.sas) == 0 {
+			return ErrDeleted
+		}
+		return nil
+	}
 	if cur := r.sas.current(); cur != nil {
 		// Replaced by a newer SA (ours or the peer's make-before-break):
 		// its ESP SAs carry on under that one.
@@ -295,28 +303,20 @@ func (r *runner) onPeerDeletedSA(sa *ikeSA) error {
 		r.log.Info("ike: the old IKE SA is gone; its IPsec SAs carry on under the new one", "esp_sas", len(cur.children))
 		return nil
 	}
-	for _, next := range r.sas.sas {
-		if next.replaces == sa {
-			return nil // our rekey is under way: it adopts sa's ESP SAs
+	for i := len(r.sas.sas) - 1; i >= 0; i-- {
+		if next := r.sas.sas[i]; !next.up {
+			// A new SA is being negotiated (our rekey, or the server's):
+			// it takes sa's ESP SAs once it is up.
+			if next.replaces == nil {
+				next.replaces = sa
+			}
+			return nil
 		}
 	}
-	if r.initiator && len(sa.children) > 0 && !r.negotiating() {
+	if r.initiator && len(sa.children) > 0 {
 		r.log.Info("ike: the server deleted the IKE SA but not the IPsec SA: negotiating a new IKE SA, the tunnel stays up")
 		_, err := r.startMainMode()
 		return err
 	}
-	if r.negotiating() {
-		return nil
-	}
 	return ErrDeleted
-}
-
-// negotiating reports whether some SA is in Main Mode.
-func (r *runner) negotiating() bool {
-	for _, sa := range r.sas.sas {
-		if !sa.up {
-			return true
-		}
-	}
-	return false
 }

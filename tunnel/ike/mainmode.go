@@ -177,7 +177,7 @@ func (mm *mainMode) established(sa *ikeSA) error {
 			old.sendDeleteISAKMP()
 		}
 		sa.r.sas.remove(old)
-		sa.r.log.Info("ike: IKE SA rekeyed; the old one is deleted", "esp_sas", len(sa.children))
+		sa.r.log.Info("ike: the new IKE SA is up and has taken over the IPsec SAs of the old one", "esp_sas", len(sa.children))
 	}
 	if sa.initiator && len(sa.children) == 0 {
 		return sa.startQM(0)

@@ -110,3 +110,49 @@ func TestSessionServerStartsMainMode(t *testing.T) {
 	default:
 	}
 }
+
+// TestSessionServerDeletesOldSAFirst: the server starts a new Main Mode
+// and deletes the old ISAKMP SA before the new one is up (break before
+// make). The client waits for the new SA, which takes the ESP SA over: no
+// renewal of its own, Run goes on.
+func TestSessionServerDeletesOldSAFirst(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	// The server's MM1 gets through, its MM3 is held back until the old
+	// SA is deleted.
+	mm := 0
+	p.toIni.mu.Lock()
+	p.toIni.dropFn = func(msg []byte) bool {
+		if m, err := Parse(msg); err == nil && m.Exchange == ExchangeIdentityProtection {
+			mm++
+			return mm > 1
+		}
+		return false
+	}
+	p.toIni.mu.Unlock()
+	onRun(p.resp.r, func() bool {
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		old.sendDeleteISAKMP()
+		p.resp.r.sas.remove(old)
+		return true
+	})
+	waitTable(t, p.ini.r, 1, 0) // the old SA is gone, the new one not up yet
+	p.toIni.mu.Lock()
+	p.toIni.dropFn = nil
+	p.toIni.mu.Unlock()
+	// The server retransmits MM3 after 1 s.
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), true)
+	waitTable(t, p.ini.r, 1, 2)
+	select {
+	case err := <-p.iErr:
+		t.Fatalf("initiator ended: %v", err)
+	default:
+	}
+}
