@@ -129,7 +129,10 @@ func (sa *ikeSA) onNotify(n Notify) error {
 	case NotifyRUThereAck:
 		sa.r.onDPDAck(sa, n)
 		return nil
-	case NotifyInitialContact, NotifyResponderLifetime:
+	case NotifyResponderLifetime:
+		sa.onResponderLifetime(n)
+		return nil
+	case NotifyInitialContact:
 		return nil
 	case NotifyNoProposalChosen:
 		for _, q := range sa.qms {
@@ -319,4 +322,23 @@ func (r *runner) onPeerDeletedSA(sa *ikeSA) error {
 		return err
 	}
 	return ErrDeleted
+}
+
+// onResponderLifetime honours a phase-1 RESPONDER-LIFETIME (RFC 2407
+// §4.6.3.1: protocol ISAKMP, the SPI the cookies, the data life
+// attributes): a shorter lifetime than ours moves our rekey earlier.
+// Phase-2 ones arrive inside QM2 and are read there.
+func (sa *ikeSA) onResponderLifetime(n Notify) {
+	if n.Protocol != 1 {
+		return
+	}
+	attrs, err := ParseAttributes(n.Data)
+	if err != nil {
+		return
+	}
+	if l := lifetimeOf(attrs, attrLifeType, attrLifeDur); l > 0 && (sa.lifetime <= 0 || l < sa.lifetime) {
+		sa.r.log.Info("ike: the server shortens the IKE SA's lifetime", "lifetime", l)
+		sa.lifetime = l
+		sa.r.armTimer()
+	}
 }

@@ -112,6 +112,11 @@ func (mm *mainMode) onMM6(sa *ikeSA, m *Message, raw []byte) error {
 	sa.ivs.freeze()
 	sa.ack(0)
 	mm.lastIn = append([]byte(nil), raw...)
+	for _, p := range All(d.payloads, PayloadNotify) { // Cisco puts RESPONDER-LIFETIME here
+		if n, err := ParseNotify(p.Body); err == nil && n.Type == NotifyResponderLifetime {
+			sa.onResponderLifetime(n)
+		}
+	}
 	if id, err := ParseID(idP.Body); err == nil {
 		r.log.Debug("ike: phase 1 up", "suite", sa.chosen.String(), "peer_id_type", id.Type, "peer_id", fmt.Sprintf("%x", id.Data))
 	}

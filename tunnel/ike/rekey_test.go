@@ -156,3 +156,22 @@ func TestSessionServerDeletesOldSAFirst(t *testing.T) {
 	default:
 	}
 }
+
+// TestSessionResponderLifetime: the server answers with a phase-1
+// RESPONDER-LIFETIME of 100 s (RFC 2407 §4.6.3.1) although we offered 8 h:
+// the client rekeys its IKE SA before those 100 s are up.
+func TestSessionResponderLifetime(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.start(t)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	onRun(p.resp.r, func() error {
+		attrs := appendAttr(appendAttr(nil, attrLifeType, lifeSeconds), attrLifeDur, 100)
+		return p.resp.r.sas.current().sendNotify(NotifyResponderLifetime, attrs)
+	})
+	start := p.clk.Now()
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
+	if d := p.clk.Now().Sub(start); d > 100*time.Second {
+		t.Errorf("IKE SA rekeyed after %v, want before 100 s", d)
+	}
+}
