@@ -57,6 +57,9 @@ type Config struct {
 	// Phase1/Phase2 override the IKE proposals (nil = defaults).
 	Phase1 []ike.Phase1Transform
 	Phase2 []esp.Algorithm
+	// Phase1Lifetime is the ISAKMP SA lifetime we offer (default 8 h); we
+	// rekey it at 90%, make-before-break.
+	Phase1Lifetime time.Duration
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
@@ -411,8 +414,9 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 
 		// Authenticated ESP and keepalives from the server show it alive
 		// as well as IKE does (RFC 3706 §5.3: DPD only in silence).
-		DPDInterval:  max(c.cfg.DPDInterval, 0),
-		PeerActivity: func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
+		DPDInterval:    max(c.cfg.DPDInterval, 0),
+		Phase1Lifetime: c.cfg.Phase1Lifetime,
+		PeerActivity:   func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
 	}, ikeTransport{c})
 	if err != nil {
 		return nil, &Error{Class: ErrConfig, Layer: "IKE", Err: err}

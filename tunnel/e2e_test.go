@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strings"
@@ -442,4 +443,52 @@ func TestServerRekeysConstantly(t *testing.T) {
 		t.Errorf("only %d IPsec SAs: the server did not rekey", n)
 	}
 	t.Logf("%d IPsec SAs", srv.IPsecSAs())
+}
+
+// TestClientRekeysIKESA: with a 3 s ISAKMP SA lifetime the client rekeys
+// its IKE SA make-before-break (a second Main Mode while the first SA
+// carries traffic, then Delete of the old one) again and again; the test
+// server's responder keeps the IPsec SA under the new IKE SA, and a TCP
+// connection opened before carries requests after.
+func TestClientRekeysIKESA(t *testing.T) {
+	srv := startServer(t, testserver.Config{})
+	cfg := clientConfig(t, srv)
+	cfg.Phase1Lifetime = 3 * time.Second
+	c := dial(t, cfg)
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	reused := false
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	get := func(when string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", srv.URL("/hello.txt"), nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != srv.HelloBody() {
+			t.Fatalf("%s: %q", when, b)
+		}
+	}
+	get("before")
+	for i := 0; srv.IKESAs() < 3; i++ {
+		if i > 100 {
+			t.Fatalf("%d IKE SAs after 10 s, want 3 (two rekeys)", srv.IKESAs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	get("after two IKE SA rekeys, on the same connection")
+	if !reused {
+		t.Error("the request after the rekeys did not reuse the connection opened before")
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("tunnel went down: %v", c.Err())
+	default:
+	}
+	if n := srv.IPsecSAs(); n != 1 {
+		t.Errorf("%d IPsec SAs: the IKE rekey should move the IPsec SA, not renegotiate it", n)
+	}
 }

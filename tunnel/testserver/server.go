@@ -109,6 +109,7 @@ type Server struct {
 
 	ctx      context.Context // ends at Close
 	ipsecSAs atomic.Int64    // ESP SA pairs established so far
+	ikeSAs   atomic.Int64    // ISAKMP SAs established so far
 
 	frozen atomic.Bool  // Freeze: nothing in, nothing out
 	sink   *net.UDPConn // where a frozen server's data path sends
@@ -242,6 +243,9 @@ func (s *Server) BigSHA256() string {
 // renewals count).
 func (s *Server) IPsecSAs() int64 { return s.ipsecSAs.Load() }
 
+// IKESAs is how many ISAKMP SAs were established so far (rekeys count).
+func (s *Server) IKESAs() int64 { return s.ikeSAs.Load() }
+
 // DeleteIPsecSAs deletes the client's ESP SAs but keeps the ISAKMP SA, as a
 // server administrator's "ipsec down" of the child does.
 func (s *Server) DeleteIPsecSAs() error { return s.resp.Load().DeleteChildSAs(s.ctx) }
@@ -344,6 +348,9 @@ func (s *Server) runIKE(ctx context.Context) {
 			for {
 				select {
 				case ev := <-r.Events():
+					if _, ok := ev.(ike.Phase1Up); ok {
+						s.ikeSAs.Add(1)
+					}
 					if up, ok := ev.(ike.ChildSAUp); ok {
 						if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
 							s.log.Warn("install SA", "err", err)
