@@ -3,10 +3,10 @@
 //
 // Layers and their owners:
 //
-//	readLoop (one goroutine)  socket -> demux: IKE -> ike.Initiator, ESP -> Open ->
+//	readLoop (one goroutine)  socket -> demux: IKE -> ike.Initiator (its SA table), ESP -> Open ->
 //	                          L2TP control -> l2tp.LAC, PPP control -> ppp.Client,
 //	                          IPv4 -> netstack (fast path, no channel hop)
-//	ike.Initiator.Run         IKE SA state, retransmissions, DPD, Deletes
+//	ike.Initiator.Run         the IKE SAs, retransmissions, DPD, Deletes, renewals
 //	l2tp.LAC.Run              control connection state, reliable delivery
 //	ppp.Client.Run            LCP/auth/IPCP state
 //	supervise                 events after setup (rekeys, deletes, layer deaths), NAT keepalives
@@ -57,6 +57,9 @@ type Config struct {
 	// Phase1/Phase2 override the IKE proposals (nil = defaults).
 	Phase1 []ike.Phase1Transform
 	Phase2 []esp.Algorithm
+	// Phase1Lifetime is the ISAKMP SA lifetime we offer (default 8 h); we
+	// rekey it at 90%, make-before-break.
+	Phase1Lifetime time.Duration
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
@@ -75,6 +78,11 @@ type Config struct {
 	// KeepaliveInterval is the NAT-T keepalive period while the tunnel is
 	// idle (default 20 s, what Windows uses: MS-IKEE <14>).
 	KeepaliveInterval time.Duration
+	// DPDInterval is how long the server may be silent (no IKE, ESP or
+	// NAT-T keepalive from it) before we ask it with R-U-THERE (RFC 3706);
+	// after 3 unanswered the tunnel is down with ike.ErrPeerDead (default
+	// 10 s; negative disables).
+	DPDInterval time.Duration
 	// OuterMTU is the path MTU toward the server (default 1500); the inner
 	// MTU is derived from it and the real per-layer overhead.
 	OuterMTU int
@@ -108,6 +116,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OuterMTU == 0 {
 		c.OuterMTU = 1500
+	}
+	if c.DPDInterval == 0 {
+		c.DPDInterval = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -150,9 +161,9 @@ type Client struct {
 	info   Info
 	watch  stopwatch // times the steps of connect into info.Times
 
-	// ike is the initiator of the current IKE SA; supervise replaces it
-	// when the server deletes the IKE SA but not the IPsec SA. ikeMu orders
-	// that replacement (and ikeRun's) with teardown.
+	// ike is the initiator: its Run goroutine owns the table of IKE SAs
+	// (a new one replaces an IKE SA the server deleted alone). ikeMu orders
+	// its start with teardown.
 	ike   atomic.Pointer[ike.Initiator]
 	ikeMu sync.Mutex
 	// pfs is the PFS mode for the next IKE SA: PFSOn once a server has
@@ -165,6 +176,8 @@ type Client struct {
 
 	ikeRun          *layerRun // replaced with c.ike, under ikeMu
 	l2tpRun, pppRun layerRun
+
+	rxKeepalives atomic.Uint64 // NAT-T keepalives from the server (DPD activity)
 
 	gotReply  chan struct{} // closed on the first datagram from the server
 	replyOnce sync.Once
@@ -361,7 +374,9 @@ func (c *Client) fail(err error) {
 		c.err = err
 	}
 	c.errMu.Unlock()
-	go c.teardown(true)
+	// A server that went silent will not answer our goodbyes: do not wait
+	// for them.
+	go c.teardown(!errors.Is(err, ike.ErrPeerDead))
 }
 
 func (c *Client) teardown(graceful bool) {
@@ -405,6 +420,12 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		Clock:      c.cfg.Clock,
 		Logger:     c.log.With("layer", "ike"),
 		Rand:       c.cfg.Rand,
+
+		// Authenticated ESP and keepalives from the server show it alive
+		// as well as IKE does (RFC 3706 §5.3: DPD only in silence).
+		DPDInterval:    max(c.cfg.DPDInterval, 0),
+		Phase1Lifetime: c.cfg.Phase1Lifetime,
+		PeerActivity:   func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
 	}, ikeTransport{c})
 	if err != nil {
 		return nil, &Error{Class: ErrConfig, Layer: "IKE", Err: err}
@@ -530,6 +551,8 @@ l2tpLoop:
 				log.Info("L2TP session established", "session", s.PeerSessionID)
 				break l2tpLoop
 			}
+		case ev := <-ini.Events(): // a rekey while L2TP comes up
+			c.onIKEEvent(ev)
 		case <-c.l2tpRun.done:
 			return l2tpError(c.l2tpRun.err)
 		case <-c.ikeRun.done:
@@ -576,6 +599,8 @@ pppLoop:
 				c.info.Times.IPCP = c.watch.lap()
 				break pppLoop
 			}
+		case ev := <-ini.Events(): // a rekey while PPP comes up
+			c.onIKEEvent(ev)
 		case <-c.pppRun.done:
 			return pppError(c.pppRun.err)
 		case <-c.l2tpRun.done:
@@ -618,14 +643,10 @@ func (c *Client) supervise() {
 	// Keep draining every layer's events: their owners block (IKE) or drop
 	// (others) when nobody reads. A closed channel is set to nil.
 	lacEv, pppEv := c.lac.Events(), c.ppp.Events()
+	// The initiator keeps the tunnel's IKE SAs: when the server deletes the
+	// IKE SA but not the IPsec SA, it negotiates a new one in place and
+	// Run goes on; Run ending means the IPsec side is gone.
 	ini := c.ike.Load()
-	// live counts the current IKE SA's ESP SAs that nobody deleted. When the
-	// server deletes the IKE SA (its lifetime ended) but leaves the IPsec SA
-	// up, the L2TP session, PPP and every TCP connection are still good:
-	// only a new IKE SA is needed, not a reconnect. A server that stops or
-	// restarts deletes the IPsec SAs first (Libreswan and strongSwan do), so
-	// live is 0 then and the tunnel goes down as it must.
-	live := 1
 	for {
 		select {
 		case _, ok := <-lacEv:
@@ -637,35 +658,10 @@ func (c *Client) supervise() {
 				pppEv = nil
 			}
 		case ev := <-ini.Events():
-			switch ev := ev.(type) {
-			case ike.Phase1Up:
-				c.log.Info("IKE SA re-established", "suite", ev.Suite)
-			case ike.ChildSAUp:
-				live++
-				c.learnPFS(ev.Child)
-				if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
-					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
-					continue
-				}
-				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
-			case ike.ChildSADeleted:
-				live--
-				if ev.ByPeer {
-					c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
-				}
-			}
+			c.onIKEEvent(ev)
 		case <-c.ikeRun.done:
-			err := c.ikeRun.err
-			if !errors.Is(err, ike.ErrDeleted) || live <= 0 {
-				c.fail(ikeError(err, c.ikeTo))
-				return
-			}
-			c.log.Info("the server deleted the IKE SA but not the IPsec SA: negotiating a new IKE SA, the tunnel stays up")
-			if ini, err = c.startIKE(); err != nil {
-				c.fail(ikeError(err, c.ikeTo))
-				return
-			}
-			live = 0
+			c.fail(ikeError(c.ikeRun.err, c.ikeTo))
+			return
 		case <-c.l2tpRun.done:
 			c.fail(l2tpError(c.l2tpRun.err))
 			return
@@ -681,6 +677,28 @@ func (c *Client) supervise() {
 			keepalive.Reset(c.cfg.KeepaliveInterval)
 		case <-c.done:
 			return
+		}
+	}
+}
+
+// onIKEEvent handles what IKE reports once the first IPsec SA is installed,
+// during setup as afterwards: a new IKE SA, a new IPsec SA (a rekey by
+// either side: install it at once, or L2TP is cut off when the server
+// switches), a deleted one.
+func (c *Client) onIKEEvent(ev ike.Event) {
+	switch ev := ev.(type) {
+	case ike.Phase1Up:
+		c.log.Info("IKE SA re-established", "suite", ev.Suite)
+	case ike.ChildSAUp:
+		c.learnPFS(ev.Child)
+		if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
+			c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
+			return
+		}
+		c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
+	case ike.ChildSADeleted:
+		if ev.ByPeer {
+			c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 		}
 	}
 }
@@ -712,6 +730,9 @@ func ikeError(err error, server netip.AddrPort) error {
 		e.Hint = "the server accepted none of our algorithms"
 	case errors.Is(err, ike.ErrDeleted):
 		e.Hint = "the server deleted the IKE SA"
+	case errors.Is(err, ike.ErrPeerDead):
+		e.Class, e.Layer = ErrServerUnreachable, "IKE/ESP"
+		e.Hint = "the server went silent: nothing arrived over IKE or ESP and it did not answer dead-peer detection (--dpd-interval)"
 	}
 	return e
 }
@@ -812,5 +833,7 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 		c.ike.Load().HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 	case esp.KindESP:
 		c.data.Receive(dg)
+	case esp.KindKeepalive:
+		c.rxKeepalives.Add(1)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strings"
@@ -372,4 +373,122 @@ func TestPFS(t *testing.T) {
 		t.Fatalf("--pfs no against a server that requires PFS: %v", err)
 	}
 	t.Log(err)
+}
+
+// TestServerFrozen: the server goes silent (frozen, or its NAT mapping
+// gone). While it was alive it answered our R-U-THEREs and the tunnel
+// stayed up; once frozen, dead-peer detection reports IKE/ESP as the
+// silent layer within about 3.5 intervals, as the server being unreachable
+// (so `up` reconnects).
+func TestServerFrozen(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	srv := startServer(t, testserver.Config{})
+	cfg := clientConfig(t, srv)
+	cfg.DPDInterval = interval
+	c := dial(t, cfg)
+	select {
+	case <-c.Done():
+		t.Fatalf("tunnel went down while the server was alive: %v", c.Err())
+	case <-time.After(6 * interval): // idle: R-U-THEREs answered
+	}
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	for c.Err() == nil {
+		if time.Since(frozen) > 20*interval {
+			t.Fatal("a frozen server was not noticed")
+		}
+		time.Sleep(interval / 50)
+	}
+	took := time.Since(frozen)
+	err := c.Err()
+	if !errors.Is(err, ike.ErrPeerDead) || !errors.Is(err, tunnel.ErrServerUnreachable) || !strings.Contains(err.Error(), "IKE/ESP") {
+		t.Fatalf("err = %v, want ike.ErrPeerDead, class unreachable, layer IKE/ESP", err)
+	}
+	if took > 4*interval {
+		t.Errorf("noticed after %v, want within about 3.5 intervals (%v)", took, 7*interval/2)
+	}
+	select {
+	case <-c.Done(): // no goodbyes to a dead server: teardown is quick
+	case <-time.After(3 * time.Second):
+		t.Error("the tunnel was not down 3 s after the server was found dead")
+	}
+	t.Logf("frozen server noticed after %v: %v", took.Round(time.Millisecond), err)
+}
+
+// TestServerRekeysConstantly: the server starts a new Quick Mode every
+// 50 ms from its first IPsec SA on, so rekeys land while the client sets
+// up L2TP and PPP. Every new SA must be installed at once (the server
+// switches to it), during setup as afterwards: the tunnel comes up and
+// carries requests.
+func TestServerRekeysConstantly(t *testing.T) {
+	srv := startServer(t, testserver.Config{Faults: testserver.Faults{RekeyEvery: 50 * time.Millisecond}})
+	c := dial(t, clientConfig(t, srv))
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	for i := 0; i < 10; i++ {
+		resp, err := hc.Get(srv.URL("/hello.txt"))
+		if err != nil {
+			t.Fatalf("request %d after %d server rekeys: %v", i, srv.IPsecSAs()-1, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != srv.HelloBody() {
+			t.Fatalf("request %d: %q", i, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := srv.IPsecSAs(); n < 5 {
+		t.Errorf("only %d IPsec SAs: the server did not rekey", n)
+	}
+	t.Logf("%d IPsec SAs", srv.IPsecSAs())
+}
+
+// TestClientRekeysIKESA: with a 3 s ISAKMP SA lifetime the client rekeys
+// its IKE SA make-before-break (a second Main Mode while the first SA
+// carries traffic, then Delete of the old one) again and again; the test
+// server's responder keeps the IPsec SA under the new IKE SA, and a TCP
+// connection opened before carries requests after.
+func TestClientRekeysIKESA(t *testing.T) {
+	srv := startServer(t, testserver.Config{})
+	cfg := clientConfig(t, srv)
+	cfg.Phase1Lifetime = 3 * time.Second
+	c := dial(t, cfg)
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	reused := false
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	get := func(when string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", srv.URL("/hello.txt"), nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != srv.HelloBody() {
+			t.Fatalf("%s: %q", when, b)
+		}
+	}
+	get("before")
+	for i := 0; srv.IKESAs() < 3; i++ {
+		if i > 100 {
+			t.Fatalf("%d IKE SAs after 10 s, want 3 (two rekeys)", srv.IKESAs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	get("after two IKE SA rekeys, on the same connection")
+	if !reused {
+		t.Error("the request after the rekeys did not reuse the connection opened before")
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("tunnel went down: %v", c.Err())
+	default:
+	}
+	if n := srv.IPsecSAs(); n != 1 {
+		t.Errorf("%d IPsec SAs: the IKE rekey should move the IPsec SA, not renegotiate it", n)
+	}
 }

@@ -83,6 +83,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ike", Usage: "phase-1 proposals to offer instead of the defaults, in strongSwan's syntax, e.g. `aes256-sha256-modp2048,3des-sha1-modp1024` (aes128/192/256, 3des; md5, sha1, sha256/384/512; modp1024-4096, ecp256/384/521)", EnvVars: env("L2TPPROXY_IKE")},
 		&cli.StringFlag{Name: "esp", Usage: "ESP proposals to offer instead of the defaults, e.g. `aes128gcm16,aes256-sha1` (aes<bits>gcm8/12/16, or a cipher and md5/sha1/sha256/384/512)", EnvVars: env("L2TPPROXY_ESP")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
+		&cli.DurationFlag{Name: "dpd-interval", Value: 10 * time.Second, Usage: "dead-peer detection: ask the server (R-U-THERE) after this long without traffic from it; 3 unanswered end the tunnel (0 disables)", EnvVars: env("L2TPPROXY_DPD_INTERVAL")},
 	}
 }
 
@@ -193,10 +194,18 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 			return tunnel.Config{}, configError("--esp: %v", err)
 		}
 	}
+	dpd := cx.Duration("dpd-interval")
+	switch {
+	case dpd < 0:
+		return tunnel.Config{}, configError("--dpd-interval must not be negative, got %s", dpd)
+	case dpd == 0:
+		dpd = -1 // tunnel.Config: negative disables, zero is the default
+	}
 	return tunnel.Config{
 		Phase1:         p1,
 		Phase2:         p2,
 		Server:         cx.String("server"),
+		DPDInterval:    dpd,
 		NATTPort:       uint16(port),
 		PSK:            psk,
 		User:           cx.String("user"),

@@ -58,6 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad pfs", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--pfs", "maybe"}, "--pfs must be auto, yes or no"},
 		{"bad ike", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ike", "aes256-sha256-modp2049"}, `--ike: unknown algorithm "modp2049"`},
 		{"bad esp", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--esp", "aes128gcm16-sha1"}, "--esp: "},
+		{"negative dpd", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--dpd-interval", "-1s"}, "--dpd-interval must not be negative"},
 		{"busy listener", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--socks5", "256.0.0.1:1"}, "cannot listen for SOCKS5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -209,7 +209,7 @@ func replayCapture(t *testing.T, dir string) {
 		t.Fatal("MM5 IV differs")
 	}
 	ivs := newIVManager(suite, blk, iv0)
-	e := &engine{ivs: ivs, suite: suite, keys: ks}
+	e := &ikeSA{ivs: ivs, suite: suite, keys: ks}
 
 	// MM5 / MM6.
 	d5, err := e.decryptMsg(mm5)

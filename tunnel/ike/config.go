@@ -33,6 +33,9 @@ var (
 	ErrDeleted          = errors.New("ike: ISAKMP SA deleted by peer")
 	ErrNATTUnsupported  = errors.New("ike: peer does not support NAT traversal")
 	ErrConfig           = errors.New("ike: invalid configuration")
+	// ErrPeerDead: dead-peer detection (RFC 3706) got no answer and
+	// nothing else arrived from the peer.
+	ErrPeerDead = errors.New("ike: peer is dead")
 )
 
 // Transport sends IKE messages to the peer.
@@ -175,6 +178,15 @@ type Config struct {
 	Clock                          clock.Clock
 	Logger                         *slog.Logger
 	Rand                           io.Reader
+
+	// DPDInterval is how long the peer may be silent before we send an
+	// R-U-THERE (RFC 3706); after 3 unanswered, one per interval, Run
+	// returns ErrPeerDead. 0 disables dead-peer detection.
+	DPDInterval time.Duration
+	// PeerActivity, if set, counts what else arrived from the peer
+	// (authenticated ESP, NAT-T keepalives): while it grows the peer is
+	// alive without R-U-THERE.
+	PeerActivity func() uint64
 }
 
 // ResponderConfig configures a Responder.

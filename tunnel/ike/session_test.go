@@ -112,8 +112,16 @@ func waitEvent[T Event](t *testing.T, p *pair, ch <-chan Event, advance bool) T 
 				return v
 			}
 		case err := <-p.iErr:
+			p.iErr <- err // for a later waitErr
+			if v, ok := pendingEvent[T](ch); ok {
+				return v
+			}
 			t.Fatalf("initiator ended: %v", err)
 		case err := <-p.rErr:
+			p.rErr <- err
+			if v, ok := pendingEvent[T](ch); ok {
+				return v
+			}
 			t.Fatalf("responder ended: %v", err)
 		case <-tick.C:
 			if advance {
@@ -122,6 +130,22 @@ func waitEvent[T Event](t *testing.T, p *pair, ch <-chan Event, advance bool) T 
 		case <-deadline:
 			var zero T
 			t.Fatalf("no %T event", zero)
+		}
+	}
+}
+
+// pendingEvent takes the events already queued on ch (Run has ended: they
+// are all there) and returns the first of type T.
+func pendingEvent[T Event](ch <-chan Event) (T, bool) {
+	for {
+		select {
+		case ev := <-ch:
+			if v, ok := ev.(T); ok {
+				return v, true
+			}
+		default:
+			var zero T
+			return zero, false
 		}
 	}
 }
@@ -184,10 +208,11 @@ func TestSessionSuccessDPDAndShutdown(t *testing.T) {
 		t.Errorf("natt flags %v", natt)
 	}
 	// DPD: the responder asks, the initiator acks.
-	re := p.resp.e
+	re := p.resp.r
 	re.do <- func() {
-		_ = re.sendInformational(func(b *builder) {
-			b.add(PayloadNotify, Notify{DOI: 1, Protocol: 1, Type: NotifyRUThere, SPI: re.cookies(), Data: []byte{0, 0, 0, 7}}.encode())
+		sa := re.sas.current()
+		_ = sa.sendInformational(func(b *builder) {
+			b.add(PayloadNotify, Notify{DOI: 1, Protocol: 1, Type: NotifyRUThere, SPI: sa.cookies(), Data: []byte{0, 0, 0, 7}}.encode())
 		})
 	}
 	for i := 0; re.dpdAcks.Load() == 0; i++ {
@@ -415,9 +440,9 @@ func TestSessionPFS(t *testing.T) {
 	for _, mode := range []PFS{PFSOn, PFSOff} {
 		p, ic := pfsPair(t, mode, false)
 		ch := make(chan [][]byte)
-		p.ini.e.do <- func() {
+		p.ini.r.do <- func() {
 			var gxys [][]byte
-			for _, q := range p.ini.e.qms {
+			for _, q := range p.ini.r.sas.current().qms {
 				gxys = append(gxys, q.gxy)
 			}
 			ch <- gxys
@@ -456,4 +481,54 @@ func TestSessionPFSRequired(t *testing.T) {
 func mustMessages(p *pipe) [][]byte {
 	m, _ := p.messages()
 	return m
+}
+
+// TestSessionServerDeletesIKESA: the responder deletes the ISAKMP SA alone
+// (its lifetime ended). The initiator's Run goes on: it negotiates a second
+// IKE SA in its table (new cookies) and a new ESP SA on it.
+func TestSessionServerDeletesIKESA(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	// A real server answers the next Main Mode with a new responder state.
+	next, err := NewResponder(ResponderConfig{PSK: []byte("testpsk"), LocalAddr: serverAddr, Clock: p.clk}, p.toIni)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.resp.DeleteISAKMPSA(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitErr(t, p, p.rErr, false); err != nil {
+		t.Fatalf("responder: %v", err)
+	}
+	p.toResp.mu.Lock()
+	p.toResp.peer = next.HandlePacket
+	p.toResp.mu.Unlock()
+	p.resp = next
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { p.rErr <- next.Run(ctx) }()
+
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	checkKeysMatch(t, second, waitEvent[ChildSAUp](t, p, next.Events(), false).Child)
+	if second.Inbound.SPI == first.Inbound.SPI {
+		t.Fatal("same SPI")
+	}
+	msgs := mustMessages(p.toResp)
+	cookies := map[[8]byte]bool{}
+	for _, raw := range msgs {
+		if m, err := Parse(raw); err == nil {
+			cookies[m.ICookie] = true
+		}
+	}
+	if len(cookies) != 2 {
+		t.Errorf("%d initiator cookies, want 2 (two IKE SAs)", len(cookies))
+	}
+	select {
+	case err := <-p.iErr:
+		t.Fatalf("initiator ended: %v", err)
+	default:
+	}
 }

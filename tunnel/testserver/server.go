@@ -76,6 +76,10 @@ type Config struct {
 type Faults struct {
 	NoL2TP bool // IKE and ESP work, but L2TP control messages are ignored
 	NoIPCP bool // PPP authenticates the client, then never answers IPCP
+	// RekeyEvery makes the server start a Quick Mode this often once the
+	// first IPsec SA is up, also while the client is still connecting
+	// (the Linux kernel clients survive servers that do).
+	RekeyEvery time.Duration
 }
 
 // Addresses on the far side of the tunnel.
@@ -116,6 +120,10 @@ type Server struct {
 
 	ctx      context.Context // ends at Close
 	ipsecSAs atomic.Int64    // ESP SA pairs established so far
+	ikeSAs   atomic.Int64    // ISAKMP SAs established so far
+
+	frozen atomic.Bool  // Freeze: nothing in, nothing out
+	sink   *net.UDPConn // where a frozen server's data path sends
 
 	cancel   context.CancelFunc
 	respDone chan struct{} // closed when the IKE responder has sent its Deletes
@@ -249,6 +257,9 @@ func (s *Server) BigSHA256() string {
 // renewals count).
 func (s *Server) IPsecSAs() int64 { return s.ipsecSAs.Load() }
 
+// IKESAs is how many ISAKMP SAs were established so far (rekeys count).
+func (s *Server) IKESAs() int64 { return s.ikeSAs.Load() }
+
 // DeleteIPsecSAs deletes the client's ESP SAs but keeps the ISAKMP SA, as a
 // server administrator's "ipsec down" of the child does.
 func (s *Server) DeleteIPsecSAs() error { return s.resp.Load().DeleteChildSAs(s.ctx) }
@@ -257,6 +268,22 @@ func (s *Server) DeleteIPsecSAs() error { return s.resp.Load().DeleteChildSAs(s.
 // Libreswan does when an IKE SA's lifetime ends. The server answers a new
 // Main Mode afterwards.
 func (s *Server) DeleteIKESA() error { return s.resp.Load().DeleteISAKMPSA(s.ctx) }
+
+// Freeze makes the server go silent as a frozen or powered-off one does
+// (SIGSTOP, a NAT mapping gone): it takes nothing in and sends nothing any
+// more, not even its IKE retransmissions, L2TP HELLOs or PPP echoes.
+func (s *Server) Freeze() error {
+	sink, err := listenUDP(netip.AddrPort{}) // never read: datagrams to it vanish
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.sink = sink
+	s.mu.Unlock()
+	s.frozen.Store(true)
+	s.data.SetPeer(sink.LocalAddr().(*net.UDPAddr).AddrPort())
+	return nil
+}
 
 // listenUDP listens on a (zero: an ephemeral port on 127.0.0.1).
 func listenUDP(a netip.AddrPort) (*net.UDPConn, error) {
@@ -281,6 +308,11 @@ func (s *Server) Close() error {
 func (s *Server) closeSockets() {
 	s.ike.Close()
 	s.natt.Close()
+	s.mu.Lock()
+	if s.sink != nil {
+		s.sink.Close()
+	}
+	s.mu.Unlock()
 }
 
 func (s *Server) goRun(f func()) {
@@ -297,6 +329,9 @@ func (s *Server) run(ctx context.Context) {
 		defer close(s.respDone)
 		s.runIKE(ctx)
 	})
+	if every := s.cfg.Faults.RekeyEvery; every > 0 {
+		s.goRun(func() { s.rekeyLoop(ctx, every) })
+	}
 	s.goRun(func() {
 		if err := s.lns.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("lns ended", "err", err)
@@ -327,6 +362,9 @@ func (s *Server) runIKE(ctx context.Context) {
 			for {
 				select {
 				case ev := <-r.Events():
+					if _, ok := ev.(ike.Phase1Up); ok {
+						s.ikeSAs.Add(1)
+					}
 					if up, ok := ev.(ike.ChildSAUp); ok {
 						if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
 							s.log.Warn("install SA", "err", err)
@@ -360,6 +398,23 @@ func (s *Server) pppAccept() []ppp.AuthMethod {
 		return []ppp.AuthMethod{s.cfg.Auth}
 	}
 	return nil
+}
+
+// rekeyLoop starts a server-side Quick Mode every interval once an IPsec SA
+// exists (Faults.RekeyEvery).
+func (s *Server) rekeyLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.ipsecSAs.Load() > 0 && !s.frozen.Load() {
+				_ = s.resp.Load().StartQuickMode(ctx)
+			}
+		}
+	}
 }
 
 // newPPP makes the PPP server before any session exists, so that frames
@@ -422,6 +477,9 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 	rx := datapath.NewReceiver(conn, batch)
 	var last netip.AddrPort // this goroutine's copy of clientNATT: no lock per datagram
 	handle := func(dg []byte, from netip.AddrPort) {
+		if s.frozen.Load() {
+			return
+		}
 		if !natt {
 			s.mu.Lock()
 			s.clientIKE = from
@@ -460,6 +518,9 @@ func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
 type serverIKETransport struct{ s *Server }
 
 func (t serverIKETransport) WriteIKE(msg []byte, natt bool) error {
+	if t.s.frozen.Load() {
+		return nil
+	}
 	t.s.mu.Lock()
 	to := t.s.clientIKE
 	if natt {

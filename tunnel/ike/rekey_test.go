@@ -1,0 +1,177 @@
+package ike
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// onRun runs f on r's Run goroutine and returns its result.
+func onRun[T any](r *runner, f func() T) T {
+	ch := make(chan T, 1)
+	r.do <- func() { ch <- f() }
+	return <-ch
+}
+
+// tableShape reports the SAs in r's table: how many, and the ESP SAs of
+// the current one.
+func tableShape(r *runner) (sas, children int) {
+	v := onRun(r, func() [2]int {
+		n := 0
+		if cur := r.sas.current(); cur != nil {
+			n = len(cur.children)
+		}
+		return [2]int{len(r.sas.sas), n}
+	})
+	return v[0], v[1]
+}
+
+func waitTable(t *testing.T, r *runner, sas, children int) {
+	t.Helper()
+	for i := 0; ; i++ {
+		s, c := tableShape(r)
+		if s == sas && c == children {
+			return
+		}
+		if i > 500 {
+			t.Fatalf("table has %d SAs, current with %d ESP SAs; want %d and %d", s, c, sas, children)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSessionRekeyIKESA: near the end of the ISAKMP SA's lifetime the
+// initiator negotiates a new one while the old one still stands
+// (make-before-break), moves the ESP SA to it and deletes the old one;
+// the responder keeps the ESP SA under the new SA too, so a Delete of it
+// sent later through the new SA reaches the initiator's ESP SA.
+func TestSessionRekeyIKESA(t *testing.T) {
+	p := newPair(t, Config{Phase1Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.start(t)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[Phase1Up](t, p, p.resp.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true) // the rekeyed IKE SA, ~90 s later
+	waitEvent[Phase1Up](t, p, p.resp.Events(), false)
+	waitTable(t, p.ini.r, 1, 1)
+	waitTable(t, p.resp.r, 1, 1)
+	cookies := map[[8]byte]bool{}
+	for _, raw := range mustMessages(p.toResp) {
+		if m, err := Parse(raw); err == nil {
+			cookies[m.ICookie] = true
+		}
+	}
+	if len(cookies) != 2 {
+		t.Fatalf("%d IKE SAs, want 2", len(cookies))
+	}
+	if n := quickModes(mustMessages(p.toResp)); n != 1 {
+		t.Errorf("%d Quick Modes: the ESP SA should have moved, not been renegotiated", n)
+	}
+	if err := p.resp.DeleteChildSAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.InboundSPI != first.Inbound.SPI || !del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x deleted by the peer", del, first.Inbound.SPI)
+	}
+}
+
+// TestSessionServerStartsMainMode: the server reauthenticates: it starts
+// a Main Mode of its own while the first IKE SA carries traffic, then a
+// Quick Mode on the new SA, then deletes the old SA. The client answers in
+// the responder role, installs the new ESP SA and keeps running with the
+// old ESP SA moved to the new IKE SA.
+func TestSessionServerStartsMainMode(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr // the server's NAT-D of us
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	old := onRun(p.resp.r, func() *ikeSA {
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		return old
+	})
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	checkKeysMatch(t, second, waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child)
+	waitTable(t, p.ini.r, 2, 1)
+	onRun(p.resp.r, func() bool { // the server deletes the old ISAKMP SA
+		old.sendDeleteISAKMP()
+		p.resp.r.sas.remove(old)
+		return true
+	})
+	waitTable(t, p.ini.r, 1, 2)
+	select {
+	case err := <-p.iErr:
+		t.Fatalf("initiator ended: %v", err)
+	default:
+	}
+}
+
+// TestSessionServerDeletesOldSAFirst: the server starts a new Main Mode
+// and deletes the old ISAKMP SA before the new one is up (break before
+// make). The client waits for the new SA, which takes the ESP SA over: no
+// renewal of its own, Run goes on.
+func TestSessionServerDeletesOldSAFirst(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	// The server's MM1 gets through, its MM3 is held back until the old
+	// SA is deleted.
+	mm := 0
+	p.toIni.mu.Lock()
+	p.toIni.dropFn = func(msg []byte) bool {
+		if m, err := Parse(msg); err == nil && m.Exchange == ExchangeIdentityProtection {
+			mm++
+			return mm > 1
+		}
+		return false
+	}
+	p.toIni.mu.Unlock()
+	onRun(p.resp.r, func() bool {
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		old.sendDeleteISAKMP()
+		p.resp.r.sas.remove(old)
+		return true
+	})
+	waitTable(t, p.ini.r, 1, 0) // the old SA is gone, the new one not up yet
+	p.toIni.mu.Lock()
+	p.toIni.dropFn = nil
+	p.toIni.mu.Unlock()
+	// The server retransmits MM3 after 1 s.
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), true)
+	waitTable(t, p.ini.r, 1, 2)
+	select {
+	case err := <-p.iErr:
+		t.Fatalf("initiator ended: %v", err)
+	default:
+	}
+}
+
+// TestSessionResponderLifetime: the server answers with a phase-1
+// RESPONDER-LIFETIME of 100 s (RFC 2407 §4.6.3.1) although we offered 8 h:
+// the client rekeys its IKE SA before those 100 s are up.
+func TestSessionResponderLifetime(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.start(t)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	onRun(p.resp.r, func() error {
+		attrs := appendAttr(appendAttr(nil, attrLifeType, lifeSeconds), attrLifeDur, 100)
+		return p.resp.r.sas.current().sendNotify(NotifyResponderLifetime, attrs)
+	})
+	start := p.clk.Now()
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
+	if d := p.clk.Now().Sub(start); d > 100*time.Second {
+		t.Errorf("IKE SA rekeyed after %v, want before 100 s", d)
+	}
+}
