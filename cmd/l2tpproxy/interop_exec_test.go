@@ -97,6 +97,14 @@ exit 7`
 func TestInteropCheck(t *testing.T) {
 	p := loadPeer(t)
 	code, out, errOut := runBinary(t, p, 90*time.Second, "check", "--json")
+	if code == exitIKE && strings.Contains(out, "not established in time") {
+		// Seen twice against SoftEther in one CI run (2026-12-01) and never
+		// when reproduced by hand: it answered MM1 and never MM3. Logged as
+		// CHECK_RETRY (in the summary) so that it stays visible, then
+		// retried once: what is checked here is the report.
+		t.Logf("CHECK_RETRY %s: first check failed: %s", p.label(), strings.TrimSpace(out))
+		code, out, errOut = runBinary(t, p, 90*time.Second, "check", "--json")
+	}
 	if code != 0 {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}

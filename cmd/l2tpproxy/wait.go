@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/l2tpproxy/l2tpproxy/netstack"
 	"github.com/l2tpproxy/l2tpproxy/proxy"
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
 )
@@ -128,6 +129,23 @@ func (t *currentTunnel) get(ctx context.Context) (tunnelDialer, error) {
 	}
 }
 
+// setEnded records that c is going down, if it is still the current
+// tunnel; serve records why when it notices.
+func (t *currentTunnel) setEnded(c tunnelDialer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c == c {
+		t.endedLocked()
+	}
+}
+
+// endedLocked marks the current tunnel down; t.mu is held.
+func (t *currentTunnel) endedLocked() {
+	t.c = nil
+	t.up = make(chan struct{})
+	t.since = time.Now()
+}
+
 // current returns the tunnel that is up, or nil and a channel closed when
 // the next one is. A tunnel that has ended counts as down even before serve
 // notices (and records why), so no dial goes into its closed stack.
@@ -137,9 +155,7 @@ func (t *currentTunnel) current() (tunnelDialer, <-chan struct{}) {
 	if t.c != nil {
 		select {
 		case <-t.c.Done():
-			t.c = nil
-			t.up = make(chan struct{})
-			t.since = time.Now()
+			t.endedLocked()
 		default:
 		}
 	}
@@ -157,19 +173,36 @@ func (t *currentTunnel) downError(waited time.Duration) error {
 }
 
 func (t *currentTunnel) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	c, err := t.get(ctx)
-	if err != nil {
-		return nil, err
+	// A tunnel that is going down closes its stack before it reports that
+	// it ended: a dial in that moment finds the stack closed. That tunnel
+	// is down, so the connection waits for the next one like any other.
+	for range 3 {
+		c, err := t.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := c.DialContext(ctx, network, address)
+		if !errors.Is(err, netstack.ErrClosed) {
+			return conn, err
+		}
+		t.setEnded(c)
 	}
-	return c.DialContext(ctx, network, address)
+	return nil, t.downError(0)
 }
 
 func (t *currentTunnel) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
-	c, err := t.get(ctx)
-	if err != nil {
-		return nil, err
+	for range 3 {
+		c, err := t.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		addrs, err := c.LookupHost(ctx, host)
+		if !errors.Is(err, netstack.ErrClosed) {
+			return addrs, err
+		}
+		t.setEnded(c)
 	}
-	return c.LookupHost(ctx, host)
+	return nil, t.downError(0)
 }
 
 // reconnect retries with exponential backoff (1 s doubling to 30 s) until
