@@ -60,6 +60,9 @@ type Config struct {
 	// Phase1Lifetime is the ISAKMP SA lifetime we offer (default 8 h); we
 	// rekey it at 90%, make-before-break.
 	Phase1Lifetime time.Duration
+	// Phase2Lifetime is the IPsec SA lifetime we offer (default 1 h); we
+	// rekey at 90%.
+	Phase2Lifetime time.Duration
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
@@ -425,6 +428,7 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		// as well as IKE does (RFC 3706 §5.3: DPD only in silence).
 		DPDInterval:    max(c.cfg.DPDInterval, 0),
 		Phase1Lifetime: c.cfg.Phase1Lifetime,
+		Phase2Lifetime: c.cfg.Phase2Lifetime,
 		PeerActivity:   func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
 	}, ikeTransport{c})
 	if err != nil {

@@ -59,6 +59,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad ike", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ike", "aes256-sha256-modp2049"}, `--ike: unknown algorithm "modp2049"`},
 		{"bad esp", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--esp", "aes128gcm16-sha1"}, "--esp: "},
 		{"negative dpd", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--dpd-interval", "-1s"}, "--dpd-interval must not be negative"},
+		{"short lifetime", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--esp-lifetime", "5s"}, "must be at least 10s"},
+		{"esp outlives ike", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ike-lifetime", "1m", "--esp-lifetime", "2m"}, "must not exceed --ike-lifetime"},
 		{"busy listener", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--socks5", "256.0.0.1:1"}, "cannot listen for SOCKS5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
