@@ -63,6 +63,8 @@ type Config struct {
 	// Phase2Lifetime is the IPsec SA lifetime we offer (default 1 h); we
 	// rekey at 90%.
 	Phase2Lifetime time.Duration
+	// espSeqSoftLimit overrides datapath.DefaultSeqSoftLimit (tests).
+	espSeqSoftLimit uint64
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
@@ -330,6 +332,14 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 		PeerIP:    server,
 		LocalPort: cfg.L2TPPort,
 		PeerPort:  1701,
+		// An SA whose sequence numbers run low is rekeyed like one whose
+		// lifetime runs out (the IKE Run goroutine takes the request).
+		SeqLow: func(spi uint32) {
+			if ini := c.ike.Load(); ini != nil {
+				ini.RekeyChild(spi)
+			}
+		},
+		SeqSoftLimit: cfg.espSeqSoftLimit,
 	})
 	c.data.SetPeer(c.nattTo)
 	return c, nil
