@@ -68,7 +68,7 @@ leftovers() {
 # bind-mounted from the state directory ST (its configuration persists there: up ends with Flush).
 se_start_server() {
 	# shellcheck disable=SC2016 # the sh -c script expands its own arguments
-	setsid ip netns exec "$SE_NS" unshare -m --propagation private sh -c '
+	without_inherited_fds setsid ip netns exec "$SE_NS" unshare -m --propagation private sh -c '
 	st=$1; shift
 	mount --bind "$st/lib" /var/lib/softether && mount --bind "$st/log" /var/log/softether &&
 		mount --bind "$st/run" /run/softether || exit 1
