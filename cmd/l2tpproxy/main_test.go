@@ -120,6 +120,13 @@ func startServe(t *testing.T, srv *testserver.Server) *running {
 // startServeWith is startServe with proxy settings.
 func startServeWith(t *testing.T, srv *testserver.Server, ps proxySettings) *running {
 	t.Helper()
+	return startServeCfg(t, srv, ps, nil)
+}
+
+// startServeCfg is startServeWith with serve's configuration edited by
+// edit (if not nil).
+func startServeCfg(t *testing.T, srv *testserver.Server, ps proxySettings, edit func(*serveConfig)) *running {
+	t.Helper()
 	r := &running{log: &syncBuffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	cfg := tunnel.Config{
@@ -134,10 +141,12 @@ func startServeWith(t *testing.T, srv *testserver.Server, ps proxySettings) *run
 	ctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(r.cancel)
 	ready := make(chan [2]net.Addr, 1)
-	go func() {
-		r.done <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: "127.0.0.1:0", HTTP: "127.0.0.1:0", Log: log, Proxy: ps,
-			Ready: func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }})
-	}()
+	sc := serveConfig{Tunnel: cfg, SOCKS5: "127.0.0.1:0", HTTP: "127.0.0.1:0", Log: log, Proxy: ps,
+		Ready: func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }}
+	if edit != nil {
+		edit(&sc)
+	}
+	go func() { r.done <- serve(ctx, sc) }()
 	select {
 	case a := <-ready:
 		r.socks, r.http = a[0], a[1]
