@@ -336,11 +336,25 @@ func (s *Stack) EnqueueInbound(pkt []byte) error {
 }
 
 // FlushInbound delivers the packets EnqueueInbound held back.
+//
+// gVisor's GRO.Flush (this version and v0.0.0-20260701204157) delivers only
+// the first held packet of each of its 8 hash buckets: removeOne clears the
+// list links of the packet the loop is on, so Next() ends the walk. With
+// more flows than buckets, a segment of a flow that shares a bucket stays
+// held until a later burst, or until that flow's next segment arrives: the
+// receiver ACKs late and the sender times out. A bucket holds at most
+// groBucketSize (8) packets, so flushing that many times empties them all
+// (each call costs 8 bucket looks when there is nothing left).
 func (s *Stack) FlushInbound() {
 	if s.gro.Dispatcher != nil {
-		s.gro.Flush()
+		for range groBucketSize {
+			s.gro.Flush()
+		}
 	}
 }
+
+// groBucketSize is gVisor's GRO bucket capacity (gro.groBucketSize).
+const groBucketSize = 8
 
 // checksumsValid reports whether pkt (an IPv4 packet) has a valid header
 // checksum and, for TCP and UDP, a valid transport checksum, so that the
