@@ -169,11 +169,13 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			}
 			continue
 		}
+		connMemory.opened()
 		return &limitedConn{Conn: c, lim: l.lim}, nil
 	}
 }
 
-// limitedConn gives its Limiter slot back when closed.
+// limitedConn gives its Limiter slot back when closed (and tells
+// connMemory).
 type limitedConn struct {
 	net.Conn
 	lim  *Limiter
@@ -182,7 +184,10 @@ type limitedConn struct {
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.lim.release)
+	c.once.Do(func() {
+		c.lim.release()
+		connMemory.closed()
+	})
 	return err
 }
 
