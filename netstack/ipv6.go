@@ -30,8 +30,8 @@ func (s *Stack) ipv6Protocol() stack.NetworkProtocolFactory {
 	return ipv6.NewProtocolWithOptions(ipv6.Options{
 		NDPConfigs: ipv6.NDPConfigurations{
 			MaxRtrSolicitations:     3,
-			RtrSolicitationInterval: 4 * time.Second,            // RFC 4861 §10 RTR_SOLICITATION_INTERVAL
-			MaxRtrSolicitationDelay: 500 * time.Millisecond,     // below RFC 4861's 1 s: the only router is the server
+			RtrSolicitationInterval: 4 * time.Second,        // RFC 4861 §10 RTR_SOLICITATION_INTERVAL
+			MaxRtrSolicitationDelay: 500 * time.Millisecond, // below RFC 4861's 1 s: the only router is the server
 			HandleRAs:               ipv6.HandlingRAsAlwaysEnabled,
 			DiscoverDefaultRouters:  true,
 			DiscoverOnLinkPrefixes:  true,

@@ -33,12 +33,12 @@ func RouterAdvertisement(router netip.Addr, prefix netip.Prefix) ([]byte, error)
 
 	m := p[header.IPv6MinimumSize:]
 	m[0] = uint8(header.ICMPv6RouterAdvert)
-	m[4] = 64                              // Cur Hop Limit
+	m[4] = 64                               // Cur Hop Limit
 	binary.BigEndian.PutUint16(m[6:], 1800) // Router Lifetime (s)
 	o := m[header.ICMPv6HeaderSize+header.NDPRAMinimumSize:]
 	o[0], o[1] = 3, 4 // Prefix Information, 4 x 8 bytes
 	o[2] = 64
-	o[3] = 0xc0 // L (on-link) and A (autonomous)
+	o[3] = 0xc0                              // L (on-link) and A (autonomous)
 	binary.BigEndian.PutUint32(o[4:], 86400) // valid lifetime
 	binary.BigEndian.PutUint32(o[8:], 14400) // preferred lifetime
 	pa := prefix.Masked().Addr().As16()
