@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -92,7 +93,11 @@ func (c *tcpConn) writeMore(w io.Writer, got []byte, full bool) (int, error) {
 // dialTCP is gonet.DialContextTCP, keeping the endpoint for WriteTo.
 func (s *Stack) dialTCPConn(ctx context.Context, addr tcpip.FullAddress) (*tcpConn, error) {
 	var wq waiter.Queue
-	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	proto := ipv4.ProtocolNumber
+	if addr.Addr.Len() == 16 {
+		proto = ipv6.ProtocolNumber
+	}
+	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
 	if terr != nil {
 		return nil, errors.New(terr.String())
 	}

@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 )
 
 func (s *Stack) closed() bool {
@@ -25,25 +26,45 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 	fa := tcpip.FullAddress{NIC: nicID, Port: ap.Port()}
 	if a := ap.Addr().Unmap(); a.Is4() && !a.IsUnspecified() {
 		fa.Addr = tcpip.AddrFrom4(a.As4())
+	} else if a.Is6() && !a.IsUnspecified() {
+		fa.Addr = tcpip.AddrFrom16(a.As16())
 	}
 	return fa
 }
 
-// DialContext connects to address over network ("tcp", "tcp4", "udp" or
-// "udp4") through the stack. Host names are resolved with LookupHost (i.e.
-// through the tunnel's DNS servers, never the host's resolver); each IPv4
-// address is tried in turn until one connects or ctx expires.
+// netProto is the network protocol of an address (IPv4 for the
+// unspecified and invalid address, as before IPv6).
+func netProto(ap netip.AddrPort) tcpip.NetworkProtocolNumber {
+	if a := ap.Addr().Unmap(); a.Is6() {
+		return ipv6.ProtocolNumber
+	}
+	return ipv4.ProtocolNumber
+}
+
+// DialContext connects to address over network ("tcp", "tcp4", "tcp6",
+// "udp", "udp4" or "udp6") through the stack. Host names are resolved with
+// LookupHost (i.e. through the tunnel's DNS servers, never the host's
+// resolver); each address is tried in turn, IPv4 first, until one connects
+// or ctx expires. IPv6 addresses are used only once IPv6 is up with a
+// global address (IPv6CP opened and a Router Advertisement gave a prefix).
 func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	if s.closed() {
 		return nil, ErrClosed
 	}
 	var isTCP bool
+	want4, want6 := true, true
 	switch network {
-	case "tcp", "tcp4":
+	case "tcp", "tcp4", "tcp6":
 		isTCP = true
-	case "udp", "udp4":
+	case "udp", "udp4", "udp6":
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedNetwork, network)
+	}
+	switch network[len(network)-1] {
+	case '4':
+		want6 = false
+	case '6':
+		want4 = false
 	}
 	host, portStr, err := net.SplitHostPort(address)
 	if err != nil {
@@ -57,13 +78,21 @@ func (s *Stack) DialContext(ctx context.Context, network, address string) (net.C
 	if err != nil {
 		return nil, err
 	}
+	v6 := want6 && s.hasGlobalIPv6()
+	ordered := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is4() && want4 {
+			ordered = append(ordered, a)
+		}
+	}
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is6() && v6 {
+			ordered = append(ordered, a)
+		}
+	}
 	var lastErr error
 	tried := 0
-	for _, a := range addrs {
-		a = a.Unmap()
-		if !a.Is4() {
-			continue
-		}
+	for _, a := range ordered {
 		tried++
 		var c net.Conn
 		if isTCP {
@@ -80,7 +109,10 @@ func (s *Stack) DialContext(ctx context.Context, network, address string) (net.C
 		}
 	}
 	if tried == 0 {
-		return nil, fmt.Errorf("%w: %s: no IPv4 address (IPv6 is not supported)", ErrDial, host)
+		if !v6 {
+			return nil, fmt.Errorf("%w: %s: no IPv4 address (IPv6 is not up in the tunnel)", ErrDial, host)
+		}
+		return nil, fmt.Errorf("%w: %s: no address for %s", ErrDial, host, network)
 	}
 	return nil, lastErr
 }
@@ -110,7 +142,7 @@ func (s *Stack) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error
 
 func (s *Stack) dialUDP(ap netip.AddrPort) (net.Conn, error) {
 	raddr := fullAddr(ap)
-	c, err := gonet.DialUDP(s.stack, nil, &raddr, ipv4.ProtocolNumber)
+	c, err := gonet.DialUDP(s.stack, nil, &raddr, netProto(ap))
 	if err != nil {
 		return nil, fmt.Errorf("%w: udp %v: %w", ErrDial, ap, err)
 	}
@@ -126,7 +158,7 @@ func (s *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 	if err := checkListenAddr(addr); err != nil {
 		return nil, err
 	}
-	l, err := gonet.ListenTCP(s.stack, fullAddr(addr), ipv4.ProtocolNumber)
+	l, err := gonet.ListenTCP(s.stack, fullAddr(addr), netProto(addr))
 	if err != nil {
 		return nil, fmt.Errorf("%w: tcp %v: %w", ErrListen, addr, err)
 	}
@@ -142,7 +174,7 @@ func (s *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 		return nil, err
 	}
 	laddr := fullAddr(addr)
-	c, err := gonet.DialUDP(s.stack, &laddr, nil, ipv4.ProtocolNumber)
+	c, err := gonet.DialUDP(s.stack, &laddr, nil, netProto(addr))
 	if err != nil {
 		return nil, fmt.Errorf("%w: udp %v: %w", ErrListen, addr, err)
 	}
@@ -150,9 +182,9 @@ func (s *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 }
 
 func checkListenAddr(addr netip.AddrPort) error {
-	a := addr.Addr().Unmap()
-	if a.IsValid() && !a.Is4() {
-		return fmt.Errorf("%w: %v is not IPv4", ErrBadAddress, addr)
+	a := addr.Addr()
+	if a.Is6() && !a.Is4In6() && a.Zone() != "" {
+		return fmt.Errorf("%w: %v: zones are not supported", ErrBadAddress, addr)
 	}
 	return nil
 }

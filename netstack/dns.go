@@ -82,8 +82,9 @@ func (c *dnsCache) put(name string, addrs []netip.Addr, ttl time.Duration, now t
 	c.m[name] = dnsEntry{addrs: append([]netip.Addr(nil), addrs...), expires: now.Add(ttl)}
 }
 
-// LookupHost resolves host to IPv4 addresses. IP literals are returned as
-// is. Names are resolved with an A query sent over UDP *through the stack*
+// LookupHost resolves host to IPv4 addresses, and once IPv6 is up with a
+// global address also to IPv6 ones (IPv4 first). IP literals are returned
+// as is. Names are resolved with an A (then AAAA) query sent over UDP *through the stack*
 // to the IPCP-provided DNS servers (never the host's resolver), trying each
 // server in turn for dnsAttempts rounds, with a per-try timeout; truncated
 // answers are retried over TCP. Answers are cached for their TTL (at most
@@ -109,20 +110,42 @@ func (s *Stack) LookupHost(ctx context.Context, host string) ([]netip.Addr, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %w", ErrBadAddress, host, err)
 	}
-	if addrs := s.dns.get(fqdn, time.Now()); addrs != nil {
+	addrs, err := s.lookupType(ctx, host, fqdn, name, dnsmessage.TypeA)
+	if !s.hasGlobalIPv6() {
+		return addrs, err
+	}
+	// IPv6 is up: AAAA too (after A, so IPv4-only names cost one query
+	// more only when IPv6 could reach the answer).
+	addrs6, err6 := s.lookupType(ctx, host, fqdn, name, dnsmessage.TypeAAAA)
+	if err != nil && err6 == nil {
+		return addrs6, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(addrs, addrs6...), nil
+}
+
+// lookupType asks the DNS servers for one record type (A or AAAA).
+func (s *Stack) lookupType(ctx context.Context, host, fqdn string, name dnsmessage.Name, qtype dnsmessage.Type) ([]netip.Addr, error) {
+	key := fqdn
+	if qtype == dnsmessage.TypeAAAA {
+		key = "AAAA " + fqdn
+	}
+	if addrs := s.dns.get(key, time.Now()); addrs != nil {
 		return addrs, nil
 	}
 
 	var lastErr error
 	for attempt := 0; attempt < dnsAttempts; attempt++ {
 		for _, server := range s.cfg.DNS {
-			addrs, ttl, err := s.exchange(ctx, netip.AddrPortFrom(server, dnsPort), name)
+			addrs, ttl, err := s.exchange(ctx, netip.AddrPortFrom(server, dnsPort), name, qtype)
 			if errors.Is(err, errDNSTruncated) {
-				addrs, ttl, err = s.exchangeTCP(ctx, netip.AddrPortFrom(server, dnsPort), name)
+				addrs, ttl, err = s.exchangeTCP(ctx, netip.AddrPortFrom(server, dnsPort), name, qtype)
 			}
 			switch {
 			case err == nil:
-				s.dns.put(fqdn, addrs, ttl, time.Now())
+				s.dns.put(key, addrs, ttl, time.Now())
 				return addrs, nil
 			case errors.Is(err, ErrDNSNotFound):
 				return nil, fmt.Errorf("%w: %s", err, host)
@@ -131,7 +154,7 @@ func (s *Stack) LookupHost(ctx context.Context, host string) ([]netip.Addr, erro
 			case errors.Is(err, ErrClosed):
 				return nil, err
 			}
-			s.logger.Debug("netstack: DNS try failed", "server", server, "host", host, "err", err)
+			s.logger.Debug("netstack: DNS try failed", "server", server, "host", host, "type", qtype, "err", err)
 			lastErr = err
 		}
 	}
@@ -153,14 +176,14 @@ func ctxDone(ctx context.Context) error {
 	return nil
 }
 
-// buildQuery returns a recursive A/IN query for name with a random ID.
-func buildQuery(name dnsmessage.Name) (uint16, []byte, error) {
+// buildQuery returns a recursive qtype/IN query for name with a random ID.
+func buildQuery(name dnsmessage.Name, qtype dnsmessage.Type) (uint16, []byte, error) {
 	id := uint16(rand.Uint32())
 	b := dnsmessage.NewBuilder(make([]byte, 2, 2+len(name.Data)+32), dnsmessage.Header{ID: id, RecursionDesired: true})
 	if err := b.StartQuestions(); err != nil {
 		return 0, nil, err
 	}
-	if err := b.Question(dnsmessage.Question{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}); err != nil {
+	if err := b.Question(dnsmessage.Question{Name: name, Type: qtype, Class: dnsmessage.ClassINET}); err != nil {
 		return 0, nil, err
 	}
 	msg, err := b.Finish()
@@ -184,8 +207,8 @@ func tryDeadline(ctx context.Context) time.Time {
 // exchange sends one UDP query from a fresh socket (fresh random source
 // port, RFC 5452 §9.2) and waits for the matching answer, ignoring datagrams
 // whose ID or question does not match (RFC 5452 §4).
-func (s *Stack) exchange(ctx context.Context, server netip.AddrPort, name dnsmessage.Name) ([]netip.Addr, time.Duration, error) {
-	id, msg, err := buildQuery(name)
+func (s *Stack) exchange(ctx context.Context, server netip.AddrPort, name dnsmessage.Name, qtype dnsmessage.Type) ([]netip.Addr, time.Duration, error) {
+	id, msg, err := buildQuery(name, qtype)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrBadAddress, err)
 	}
@@ -207,7 +230,7 @@ func (s *Stack) exchange(ctx context.Context, server netip.AddrPort, name dnsmes
 		if err != nil {
 			return nil, 0, fmt.Errorf("read answer from %v: %w", server, err)
 		}
-		addrs, ttl, ok, err := parseAnswer(buf[:n], id, name)
+		addrs, ttl, ok, err := parseAnswer(buf[:n], id, name, qtype)
 		if !ok {
 			continue // not ours (late answer to an earlier try, spoof, garbage)
 		}
@@ -216,8 +239,8 @@ func (s *Stack) exchange(ctx context.Context, server netip.AddrPort, name dnsmes
 }
 
 // exchangeTCP repeats a query over TCP after a truncated UDP answer.
-func (s *Stack) exchangeTCP(ctx context.Context, server netip.AddrPort, name dnsmessage.Name) ([]netip.Addr, time.Duration, error) {
-	id, msg, err := buildQuery(name)
+func (s *Stack) exchangeTCP(ctx context.Context, server netip.AddrPort, name dnsmessage.Name, qtype dnsmessage.Type) ([]netip.Addr, time.Duration, error) {
+	id, msg, err := buildQuery(name, qtype)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrBadAddress, err)
 	}
@@ -242,7 +265,7 @@ func (s *Stack) exchangeTCP(ctx context.Context, server netip.AddrPort, name dns
 	if _, err := io.ReadFull(c, resp); err != nil {
 		return nil, 0, fmt.Errorf("read TCP answer from %v: %w", server, err)
 	}
-	addrs, ttl, ok, err := parseAnswer(resp, id, name)
+	addrs, ttl, ok, err := parseAnswer(resp, id, name, qtype)
 	if !ok {
 		return nil, 0, fmt.Errorf("TCP answer from %v does not match the query", server)
 	}
@@ -252,20 +275,20 @@ func (s *Stack) exchangeTCP(ctx context.Context, server netip.AddrPort, name dns
 	return addrs, ttl, err
 }
 
-// parseAnswer parses a response to the A query (id, name). ok is false when
+// parseAnswer parses a response to the A or AAAA query (id, name, qtype). ok is false when
 // msg is not a response to that query at all (wrong ID, question, or not
 // parseable up to the question). Otherwise err is nil with the IPv4
 // addresses found by following the CNAME chain from name, or wraps
 // ErrDNSNotFound (NXDOMAIN, or no A record), errDNSTruncated, or another
 // server failure. ttl is the smallest TTL along the chain.
-func parseAnswer(msg []byte, id uint16, name dnsmessage.Name) (addrs []netip.Addr, ttl time.Duration, ok bool, err error) {
+func parseAnswer(msg []byte, id uint16, name dnsmessage.Name, qtype dnsmessage.Type) (addrs []netip.Addr, ttl time.Duration, ok bool, err error) {
 	var p dnsmessage.Parser
 	h, perr := p.Start(msg)
 	if perr != nil || h.ID != id || !h.Response {
 		return nil, 0, false, nil
 	}
 	q, perr := p.Question()
-	if perr != nil || q.Type != dnsmessage.TypeA || q.Class != dnsmessage.ClassINET ||
+	if perr != nil || q.Type != qtype || q.Class != dnsmessage.ClassINET ||
 		!strings.EqualFold(q.Name.String(), name.String()) {
 		return nil, 0, false, nil
 	}
@@ -312,7 +335,17 @@ func parseAnswer(msg []byte, id uint16, name dnsmessage.Name) (addrs []netip.Add
 			if err != nil {
 				return nil, 0, true, fmt.Errorf("malformed A record: %w", err)
 			}
-			as = append(as, arec{strings.ToLower(ah.Name.String()), netip.AddrFrom4(r.A), ah.TTL})
+			if qtype == dnsmessage.TypeA {
+				as = append(as, arec{strings.ToLower(ah.Name.String()), netip.AddrFrom4(r.A), ah.TTL})
+			}
+		case dnsmessage.TypeAAAA:
+			r, err := p.AAAAResource()
+			if err != nil {
+				return nil, 0, true, fmt.Errorf("malformed AAAA record: %w", err)
+			}
+			if qtype == dnsmessage.TypeAAAA {
+				as = append(as, arec{strings.ToLower(ah.Name.String()), netip.AddrFrom16(r.AAAA), ah.TTL})
+			}
 		case dnsmessage.TypeCNAME:
 			r, err := p.CNAMEResource()
 			if err != nil {
@@ -351,6 +384,9 @@ func parseAnswer(msg []byte, id uint16, name dnsmessage.Name) (addrs []netip.Add
 			break
 		}
 		cur = next
+	}
+	if qtype == dnsmessage.TypeAAAA {
+		return nil, 0, true, fmt.Errorf("%w (no IPv6 address)", ErrDNSNotFound)
 	}
 	return nil, 0, true, fmt.Errorf("%w (no IPv4 address)", ErrDNSNotFound)
 }

@@ -283,35 +283,35 @@ func TestLookupNoDNSAndTimeout(t *testing.T) {
 
 func TestParseAnswerRejectsMismatch(t *testing.T) {
 	name := mustName("example.test.")
-	id, q, err := buildQuery(name)
+	id, q, err := buildQuery(name, dnsmessage.TypeA)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := &testDNS{queries: map[string]int{}}
 	resp := d.answer(q[2:], false)[0]
-	if addrs, _, ok, err := parseAnswer(resp, id, name); !ok || err != nil || len(addrs) != 1 {
+	if addrs, _, ok, err := parseAnswer(resp, id, name, dnsmessage.TypeA); !ok || err != nil || len(addrs) != 1 {
 		t.Fatalf("good answer: %v %v %v", addrs, ok, err)
 	}
-	if _, _, ok, _ := parseAnswer(resp, id+1, name); ok {
+	if _, _, ok, _ := parseAnswer(resp, id+1, name, dnsmessage.TypeA); ok {
 		t.Error("wrong ID accepted")
 	}
-	if _, _, ok, _ := parseAnswer(resp, id, mustName("other.test.")); ok {
+	if _, _, ok, _ := parseAnswer(resp, id, mustName("other.test."), dnsmessage.TypeA); ok {
 		t.Error("wrong question accepted")
 	}
-	if _, _, ok, _ := parseAnswer(q[2:], id, name); ok {
+	if _, _, ok, _ := parseAnswer(q[2:], id, name, dnsmessage.TypeA); ok {
 		t.Error("query (QR=0) accepted as answer")
 	}
 	for i := range resp {
-		parseAnswer(resp[:i], id, name) // must not panic
+		parseAnswer(resp[:i], id, name, dnsmessage.TypeA) // must not panic
 	}
 }
 
 func FuzzParseAnswer(f *testing.F) {
 	d := &testDNS{queries: map[string]int{}}
 	name := mustName("alias.test.")
-	_, q, _ := buildQuery(name)
+	_, q, _ := buildQuery(name, dnsmessage.TypeA)
 	for _, n := range []string{"alias.test.", "example.test.", "missing.test.", "big.test.", "spoof.test."} {
-		_, qn, _ := buildQuery(mustName(n))
+		_, qn, _ := buildQuery(mustName(n), dnsmessage.TypeA)
 		for _, r := range d.answer(qn[2:], false) {
 			f.Add(r)
 		}
@@ -322,7 +322,7 @@ func FuzzParseAnswer(f *testing.F) {
 			return
 		}
 		id := binary.BigEndian.Uint16(msg)
-		addrs, _, ok, err := parseAnswer(msg, id, name)
+		addrs, _, ok, err := parseAnswer(msg, id, name, dnsmessage.TypeA)
 		if !ok && (addrs != nil || err != nil) {
 			t.Fatal("non-matching message produced a result")
 		}

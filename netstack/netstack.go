@@ -2,8 +2,8 @@
 // the PPP session: the proxies dial through it, and every IP packet it emits
 // is handed to the tunnel through a single out function.
 //
-// Only IPv4 is enabled (IPCP negotiates an IPv4 address; IPV6CP is rejected).
-// ICMP echo requests are answered by gVisor's IPv4 layer.
+// IPv4 is configured from IPCP; IPv6 stays off until EnableIPv6 (IPv6CP
+// opened; see ipv6.go). ICMP echo requests are answered by gVisor.
 package netstack
 
 import (
@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -19,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -94,6 +96,11 @@ type Stack struct {
 	gro gro.GRO
 
 	closeOnce sync.Once
+
+	// IPv6 (ipv6.go).
+	v6mu  sync.Mutex
+	v6on  atomic.Bool
+	v6iid [8]byte
 }
 
 // New creates a Stack with cfg.LocalAddr on its only NIC and a default route
@@ -141,6 +148,7 @@ func New(cfg Config, out func(buf []byte, headroom int) error) (*Stack, error) {
 			// IGMP off: there is no multicast over the PPP link and we do
 			// not want the stack to emit reports into the tunnel.
 			ipv4.NewProtocolWithOptions(ipv4.Options{IGMP: ipv4.IGMPOptions{Enabled: false}}),
+			s.ipv6Protocol(), // disabled until EnableIPv6
 		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 		// Packets to our own address are looped back inside the stack
@@ -157,6 +165,7 @@ func New(cfg Config, out func(buf []byte, headroom int) error) (*Stack, error) {
 		s.stack.Destroy()
 		return nil, fmt.Errorf("%w: create NIC: %s", ErrBadConfig, terr)
 	}
+	s.disableIPv6()
 	pa := tcpip.ProtocolAddress{
 		Protocol: ipv4.ProtocolNumber,
 		AddressWithPrefix: tcpip.AddressWithPrefix{
@@ -314,6 +323,9 @@ func (s *Stack) EnqueueInbound(pkt []byte) error {
 		return ErrClosed
 	default:
 	}
+	if len(pkt) >= header.IPv6MinimumSize && header.IPVersion(pkt) == header.IPv6Version {
+		return s.deliverIPv6(pkt)
+	}
 	if len(pkt) < header.IPv4MinimumSize || header.IPVersion(pkt) != header.IPv4Version {
 		return fmt.Errorf("%w (%d bytes)", ErrNotIPv4, len(pkt))
 	}
@@ -335,6 +347,22 @@ func (s *Stack) EnqueueInbound(pkt []byte) error {
 		d.DeliverNetworkPacket(ipv4.ProtocolNumber, pb)
 		s.link.rxOffload.Store(true)
 	}
+	pb.DecRef()
+	return nil
+}
+
+// deliverIPv6 hands an IPv6 packet to gVisor, which checks its checksums
+// (no GRO: IPv6 is the rare case here). A disabled IPv6 endpoint drops it.
+func (s *Stack) deliverIPv6(pkt []byte) error {
+	d := s.link.getDispatcher()
+	if d == nil {
+		return ErrClosed
+	}
+	s.FlushInbound()
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	s.link.rxOffload.Store(false)
+	d.DeliverNetworkPacket(ipv6.ProtocolNumber, pb)
+	s.link.rxOffload.Store(true)
 	pb.DecRef()
 	return nil
 }

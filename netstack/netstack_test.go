@@ -281,8 +281,8 @@ func TestDialRefusedAndUnsupported(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("dial closed port took until the deadline (no RST?): %v", err)
 	}
-	if _, err := a.DialContext(ctx, "tcp6", "[::1]:80"); !errors.Is(err, ErrUnsupportedNetwork) {
-		t.Errorf("tcp6: %v", err)
+	if _, err := a.DialContext(ctx, "tcp6", "[::1]:80"); !errors.Is(err, ErrDial) {
+		t.Errorf("tcp6 without IPv6: %v", err)
 	}
 	if _, err := a.DialContext(ctx, "tcp", "no-port"); !errors.Is(err, ErrBadAddress) {
 		t.Errorf("no port: %v", err)

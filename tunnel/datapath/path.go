@@ -248,7 +248,11 @@ func (p *Path) frameIP(buf []byte, headroom int, s *l2tp.Session) int {
 	h := buf[start+udpHeaderLen:]
 	p.putData(h, s, l2)
 	h[l2], h[l2+1] = 0xFF, 0x03
-	binary.BigEndian.PutUint16(h[l2+2:], ppp.ProtoIPv4)
+	proto := ppp.ProtoIPv4
+	if len(buf) > headroom && buf[headroom]>>4 == 6 {
+		proto = ppp.ProtoIPv6 // RFC 5072 §3: IPv6 packets as PPP protocol 0x0057
+	}
+	binary.BigEndian.PutUint16(h[l2+2:], proto)
 	return start
 }
 
@@ -430,7 +434,7 @@ func (p *Path) Receive(dg []byte) {
 		p.RxDropped.Add(1)
 		return
 	}
-	if proto == ppp.ProtoIPv4 {
+	if proto == ppp.ProtoIPv4 || proto == ppp.ProtoIPv6 {
 		if ip := p.ip.Load(); ip != nil && s != nil {
 			if b, ok := (*ip).(IPBurstSink); ok {
 				if p.held != b {

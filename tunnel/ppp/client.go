@@ -24,6 +24,8 @@ type Config struct {
 	// Auth is the set of methods we agree to authenticate with (zero:
 	// DefaultAuthPolicy, everything but PAP).
 	Auth AuthPolicy
+	// NoIPv6 turns IPv6CP off: the server's IPv6CP is Protocol-Rejected.
+	NoIPv6 bool
 	// MRU is what we ask to receive (LCP MRU option). Default 1400.
 	MRU uint16
 
@@ -94,6 +96,9 @@ func NewClient(cfg Config, send func(frame []byte) error) *Client {
 	c.lcp = newFSM(&c.link, protoLCP, "LCP", clientLCP{c})
 	c.lcp.renegotiate = c.lcpRenegotiate
 	c.ipcp = newFSM(&c.link, protoIPCP, "IPCP", clientIPCP{c})
+	if !cfg.NoIPv6 {
+		c.newIPv6CP(func(ev IPv6Up) { c.emit(ev) })
+	}
 	var m [4]byte
 	if _, err := io.ReadFull(cfg.Rand, m[:]); err != nil {
 		c.magicRejected = true // no randomness: do not negotiate a magic number
@@ -346,7 +351,7 @@ func (c *Client) lcpUp() error {
 
 func (c *Client) enterNetwork() {
 	c.phase = phaseNetwork
-	c.ipcp.open()
+	c.openNCPs()
 }
 
 // ---- authentication, client side ----

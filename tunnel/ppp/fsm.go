@@ -68,6 +68,20 @@ type fsm struct {
 	// and negotiation restarts (RFC 1661 §4.3 Opened + RCR); false ends the
 	// session.
 	renegotiate func() bool
+	// optional: the link does not depend on this protocol (IPv6CP). When
+	// the peer never answers or negotiation does not converge, the
+	// automaton stops instead of ending the session.
+	optional bool
+}
+
+// stop gives up on an optional protocol: no more requests or timers.
+func (f *fsm) stop(why string) {
+	if f.state == stInitial {
+		return
+	}
+	f.state = stInitial
+	f.deadline = time.Time{}
+	f.l.log.Info("ppp: "+f.name+" not available; continuing without it", "reason", why)
 }
 
 func newFSM(l *link, proto uint16, name string, h optionHandler) *fsm {
@@ -119,6 +133,10 @@ func (f *fsm) timeout(now time.Time) error {
 	switch f.state {
 	case stReqSent, stAckRcvd, stAckSent:
 		if f.retries <= 0 {
+			if f.optional {
+				f.stop("no reply")
+				return nil
+			}
 			return fmt.Errorf("%w: %s: no reply to %d Configure-Requests", ErrTimeout, f.name, f.l.maxConfigure)
 		}
 		if f.state == stAckRcvd {
@@ -163,6 +181,10 @@ func (f *fsm) input(p packet) error {
 		}
 		f.replies++
 		if f.replies > 2*f.l.maxConfigure {
+			if f.optional {
+				f.stop("negotiation does not converge")
+				return nil
+			}
 			return fmt.Errorf("%w: %s negotiation does not converge", ErrTimeout, f.name)
 		}
 		var err error

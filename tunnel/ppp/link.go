@@ -90,6 +90,8 @@ type link struct {
 	role   role
 
 	lcp, ipcp *fsm
+	ipv6cp    *fsm // nil: IPv6CP is Protocol-Rejected
+	ipv6      ipv6State
 	phase     phase
 	id        byte // last Identifier used for our packets
 	authDL    time.Time
@@ -119,6 +121,28 @@ func (l *link) init(clk clock.Clock, log *slog.Logger, rnd io.Reader, send func(
 }
 
 func (l *link) nextID() byte { l.id++; return l.id }
+
+// newIPv6CP sets up IPv6CP (RFC 5072) with a random Interface-Identifier.
+// Without randomness IPv6CP stays off (Protocol-Rejected).
+func (l *link) newIPv6CP(onUp func(IPv6Up)) {
+	id, ok := randomIID(l.rnd, [IIDLen]byte{})
+	if !ok {
+		return
+	}
+	l.ipv6.iid = id
+	l.ipv6cp = newFSM(l, protoIPV6CP, "IPv6CP", ipv6Handler{l: l, st: &l.ipv6, onUp: onUp})
+	l.ipv6cp.optional = true
+	l.ipv6cp.renegotiate = func() bool { return true }
+}
+
+// openNCPs starts IPCP and, if enabled, IPv6CP (RFC 1661 §3.5: each NCP
+// on its own).
+func (l *link) openNCPs() {
+	l.ipcp.open()
+	if l.ipv6cp != nil {
+		l.ipv6cp.open()
+	}
+}
 
 // handleFrame queues a frame for Run without blocking; frames are dropped
 // when the queue is full (control traffic is retransmitted by the peer).
@@ -180,7 +204,11 @@ func (l *link) run(ctx context.Context) error {
 
 func (l *link) armTimer(t clock.Timer) {
 	var next time.Time
-	for _, d := range [...]time.Time{l.lcp.deadline, l.ipcp.deadline, l.authDL} {
+	v6 := time.Time{}
+	if l.ipv6cp != nil {
+		v6 = l.ipv6cp.deadline
+	}
+	for _, d := range [...]time.Time{l.lcp.deadline, l.ipcp.deadline, v6, l.authDL} {
 		if !d.IsZero() && (next.IsZero() || d.Before(next)) {
 			next = d
 		}
@@ -198,6 +226,11 @@ func (l *link) timeouts(now time.Time) error {
 	}
 	if err := l.ipcp.timeout(now); err != nil {
 		return err
+	}
+	if l.ipv6cp != nil {
+		if err := l.ipv6cp.timeout(now); err != nil {
+			return err
+		}
 	}
 	if !l.authDL.IsZero() && !now.Before(l.authDL) {
 		l.authDL = time.Time{}
@@ -241,6 +274,14 @@ func (l *link) input(frame []byte) error {
 			return nil // NCP before authentication finished: discard (RFC 1661 §3.5)
 		}
 		return l.ncpInput(l.ipcp, p, info)
+	case protoIPV6CP:
+		if l.ipv6cp == nil {
+			break // Protocol-Reject below
+		}
+		if l.phase != phaseNetwork {
+			return nil
+		}
+		return l.ncpInput(l.ipv6cp, p, info)
 	}
 	// Unknown protocol (IPV6CP, CCP, EAP, ...). RFC 1661 §5.7: Protocol-Reject
 	// in the Opened state. Only after authentication, because SoftEther kills
@@ -281,6 +322,9 @@ func (l *link) lcpInput(p packet, raw []byte) error {
 			if pr == protoIPCP {
 				return fmt.Errorf("%w: peer rejected IPCP", ErrNoIP)
 			}
+			if pr == protoIPV6CP && l.ipv6cp != nil {
+				l.ipv6cp.stop("the peer rejected IPv6CP") // RFC 1661 §5.7: stop sending it
+			}
 		}
 		return nil
 	case codeEchoReq:
@@ -306,6 +350,10 @@ func (l *link) ncpInput(f *fsm, p packet, raw []byte) error {
 		return f.input(p)
 	case codeTermReq:
 		l.sendPacket(f.proto, codeTermAck, p.id)
+		if f.optional {
+			f.stop("the peer closed it")
+			return nil
+		}
 		if f.state == stOpened {
 			return fmt.Errorf("%w: peer closed %s", ErrTerminated, f.name)
 		}

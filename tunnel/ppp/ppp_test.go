@@ -546,6 +546,7 @@ func TestSoftEtherLCPAgainstClient(t *testing.T) {
 func TestProtocolRejectAfterAuth(t *testing.T) {
 	clk := newFake()
 	cc, sc := baseConfigs(clk)
+	cc.NoIPv6 = true
 	w := &wire{}
 	ss := start(t, cc, sc, w)
 	ss.waitUp(0)

@@ -45,6 +45,13 @@ type ServerConfig struct {
 	RejectDNS2  bool         // Configure-Reject option 131, like SoftEther
 	AskVJ       bool         // request VJ compression, like pppd
 	MRU         uint16       // default 1400
+	// IPv6 answers IPv6CP (RFC 5072) instead of Protocol-Rejecting it;
+	// IPv6Up is then among the Events.
+	IPv6 bool
+	// SuggestIID, if non-zero, is Naked to the client once as the
+	// Interface-Identifier it should use (RFC 5072 §4.1), as a server that
+	// assigns identifiers does.
+	SuggestIID [IIDLen]byte
 
 	Clock  clock.Clock
 	Logger *slog.Logger
@@ -102,6 +109,13 @@ func NewServer(cfg ServerConfig, send func([]byte) error) *Server {
 	s.init(cfg.Clock, cfg.Logger, cfg.Rand, send, s)
 	s.lcp = newFSM(&s.link, protoLCP, "LCP", serverLCP{s})
 	s.ipcp = newFSM(&s.link, protoIPCP, "IPCP", serverIPCP{s})
+	if cfg.IPv6 {
+		s.newIPv6CP(func(ev IPv6Up) { s.emit(ev) })
+		if s.ipv6cp != nil && cfg.SuggestIID != ([IIDLen]byte{}) {
+			s.ipv6cp.h = suggestingIPv6{ipv6Handler: s.ipv6cp.h.(ipv6Handler), iid: cfg.SuggestIID, left: new(int)}
+			*s.ipv6cp.h.(suggestingIPv6).left = 1
+		}
+	}
 	if cfg.EAPFirst {
 		s.sequence = append(s.sequence, AuthEAP)
 	}
@@ -252,7 +266,7 @@ func (s *Server) lcpUp() error {
 	case AuthNone:
 		s.authDone = true
 		s.phase = phaseNetwork
-		s.ipcp.open()
+		s.openNCPs()
 	case AuthPAP:
 		s.phase = phaseAuthenticate
 		s.authDL = s.clk.Now().Add(s.restart * time.Duration(s.maxConfigure))
@@ -373,7 +387,7 @@ func (s *Server) authOK(user string) error {
 	s.user = user
 	s.emit(AuthUp{Method: s.method, User: user})
 	s.phase = phaseNetwork
-	s.ipcp.open()
+	s.openNCPs()
 	return nil
 }
 
