@@ -594,6 +594,10 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 			err = pppError(c.pppRun.err)
 		case <-setupDone:
 			err = timeoutError([...]string{"IKE", "L2TP", "PPP"}[phase], [...]error{ErrIKE, ErrL2TP, ErrPPP}[phase], ctx)
+			if phase == phaseIKE && gotReply == nil {
+				// It answered, but nothing it sent completed an exchange.
+				err.(*Error).Hint = "the server answered, but its IKE messages were malformed or did not authenticate, so Main Mode never completed (--log-level debug shows why each was dropped)"
+			}
 		case <-keepaliveC:
 			// RFC 3948 §2.3: a NAT-keepalive only when nothing else was sent.
 			if !c.data.TakeSent() {
@@ -690,8 +694,12 @@ func (c *Client) setupTimeout(phase setupPhase, tunnelUp, linkUp, authed bool) e
 		if tunnelUp {
 			what = "the L2TP server set up the tunnel but no session"
 		}
-		return &Error{Class: ErrL2TP, Layer: "L2TP", Err: fmt.Errorf("%w: %s within %s", l2tp.ErrTimeout, what, c.cfg.L2TPTimeout),
+		e := &Error{Class: ErrL2TP, Layer: "L2TP", Err: fmt.Errorf("%w: %s within %s", l2tp.ErrTimeout, what, c.cfg.L2TPTimeout),
 			Hint: "IPsec is up, so the server is reachable: check that it runs an L2TP service (xl2tpd) for IPsec clients"}
+		if c.data.RxESP.Load() == 0 && c.data.RxDropped.Load() > 0 {
+			e.Hint = fmt.Sprintf("the server sent %d ESP datagrams but none authenticated (truncated, corrupted or replayed): a broken server or something in the path rewrites them", c.data.RxDropped.Load())
+		}
+		return e
 	case phasePPP:
 		if authed {
 			return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: within %s of authentication", ppp.ErrNoIP, c.cfg.PPPTimeout),

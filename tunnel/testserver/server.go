@@ -83,6 +83,10 @@ type Faults struct {
 	// first IPsec SA is up, also while the client is still connecting
 	// (the Linux kernel clients survive servers that do).
 	RekeyEvery time.Duration
+	// L2TPControl and PPPFrame, if set, replace each L2TP control message
+	// and each PPP frame the server sends (before ESP seals it) by what
+	// they return: a hostile or broken server inside an authentic tunnel.
+	L2TPControl, PPPFrame func(pkt []byte) [][]byte
 }
 
 // Addresses on the far side of the tunnel.
@@ -440,7 +444,7 @@ func (s *Server) newPPP() {
 		Peer:   ClientIP,
 		DNS:    []netip.Addr{ServerIP},
 		Logger: s.log.With("srv", "ppp"),
-	}, s.data.SendPPP)
+	}, mangled(s.cfg.Faults.PPPFrame, s.data.SendPPP))
 	if s.cfg.Faults.NoIPCP {
 		s.data.SetFrames(dropIPCP{s.pppSrv})
 		return
@@ -554,7 +558,24 @@ func (t serverIKETransport) WriteIKE(msg []byte, natt bool) error {
 
 type serverL2TPTransport struct{ s *Server }
 
-func (t serverL2TPTransport) WriteL2TP(pkt []byte) error { return t.s.data.SendL2TP(pkt) }
+func (t serverL2TPTransport) WriteL2TP(pkt []byte) error {
+	return mangled(t.s.cfg.Faults.L2TPControl, t.s.data.SendL2TP)(pkt)
+}
+
+// mangled applies a fault's rewrite (nil: none) in front of send.
+func mangled(rewrite func([]byte) [][]byte, send func([]byte) error) func([]byte) error {
+	if rewrite == nil {
+		return send
+	}
+	return func(pkt []byte) error {
+		for _, p := range rewrite(append([]byte(nil), pkt...)) {
+			if err := send(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
 
 // startServices runs HTTP, DNS and UDP echo on the far-side stack.
 func (s *Server) startServices(ctx context.Context) error {
