@@ -202,19 +202,38 @@ func TestHostileServer(t *testing.T) {
 }
 
 // TestHostileFlood: once the tunnel is up, the server's address floods the
-// client with junk (IKE-looking messages with random cookies, ESP with our
-// SPI and garbage, oversized datagrams): memory stays bounded, the tunnel
-// stays up and carries a request afterwards.
+// client with junk (IKE-looking messages with random cookies, garbage ESP,
+// oversized datagrams, and the server's own setup datagrams replayed or with
+// a byte changed: old Main Mode, Quick Mode and ESP with the right cookies
+// and SPI): memory stays bounded, the tunnel stays up and carries a request
+// afterwards.
 func TestHostileFlood(t *testing.T) {
 	p := startMemPeers(t, 9, testserver.Config{})
+	p.mu.Lock()
+	ikeConn, natt := p.server[0], p.server[1]
+	p.mu.Unlock()
+	// Record what the server sends during setup, to replay it afterwards
+	// (old Main Mode and Quick Mode messages, with the right cookies).
+	var recMu sync.Mutex
+	var recorded [][]byte
+	record := memnet.Impairment{Rewrite: func(dg []byte) [][]byte {
+		recMu.Lock()
+		recorded = append(recorded, append([]byte(nil), dg...))
+		recMu.Unlock()
+		return [][]byte{dg}
+	}}
+	natt.SetImpairment(record)
+	ikeConn.SetImpairment(record)
 	c, err := tunnel.Dial(context.Background(), p.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p.mu.Lock()
-	ikeConn, natt := p.server[0], p.server[1]
-	p.mu.Unlock()
+	natt.SetImpairment(memnet.Impairment{})
+	ikeConn.SetImpairment(memnet.Impairment{})
+	recMu.Lock()
+	old := recorded
+	recMu.Unlock()
 	to := p.client.AddrPort()
 	rng := rand.New(rand.NewPCG(1, 2))
 	junk := func(n int) []byte {
@@ -230,7 +249,13 @@ func TestHostileFlood(t *testing.T) {
 	before := ms.HeapInuse
 	const rounds = 20000
 	for i := range rounds {
-		switch i % 4 {
+		switch i % 5 {
+		case 4: // a message the server sent during setup, replayed or corrupted
+			m := append([]byte(nil), old[rng.IntN(len(old))]...)
+			if rng.IntN(2) == 0 && len(m) > 0 {
+				m[rng.IntN(len(m))] ^= byte(1 + rng.IntN(255))
+			}
+			natt.WriteToUDPAddrPort(m, to)
 		case 0: // ISAKMP with random cookies, a plausible header, junk payloads
 			m := junk(28 + rng.IntN(400))
 			m[17], m[18] = 0x10, byte(2+rng.IntN(4))
@@ -261,7 +286,9 @@ func TestHostileFlood(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	grew := int64(ms.HeapInuse) - int64(before)
-	t.Logf("heap in use grew by %d KiB over %d junk datagrams", grew>>10, rounds)
+	_, d1 := ikeConn.Stats()
+	_, d2 := natt.Stats()
+	t.Logf("heap in use grew by %d KiB over %d junk datagrams (%d of them dropped at the client's full queue)", grew>>10, rounds, d1+d2)
 	if grew > 16<<20 {
 		t.Errorf("heap grew by %d MiB after a flood of junk: unbounded state?", grew>>20)
 	}
