@@ -9,7 +9,11 @@
 //	ike.Initiator.Run         the IKE SAs, retransmissions, DPD, Deletes, renewals
 //	l2tp.LAC.Run              control connection state, reliable delivery
 //	ppp.Client.Run            LCP/auth/IPCP state
-//	supervise                 events after setup (rekeys, deletes, layer deaths), NAT keepalives
+//	loop                      the one event loop: brings the layers up in order, then handles
+//	                          rekeys, deletes, layer deaths and NAT keepalives
+//
+// Every goroutine is started through the Client's supervisor: Close returns
+// once none is left running, or reports the ones that did not stop.
 //
 // The send path is plain function calls from whichever goroutine produced the
 // packet (gVisor's writer, a control-plane owner): headers are written into
@@ -95,6 +99,10 @@ type Config struct {
 	Logger *slog.Logger
 	Clock  clock.Clock
 	Rand   io.Reader
+	// Conn, if set, is the UDP socket to use instead of one Dial opens:
+	// tests give an in-memory one (tunnel/memnet). Its LocalAddr is what
+	// IKE announces; Close closes it.
+	Conn datapath.Conn
 }
 
 func (c *Config) setDefaults() {
@@ -158,7 +166,7 @@ type Info struct {
 type Client struct {
 	cfg    Config
 	log    *slog.Logger
-	conn   *net.UDPConn
+	conn   datapath.Conn
 	server netip.Addr
 	ikeTo  netip.AddrPort // server IKE address (port 500 or custom)
 	nattTo netip.AddrPort // server NAT-T address
@@ -187,43 +195,15 @@ type Client struct {
 	gotReply  chan struct{} // closed on the first datagram from the server
 	replyOnce sync.Once
 
+	// sup owns every goroutine of the tunnel: Close returns once none is
+	// left, or reports the ones that did not stop.
+	sup       supervisor
 	closeOnce sync.Once
 	closing   atomic.Bool // set by teardown: layers ending now are not failures
 	done      chan struct{}
+	closeErr  error // what teardown could not stop; set inside closeOnce
 	errMu     sync.Mutex
 	err       error
-}
-
-// layerRun is one layer's Run goroutine: its own context so teardown can go
-// top-down (PPP, then L2TP, then IKE), each layer saying goodbye in turn.
-type layerRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // valid after done is closed
-}
-
-func (r *layerRun) start(run func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	r.done = make(chan struct{})
-	go func() {
-		defer close(r.done)
-		r.err = run(ctx)
-	}()
-}
-
-// stop cancels the layer and waits (bounded) for its goodbye to finish.
-func (r *layerRun) stop(timeout time.Duration) {
-	if r.done == nil {
-		return
-	}
-	r.cancel()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-r.done:
-	case <-t.C:
-	}
 }
 
 // Dial connects to the server and returns once PPP has an IP address and the
@@ -244,10 +224,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if err := c.connect(ctx); err != nil {
 		c.teardown(false)
+		if werr := c.sup.Wait(time.Second); werr != nil {
+			c.log.Warn("tunnel setup failed and left goroutines running", "err", werr)
+		}
 		return nil, err
 	}
 	c.info.ConnectDur = time.Since(start)
-	go c.supervise()
 	return c, nil
 }
 
@@ -285,30 +267,12 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 	server := addrs[0].Unmap()
 	ikeTo := netip.AddrPortFrom(server, uint16(ikePort))
 
-	// The address our kernel uses toward the server is what we put in IDii,
-	// IDci and NAT-OA (NOTES §1.6, RFC 3947 §5.2).
-	probe, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ikeTo))
-	if err != nil {
-		return nil, &Error{Class: ErrServerUnreachable, Layer: "network", Err: err, Hint: "no route to the server"}
+	conn := cfg.Conn
+	if conn == nil {
+		if conn, err = openSocket(cfg, ikeTo); err != nil {
+			return nil, err
+		}
 	}
-	localIP := probe.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	probe.Close()
-
-	// One socket for IKE on 500, IKE on 4500 and ESP-in-UDP: RFC 3948 §2.1
-	// requires ESP to use the ports IKE used. An ephemeral port, since an
-	// unprivileged process cannot bind 500/4500.
-	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(localIP, 0)))
-	if err != nil {
-		return nil, &Error{Class: ErrServerUnreachable, Layer: "network", Err: err}
-	}
-	// A download arrives as one burst after another; a buffer that
-	// overflows drops datagrams before we read them, and TCP then waits
-	// for its loss recovery. 8 MiB is ~25 ms at 300 MiB/s.
-	rcvbuf, rerr := datapath.SetReceiveBuffer(conn, rcvBufSize)
-	// Linux reports twice what it grants to data (socket(7)); below the
-	// request, net.core.rmem_max capped it (no CAP_NET_ADMIN).
-	cfg.Logger.Debug("socket receive buffer", "requested", rcvBufSize, "granted", rcvbuf, "err", rerr)
-	_ = conn.SetWriteBuffer(4 << 20)
 	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 
@@ -345,6 +309,35 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// openSocket opens the client's UDP socket toward the server.
+func openSocket(cfg Config, ikeTo netip.AddrPort) (*net.UDPConn, error) {
+	// The address our kernel uses toward the server is what we put in IDii,
+	// IDci and NAT-OA (NOTES §1.6, RFC 3947 §5.2).
+	probe, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ikeTo))
+	if err != nil {
+		return nil, &Error{Class: ErrServerUnreachable, Layer: "network", Err: err, Hint: "no route to the server"}
+	}
+	localIP := probe.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	probe.Close()
+
+	// One socket for IKE on 500, IKE on 4500 and ESP-in-UDP: RFC 3948 §2.1
+	// requires ESP to use the ports IKE used. An ephemeral port, since an
+	// unprivileged process cannot bind 500/4500.
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(localIP, 0)))
+	if err != nil {
+		return nil, &Error{Class: ErrServerUnreachable, Layer: "network", Err: err}
+	}
+	// A download arrives as one burst after another; a buffer that
+	// overflows drops datagrams before we read them, and TCP then waits
+	// for its loss recovery. 8 MiB is ~25 ms at 300 MiB/s.
+	rcvbuf, rerr := datapath.SetReceiveBuffer(conn, rcvBufSize)
+	// Linux reports twice what it grants to data (socket(7)); below the
+	// request, net.core.rmem_max capped it (no CAP_NET_ADMIN).
+	cfg.Logger.Debug("socket receive buffer", "requested", rcvBufSize, "granted", rcvbuf, "err", rerr)
+	_ = conn.SetWriteBuffer(4 << 20)
+	return conn, nil
+}
+
 // Info returns what was negotiated.
 func (c *Client) Info() Info { return c.info }
 
@@ -372,11 +365,22 @@ func (c *Client) Err() error {
 }
 
 // Close tears the tunnel down in order: PPP Terminate, L2TP CDN + StopCCN,
-// IKE Deletes, then closes the socket. It is safe to call more than once.
+// IKE Deletes, then closes the socket, and returns once every goroutine of
+// the tunnel has ended. A layer or goroutine that did not stop in time is
+// logged and returned (ErrStopTimeout). It is safe to call more than once.
 func (c *Client) Close() error {
 	c.teardown(true)
-	return nil
+	err := c.closeErr
+	if werr := c.sup.Wait(closeWait); werr != nil {
+		c.log.Warn("tunnel goroutines still running after Close", "err", werr)
+		err = errors.Join(err, werr)
+	}
+	return err
 }
+
+// closeWait bounds how long Close waits for the goroutines once the layers
+// were stopped (the socket reader and the event loop end at once then).
+const closeWait = 2 * time.Second
 
 func (c *Client) fail(err error) {
 	if c.closing.Load() {
@@ -389,9 +393,12 @@ func (c *Client) fail(err error) {
 	c.errMu.Unlock()
 	// A server that went silent will not answer our goodbyes: do not wait
 	// for them.
-	go c.teardown(!errors.Is(err, ike.ErrPeerDead))
+	graceful := !errors.Is(err, ike.ErrPeerDead)
+	c.sup.Go("teardown", func() { c.teardown(graceful) })
 }
 
+// teardown stops the layers top-down, each bounded; one that does not stop
+// in time is logged and kept in closeErr for Close to return.
 func (c *Client) teardown(graceful bool) {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
@@ -402,16 +409,19 @@ func (c *Client) teardown(graceful bool) {
 		if s := c.stack.Load(); s != nil {
 			s.Close()
 		}
-		c.pppRun.stop(wait)
-		c.l2tpRun.stop(wait)
+		errs := []error{c.pppRun.stop(wait), c.l2tpRun.stop(wait)}
 		c.ikeMu.Lock() // no new IKE SA starts once closing is set
 		ikeRun := c.ikeRun
 		c.ikeMu.Unlock()
 		if ikeRun != nil {
-			ikeRun.stop(wait)
+			errs = append(errs, ikeRun.stop(wait))
 		}
 		c.conn.Close()
 		close(c.done)
+		if err := errors.Join(errs...); err != nil {
+			c.log.Warn("tunnel layer did not stop", "err", err)
+			c.closeErr = err
+		}
 	})
 }
 
@@ -451,108 +461,98 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 	}
 	c.ike.Store(ini)
 	c.ikeRun = new(layerRun)
-	c.ikeRun.start(ini.Run)
+	c.ikeRun.start(&c.sup, "IKE", ini.Run)
 	return ini, nil
 }
 
-// connect brings the layers up one after the other.
+// connect starts IKE, the socket reader and the event loop, and waits for
+// the loop to bring every layer up (nil) or to fail (the setup error).
 func (c *Client) connect(ctx context.Context) error {
-	log := c.log
 	c.watch.start()
 	ini, err := c.startIKE()
 	if err != nil {
 		return err
 	}
-	go c.readLoop()
+	c.sup.Go("socket reader", c.readLoop)
+	up := make(chan error, 1)
+	c.sup.Go("event loop", func() { c.loop(ctx, ini, up) })
+	return <-up
+}
 
-	// IKE: wait for the phase-1 and the ESP SA.
-	unreachable := time.NewTimer(c.cfg.ReplyTimeout)
-	defer unreachable.Stop()
+// setupPhase is how far the tunnel has come up.
+type setupPhase int
+
+const (
+	phaseIKE  setupPhase = iota // Main Mode and Quick Mode: no ESP SA yet
+	phaseL2TP                   // ESP up, waiting for the L2TP tunnel and session
+	phasePPP                    // L2TP session up: LCP, authentication, IPCP
+	phaseUp                     // netstack up: Dial has returned
+)
+
+// loop is the tunnel's one event loop, from the first IKE message to the
+// end: it brings the layers up one after the other (IKE, L2TP, PPP,
+// netstack; each phase bounded by its timer and by ctx) and then handles
+// what they report (rekeys, deletes, a layer ending) and NAT keepalives.
+// IKE events are handled in every phase, so a rekey during setup is
+// installed at once. up gets the setup's result exactly once.
+func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) {
+	log := c.log
+	phase := phaseIKE
+	setupDone := ctx.Done() // nil once up: ctx is Dial's and ends with it
+	// One timer per phase: in phaseIKE the time to the server's first
+	// reply (then only ctx bounds it), then L2TP's, then each PPP step's.
+	timer := time.NewTimer(c.cfg.ReplyTimeout)
+	defer timer.Stop()
 	gotReply := c.gotReply // nil once seen, so the closed channel stops firing
-	var child ike.ChildSA
-ikeLoop:
+	var keepalive clock.Timer
+	var keepaliveC <-chan time.Time
+	defer func() {
+		if keepalive != nil {
+			keepalive.Stop()
+		}
+	}()
+	// Every layer's events are drained in every phase: their owners block
+	// (IKE) or drop (others) when nobody reads. A closed channel is set to nil.
+	var lacEv <-chan l2tp.Event
+	var pppEv <-chan ppp.Event
+	tunnelUp, linkUp, authed := false, false, false
+
+	// fail ends the loop: during setup Dial returns err (and tears down),
+	// afterwards the tunnel goes down with it.
+	fail := func(err error) {
+		if phase < phaseUp {
+			up <- err
+			return
+		}
+		c.fail(err)
+	}
 	for {
+		var err error
 		select {
 		case ev := <-ini.Events():
-			switch ev := ev.(type) {
-			case ike.Phase1Up:
-				c.info.IKESuite = ev.Suite
-				c.info.Times.Phase1 = c.watch.lap()
-				log.Info("IKE SA established", "suite", ev.Suite, "server", c.ikeTo.String())
-			case ike.ChildSAUp:
-				child = ev.Child
-				c.info.Times.QuickMode = c.watch.lap()
-				break ikeLoop
+			if phase == phaseIKE {
+				err = c.onIKESetup(ev, &phase, timer)
+				if err == nil && phase == phaseL2TP {
+					lacEv = c.lac.Events()
+				}
+			} else {
+				c.onIKEEvent(ev)
 			}
 		case <-gotReply:
-			unreachable.Stop()
 			gotReply = nil
-		case <-unreachable.C:
-			select {
-			case <-c.gotReply:
-				continue
-			default:
+			if phase == phaseIKE {
+				timer.Stop()
 			}
-			return &Error{Class: ErrServerUnreachable, Layer: "IKE",
-				Err:  fmt.Errorf("no reply from %s within %s", c.ikeTo, c.cfg.ReplyTimeout),
-				Hint: "check the server address and that UDP ports 500 and 4500 reach it"}
-		case <-c.ikeRun.done:
-			return ikeError(c.ikeRun.err, c.ikeTo)
-		case <-ctx.Done():
-			return timeoutError("IKE", ErrIKE, ctx)
-		}
-	}
-	if err := c.data.InstallSA(child.Inbound, child.Outbound); err != nil {
-		return &Error{Class: ErrIKE, Layer: "ESP", Err: err}
-	}
-	c.info.ESPSuite, c.info.PFS = child.Inbound.Alg.String(), child.PFS
-	c.learnPFS(child)
-	pfs := child.PFS
-	if pfs == "" {
-		pfs = "none"
-	}
-	log.Info("IPsec SA established", "suite", c.info.ESPSuite, "pfs", pfs,
-		"spi_in", fmt.Sprintf("%08x", child.Inbound.SPI), "spi_out", fmt.Sprintf("%08x", child.Outbound.SPI))
-
-	// The PPP client exists before the L2TP session is up so that frames the
-	// server sends right after ICCN queue up for it; it runs once it is.
-	mru := c.data.InnerMTU(c.cfg.OuterMTU)
-	c.ppp = ppp.NewClient(ppp.Config{
-		User:     c.cfg.User,
-		Password: c.cfg.Password,
-		Auth:     c.cfg.Auth,
-		MRU:      uint16(mru),
-		Clock:    c.cfg.Clock,
-		Logger:   log.With("layer", "ppp"),
-		Rand:     c.cfg.Rand,
-	}, c.data.SendPPP)
-	c.data.SetFrames(c.ppp)
-
-	// L2TP: tunnel and one session.
-	c.lac = l2tp.NewLAC(l2tp.Config{
-		Clock:  c.cfg.Clock,
-		Logger: log,
-		Rand:   c.cfg.Rand,
-		// Every ESP packet from the server carries L2TP: while they arrive,
-		// its L2TP is alive even if a control message or ack got lost.
-		PeerActivity: c.data.RxESP.Load,
-	}, l2tpTransport{c})
-	c.data.SetControl(c.lac)
-	c.l2tpRun.start(c.lac.Run)
-	l2tpTimer := time.NewTimer(c.cfg.L2TPTimeout)
-	defer l2tpTimer.Stop()
-	tunnelUp := false
-l2tpLoop:
-	for {
-		select {
-		case <-l2tpTimer.C:
-			what := "no answer from the L2TP server"
-			if tunnelUp {
-				what = "the L2TP server set up the tunnel but no session"
+		case <-timer.C:
+			err = c.setupTimeout(phase, tunnelUp, linkUp, authed)
+		case ev, ok := <-lacEv:
+			if !ok {
+				lacEv = nil
+				break
 			}
-			return &Error{Class: ErrL2TP, Layer: "L2TP", Err: fmt.Errorf("%w: %s within %s", l2tp.ErrTimeout, what, c.cfg.L2TPTimeout),
-				Hint: "IPsec is up, so the server is reachable: check that it runs an L2TP service (xl2tpd) for IPsec clients"}
-		case ev := <-c.lac.Events():
+			if phase != phaseL2TP {
+				break
+			}
 			switch ev := ev.(type) {
 			case l2tp.TunnelUp:
 				tunnelUp = true
@@ -563,74 +563,180 @@ l2tpLoop:
 				c.data.SetSession(s)
 				c.info.Times.L2TP = c.watch.lap()
 				log.Info("L2TP session established", "session", s.PeerSessionID)
-				break l2tpLoop
+				c.pppRun.start(&c.sup, "PPP", c.ppp.Run)
+				pppEv = c.ppp.Events()
+				phase = phasePPP
+				timer.Reset(c.cfg.PPPTimeout)
 			}
-		case ev := <-ini.Events(): // a rekey while L2TP comes up
-			c.onIKEEvent(ev)
-		case <-c.l2tpRun.done:
-			return l2tpError(c.l2tpRun.err)
-		case <-c.ikeRun.done:
-			return ikeError(c.ikeRun.err, c.ikeTo)
-		case <-ctx.Done():
-			return timeoutError("L2TP", ErrL2TP, ctx)
-		}
-	}
-
-	// PPP: LCP, authentication, IPCP.
-	c.pppRun.start(c.ppp.Run)
-	pppTimer := time.NewTimer(c.cfg.PPPTimeout)
-	defer pppTimer.Stop()
-	authed, linkUp := false, false
-	var ip ppp.IPUp
-pppLoop:
-	for {
-		select {
-		case <-pppTimer.C:
-			if authed {
-				return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: within %s of authentication", ppp.ErrNoIP, c.cfg.PPPTimeout),
-					Hint: "the server assigned no IP address: its address pool may be exhausted"}
+		case ev, ok := <-pppEv:
+			if !ok {
+				pppEv = nil
+				break
 			}
-			what := "link negotiation (LCP)"
-			if linkUp {
-				what = "authentication"
+			if phase != phasePPP {
+				break
 			}
-			return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: %s did not finish within %s", ppp.ErrTimeout, what, c.cfg.PPPTimeout),
-				Hint: "the server's PPP stopped answering"}
-		case ev := <-c.ppp.Events():
 			switch ev := ev.(type) {
 			case ppp.LinkUp:
 				linkUp = true
 				c.info.Times.LCP = c.watch.lap()
-				pppTimer.Reset(c.cfg.PPPTimeout)
+				timer.Reset(c.cfg.PPPTimeout)
 			case ppp.AuthUp:
 				authed = true
-				pppTimer.Reset(c.cfg.PPPTimeout)
+				timer.Reset(c.cfg.PPPTimeout)
 				c.info.PPPAuth = ev.Method.String()
 				c.info.Times.Auth = c.watch.lap()
 				log.Info("PPP authenticated", "method", ev.Method.String())
 			case ppp.IPUp:
-				ip = ev
 				c.info.Times.IPCP = c.watch.lap()
-				break pppLoop
+				if err = c.startStack(ev); err == nil {
+					timer.Stop()
+					phase, setupDone = phaseUp, nil
+					keepalive = c.cfg.Clock.NewTimer(c.cfg.KeepaliveInterval)
+					keepaliveC = keepalive.C()
+					up <- nil
+				}
 			}
-		case ev := <-ini.Events(): // a rekey while PPP comes up
-			c.onIKEEvent(ev)
-		case <-c.pppRun.done:
-			return pppError(c.pppRun.err)
-		case <-c.l2tpRun.done:
-			return l2tpError(c.l2tpRun.err)
 		case <-c.ikeRun.done:
-			return ikeError(c.ikeRun.err, c.ikeTo)
-		case <-ctx.Done():
-			return timeoutError("PPP", ErrPPP, ctx)
+			// The initiator keeps the tunnel's IKE SAs (a new one replaces
+			// an IKE SA the server deleted alone): Run ending means the
+			// IPsec side is gone.
+			err = ikeError(c.ikeRun.err, c.ikeTo)
+		case <-c.l2tpRun.done:
+			err = l2tpError(c.l2tpRun.err)
+		case <-c.pppRun.done:
+			err = pppError(c.pppRun.err)
+		case <-setupDone:
+			err = timeoutError([...]string{"IKE", "L2TP", "PPP"}[phase], [...]error{ErrIKE, ErrL2TP, ErrPPP}[phase], ctx)
+			if phase == phaseIKE && gotReply == nil {
+				// It answered, but nothing it sent completed an exchange.
+				err.(*Error).Hint = "the server answered, but its IKE messages were malformed or did not authenticate, so Main Mode never completed (--log-level debug shows why each was dropped)"
+			}
+		case <-keepaliveC:
+			// RFC 3948 §2.3: a NAT-keepalive only when nothing else was sent.
+			if !c.data.TakeSent() {
+				c.data.WriteTo(esp.NATKeepalive, c.nattTo)
+				c.data.TakeSent()
+			}
+			keepalive.Reset(c.cfg.KeepaliveInterval)
+		case <-c.done:
+			if phase < phaseUp {
+				up <- ErrClosed
+			}
+			return
+		}
+		if err != nil {
+			fail(err)
+			return
 		}
 	}
-	mtu := mru
+}
+
+// onIKESetup handles IKE's events before the first ESP SA: with it, ESP is
+// installed and L2TP starts (phase becomes phaseL2TP).
+func (c *Client) onIKESetup(ev ike.Event, phase *setupPhase, timer *time.Timer) error {
+	if p1, ok := ev.(ike.Phase1Up); ok {
+		c.info.IKESuite = p1.Suite
+		c.info.Times.Phase1 = c.watch.lap()
+		c.log.Info("IKE SA established", "suite", p1.Suite, "server", c.ikeTo.String())
+	}
+	childUp, ok := ev.(ike.ChildSAUp)
+	if !ok {
+		return nil
+	}
+	child := childUp.Child
+	c.info.Times.QuickMode = c.watch.lap()
+	if err := c.data.InstallSA(child.Inbound, child.Outbound); err != nil {
+		return &Error{Class: ErrIKE, Layer: "ESP", Err: err}
+	}
+	c.info.ESPSuite, c.info.PFS = child.Inbound.Alg.String(), child.PFS
+	c.learnPFS(child)
+	pfs := child.PFS
+	if pfs == "" {
+		pfs = "none"
+	}
+	c.log.Info("IPsec SA established", "suite", c.info.ESPSuite, "pfs", pfs,
+		"spi_in", fmt.Sprintf("%08x", child.Inbound.SPI), "spi_out", fmt.Sprintf("%08x", child.Outbound.SPI))
+	c.startL2TP()
+	*phase = phaseL2TP
+	timer.Stop()
+	timer.Reset(c.cfg.L2TPTimeout)
+	return nil
+}
+
+// startL2TP creates the PPP client (not running yet: frames the server
+// sends right after ICCN queue up for it) and starts the L2TP LAC.
+func (c *Client) startL2TP() {
+	mru := c.data.InnerMTU(c.cfg.OuterMTU)
+	c.ppp = ppp.NewClient(ppp.Config{
+		User:     c.cfg.User,
+		Password: c.cfg.Password,
+		Auth:     c.cfg.Auth,
+		MRU:      uint16(mru),
+		Clock:    c.cfg.Clock,
+		Logger:   c.log.With("layer", "ppp"),
+		Rand:     c.cfg.Rand,
+	}, c.data.SendPPP)
+	c.data.SetFrames(c.ppp)
+
+	c.lac = l2tp.NewLAC(l2tp.Config{
+		Clock:  c.cfg.Clock,
+		Logger: c.log,
+		Rand:   c.cfg.Rand,
+		// Every ESP packet from the server carries L2TP: while they arrive,
+		// its L2TP is alive even if a control message or ack got lost.
+		PeerActivity: c.data.RxESP.Load,
+	}, l2tpTransport{c})
+	c.data.SetControl(c.lac)
+	c.l2tpRun.start(&c.sup, "L2TP", c.lac.Run)
+}
+
+// setupTimeout is the error of a phase's timer firing.
+func (c *Client) setupTimeout(phase setupPhase, tunnelUp, linkUp, authed bool) error {
+	switch phase {
+	case phaseIKE:
+		select {
+		case <-c.gotReply: // the reply raced the timer
+			return nil
+		default:
+		}
+		return &Error{Class: ErrServerUnreachable, Layer: "IKE",
+			Err:  fmt.Errorf("no reply from %s within %s", c.ikeTo, c.cfg.ReplyTimeout),
+			Hint: "check the server address and that UDP ports 500 and 4500 reach it"}
+	case phaseL2TP:
+		what := "no answer from the L2TP server"
+		if tunnelUp {
+			what = "the L2TP server set up the tunnel but no session"
+		}
+		e := &Error{Class: ErrL2TP, Layer: "L2TP", Err: fmt.Errorf("%w: %s within %s", l2tp.ErrTimeout, what, c.cfg.L2TPTimeout),
+			Hint: "IPsec is up, so the server is reachable: check that it runs an L2TP service (xl2tpd) for IPsec clients"}
+		if c.data.RxESP.Load() == 0 && c.data.RxDropped.Load() > 0 {
+			e.Hint = fmt.Sprintf("the server sent %d ESP datagrams but none authenticated (truncated, corrupted or replayed): a broken server or something in the path rewrites them", c.data.RxDropped.Load())
+		}
+		return e
+	case phasePPP:
+		if authed {
+			return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: within %s of authentication", ppp.ErrNoIP, c.cfg.PPPTimeout),
+				Hint: "the server assigned no IP address: its address pool may be exhausted"}
+		}
+		what := "link negotiation (LCP)"
+		if linkUp {
+			what = "authentication"
+		}
+		return &Error{Class: ErrPPP, Layer: "PPP", Err: fmt.Errorf("%w: %s did not finish within %s", ppp.ErrTimeout, what, c.cfg.PPPTimeout),
+			Hint: "the server's PPP stopped answering"}
+	}
+	return nil
+}
+
+// startStack brings the network stack up on the address IPCP gave.
+func (c *Client) startStack(ip ppp.IPUp) error {
+	mtu := c.data.InnerMTU(c.cfg.OuterMTU)
 	if ip.PeerMRU != 0 && int(ip.PeerMRU) < mtu {
 		mtu = int(ip.PeerMRU)
 	}
 	c.info.Address, c.info.PeerAddr, c.info.DNS, c.info.MTU = ip.Local, ip.Peer, ip.DNS, mtu
-	log.Info("IPCP up", "address", ip.Local.String(), "peer", ip.Peer.String(), "dns", fmt.Sprint(ip.DNS), "mtu", mtu)
+	c.log.Info("IPCP up", "address", ip.Local.String(), "peer", ip.Peer.String(), "dns", fmt.Sprint(ip.DNS), "mtu", mtu)
 
 	st, err := netstack.New(netstack.Config{
 		LocalAddr: ip.Local,
@@ -638,7 +744,7 @@ pppLoop:
 		MTU:       mtu,
 		Headroom:  datapath.Headroom,
 		Tailroom:  datapath.Tailroom,
-		Logger:    log.With("layer", "netstack"),
+		Logger:    c.log.With("layer", "netstack"),
 		OutBatch:  c.data.SendIPBatch,
 	}, c.data.SendIP)
 	if err != nil {
@@ -647,52 +753,6 @@ pppLoop:
 	c.stack.Store(st)
 	c.data.SetIP(st)
 	return nil
-}
-
-// supervise watches the layers once the tunnel is up: ESP rekeys and deletes
-// from IKE, any layer ending, and NAT keepalives while idle.
-func (c *Client) supervise() {
-	keepalive := c.cfg.Clock.NewTimer(c.cfg.KeepaliveInterval)
-	defer keepalive.Stop()
-	// Keep draining every layer's events: their owners block (IKE) or drop
-	// (others) when nobody reads. A closed channel is set to nil.
-	lacEv, pppEv := c.lac.Events(), c.ppp.Events()
-	// The initiator keeps the tunnel's IKE SAs: when the server deletes the
-	// IKE SA but not the IPsec SA, it negotiates a new one in place and
-	// Run goes on; Run ending means the IPsec side is gone.
-	ini := c.ike.Load()
-	for {
-		select {
-		case _, ok := <-lacEv:
-			if !ok {
-				lacEv = nil
-			}
-		case _, ok := <-pppEv:
-			if !ok {
-				pppEv = nil
-			}
-		case ev := <-ini.Events():
-			c.onIKEEvent(ev)
-		case <-c.ikeRun.done:
-			c.fail(ikeError(c.ikeRun.err, c.ikeTo))
-			return
-		case <-c.l2tpRun.done:
-			c.fail(l2tpError(c.l2tpRun.err))
-			return
-		case <-c.pppRun.done:
-			c.fail(pppError(c.pppRun.err))
-			return
-		case <-keepalive.C():
-			// RFC 3948 §2.3: a NAT-keepalive only when nothing else was sent.
-			if !c.data.TakeSent() {
-				c.data.WriteTo(esp.NATKeepalive, c.nattTo)
-				c.data.TakeSent()
-			}
-			keepalive.Reset(c.cfg.KeepaliveInterval)
-		case <-c.done:
-			return
-		}
-	}
 }
 
 // onIKEEvent handles what IKE reports once the first IPsec SA is installed,

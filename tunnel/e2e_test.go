@@ -37,6 +37,7 @@ func testLogger(t testing.TB) *slog.Logger {
 
 func startServer(t testing.TB, cfg testserver.Config) *testserver.Server {
 	t.Helper()
+	checkNoLeaks(t)
 	if cfg.BigSize == 0 {
 		cfg.BigSize = 4 << 20
 	}

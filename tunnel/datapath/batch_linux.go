@@ -40,7 +40,7 @@ const (
 // Receiver reads datagrams from a UDP socket many at a time (recvmmsg), and
 // with UDP_GRO many datagrams per message. It is used by one goroutine.
 type Receiver struct {
-	conn  *net.UDPConn
+	conn  Conn
 	rc    syscall.RawConn
 	bufs  [][]byte
 	hdrs  []unix.Mmsghdr
@@ -58,7 +58,7 @@ const oobLen = 64 // room for a UDP_GRO cmsg (an int) and then some
 
 // NewReceiver prepares batched reads of up to batch messages from conn. It
 // enables UDP_GRO when the kernel supports it.
-func NewReceiver(conn *net.UDPConn, batch int) *Receiver {
+func NewReceiver(conn Conn, batch int) *Receiver {
 	batch = max(batch, 1)
 	r := &Receiver{
 		conn:  conn,
@@ -78,7 +78,9 @@ func NewReceiver(conn *net.UDPConn, batch int) *Receiver {
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 		r.hdrs[i].Hdr.Control = &r.oob[i*oobLen]
 	}
-	if rc, err := conn.SyscallConn(); err == nil {
+	if uc, ok := conn.(*net.UDPConn); !ok {
+		// not a socket: one datagram per Read
+	} else if rc, err := uc.SyscallConn(); err == nil {
 		r.rc = rc
 		rc.Control(func(fd uintptr) {
 			r.gro = unix.SetsockoptInt(int(fd), solUDP, unix.UDP_GRO, 1) == nil
@@ -210,12 +212,13 @@ type sender struct {
 
 var segCmsgSpace = unix.CmsgSpace(2)
 
-func newSender(conn *net.UDPConn, gso bool) *sender {
+func newSender(conn Conn, gso bool) *sender {
 	s := &sender{}
-	if conn == nil {
-		return s
+	uc, ok := conn.(*net.UDPConn)
+	if !ok || uc == nil {
+		return s // not a socket: Path writes one datagram at a time
 	}
-	rc, err := conn.SyscallConn()
+	rc, err := uc.SyscallConn()
 	if err != nil {
 		return s
 	}

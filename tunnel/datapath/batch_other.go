@@ -10,12 +10,12 @@ import (
 // Receiver reads datagrams from a UDP socket. Without recvmmsg it reads one
 // datagram per call. It is used by one goroutine.
 type Receiver struct {
-	conn *net.UDPConn
+	conn Conn
 	buf  []byte
 }
 
 // NewReceiver prepares reads from conn (batch is ignored on this platform).
-func NewReceiver(conn *net.UDPConn, batch int) *Receiver {
+func NewReceiver(conn Conn, batch int) *Receiver {
 	return &Receiver{conn: conn, buf: make([]byte, maxDatagram)}
 }
 
@@ -31,9 +31,9 @@ func (r *Receiver) Read(fn func(dg []byte, from netip.AddrPort)) error {
 }
 
 // sender writes one datagram per system call on this platform.
-type sender struct{ conn *net.UDPConn }
+type sender struct{ conn Conn }
 
-func newSender(conn *net.UDPConn, _ bool) *sender { return &sender{conn: conn} }
+func newSender(conn Conn, _ bool) *sender { return &sender{conn: conn} }
 
 func (s *sender) ok() bool { return s.conn != nil }
 

@@ -72,10 +72,21 @@ type IPBurstSink interface {
 	FlushInbound()
 }
 
+// Conn is what a Path and a Receiver need of a UDP socket. A *net.UDPConn
+// is one, and gets batched system calls (recvmmsg, sendmmsg, UDP GSO/GRO on
+// Linux); any other (tunnel/memnet's in-memory one) gets one datagram per
+// call.
+type Conn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
+	LocalAddr() net.Addr
+	Close() error
+}
+
 // Config fixes what does not change for the life of a path.
 type Config struct {
-	Conn *net.UDPConn // the socket shared with IKE (RFC 3948 §2.1)
-	Rand io.Reader    // for ESP IVs
+	Conn Conn      // the socket shared with IKE (RFC 3948 §2.1)
+	Rand io.Reader // for ESP IVs
 	// Addresses and ports of the inner UDP header (transport mode, so these
 	// are the original addresses the NAT-OA payloads announced).
 	LocalIP, PeerIP     netip.Addr

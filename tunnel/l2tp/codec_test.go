@@ -511,6 +511,9 @@ func TestDataHeader(t *testing.T) {
 }
 
 func TestDataPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
 	pkt := mustHex("4a0200120001000a000500000002aaaaff03")
 	bad := mustHex("02020001000a0009aaff03")
 	hdr := make([]byte, 10)

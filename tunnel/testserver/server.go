@@ -70,6 +70,9 @@ type Config struct {
 	// loopback, the client's UDP_GRO can coalesce only what was sent as
 	// GSO, so this shows the cost with a NIC that does GRO.
 	SendGSO bool
+	// Listen opens the server's sockets (default: UDP on loopback); tests
+	// give tunnel/memnet's Network.Listen to run without sockets.
+	Listen func(netip.AddrPort) (datapath.Conn, error)
 }
 
 // Faults makes the server misbehave in a chosen way.
@@ -80,6 +83,10 @@ type Faults struct {
 	// first IPsec SA is up, also while the client is still connecting
 	// (the Linux kernel clients survive servers that do).
 	RekeyEvery time.Duration
+	// L2TPControl and PPPFrame, if set, replace each L2TP control message
+	// and each PPP frame the server sends (before ESP seals it) by what
+	// they return: a hostile or broken server inside an authentic tunnel.
+	L2TPControl, PPPFrame func(pkt []byte) [][]byte
 }
 
 // Addresses on the far side of the tunnel.
@@ -101,8 +108,8 @@ const (
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
-	ike  *net.UDPConn // plays UDP 500
-	natt *net.UDPConn // plays UDP 4500
+	ike  datapath.Conn // plays UDP 500
+	natt datapath.Conn // plays UDP 4500
 
 	// resp answers IKE for the current ISAKMP SA. A new one takes over when
 	// that SA is deleted, so a client can negotiate another (as a real
@@ -122,8 +129,8 @@ type Server struct {
 	ipsecSAs atomic.Int64    // ESP SA pairs established so far
 	ikeSAs   atomic.Int64    // ISAKMP SAs established so far
 
-	frozen atomic.Bool  // Freeze: nothing in, nothing out
-	sink   *net.UDPConn // where a frozen server's data path sends
+	frozen atomic.Bool   // Freeze: nothing in, nothing out
+	sink   datapath.Conn // where a frozen server's data path sends
 
 	cancel   context.CancelFunc
 	respDone chan struct{} // closed when the IKE responder has sent its Deletes
@@ -150,17 +157,22 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ikeConn, err := listenUDP(cfg.IKEAddr)
+	if cfg.Listen == nil {
+		cfg.Listen = listenUDP
+	}
+	ikeConn, err := cfg.Listen(cfg.IKEAddr)
 	if err != nil {
 		return nil, err
 	}
-	nattConn, err := listenUDP(cfg.NATTAddr)
+	nattConn, err := cfg.Listen(cfg.NATTAddr)
 	if err != nil {
 		ikeConn.Close()
 		return nil, err
 	}
-	_ = nattConn.SetReadBuffer(4 << 20)
-	_ = nattConn.SetWriteBuffer(4 << 20)
+	if uc, ok := nattConn.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(4 << 20)
+		_ = uc.SetWriteBuffer(4 << 20)
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn, respDone: make(chan struct{})}
 	local := nattConn.LocalAddr().(*net.UDPAddr).AddrPort()
 
@@ -273,7 +285,7 @@ func (s *Server) DeleteIKESA() error { return s.resp.Load().DeleteISAKMPSA(s.ctx
 // (SIGSTOP, a NAT mapping gone): it takes nothing in and sends nothing any
 // more, not even its IKE retransmissions, L2TP HELLOs or PPP echoes.
 func (s *Server) Freeze() error {
-	sink, err := listenUDP(netip.AddrPort{}) // never read: datagrams to it vanish
+	sink, err := s.cfg.Listen(netip.AddrPort{}) // never read: datagrams to it vanish
 	if err != nil {
 		return err
 	}
@@ -286,11 +298,15 @@ func (s *Server) Freeze() error {
 }
 
 // listenUDP listens on a (zero: an ephemeral port on 127.0.0.1).
-func listenUDP(a netip.AddrPort) (*net.UDPConn, error) {
+func listenUDP(a netip.AddrPort) (datapath.Conn, error) {
 	if !a.IsValid() {
 		a = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0)
 	}
-	return net.ListenUDP("udp4", net.UDPAddrFromAddrPort(a))
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(a))
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
 }
 
 // Close stops the server the way an administrator's restart does: the IKE
@@ -428,7 +444,7 @@ func (s *Server) newPPP() {
 		Peer:   ClientIP,
 		DNS:    []netip.Addr{ServerIP},
 		Logger: s.log.With("srv", "ppp"),
-	}, s.data.SendPPP)
+	}, mangled(s.cfg.Faults.PPPFrame, s.data.SendPPP))
 	if s.cfg.Faults.NoIPCP {
 		s.data.SetFrames(dropIPCP{s.pppSrv})
 		return
@@ -469,7 +485,7 @@ func (s *Server) runPPP(ctx context.Context) {
 	})
 }
 
-func (s *Server) readLoop(conn *net.UDPConn, natt bool) {
+func (s *Server) readLoop(conn datapath.Conn, natt bool) {
 	batch := 1
 	if natt {
 		batch = 64
@@ -542,7 +558,24 @@ func (t serverIKETransport) WriteIKE(msg []byte, natt bool) error {
 
 type serverL2TPTransport struct{ s *Server }
 
-func (t serverL2TPTransport) WriteL2TP(pkt []byte) error { return t.s.data.SendL2TP(pkt) }
+func (t serverL2TPTransport) WriteL2TP(pkt []byte) error {
+	return mangled(t.s.cfg.Faults.L2TPControl, t.s.data.SendL2TP)(pkt)
+}
+
+// mangled applies a fault's rewrite (nil: none) in front of send.
+func mangled(rewrite func([]byte) [][]byte, send func([]byte) error) func([]byte) error {
+	if rewrite == nil {
+		return send
+	}
+	return func(pkt []byte) error {
+		for _, p := range rewrite(append([]byte(nil), pkt...)) {
+			if err := send(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
 
 // startServices runs HTTP, DNS and UDP echo on the far-side stack.
 func (s *Server) startServices(ctx context.Context) error {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package l2tp
+
+const raceEnabled = false

@@ -1,0 +1,5 @@
+//go:build !race
+
+package ppp
+
+const raceEnabled = false
