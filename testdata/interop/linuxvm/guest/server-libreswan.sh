@@ -5,7 +5,11 @@ LS_IKE='aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048,aes128-sh
 case ${PROPS:-default} in
 ecp) LS_IKE='aes256-sha2;dh19' ;;
 modp3072) LS_IKE='aes256-sha2;modp3072' ;;
+aggressive) LS_IKE='aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048' ;; # one DH group
 esac
+# PROPS=aggressive: Aggressive Mode only (Libreswan then refuses Main Mode for the conn), server ID @FQDN.
+LS_LEFTID=$SERVER_IP LS_AGGR=no
+[ "${PROPS:-default}" != aggressive ] || LS_LEFTID=@$SERVER_ID LS_AGGR=yes
 cat >/etc/ipsec.conf <<CONF
 config setup
   ikev1-policy=accept
@@ -17,7 +21,8 @@ config setup
 
 conn shared
   left=%defaultroute
-  leftid=$SERVER_IP
+  leftid=$LS_LEFTID
+  aggressive=$LS_AGGR
   right=%any
   encapsulation=yes
   authby=secret
