@@ -63,6 +63,10 @@ type Config struct {
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
+	// IKEMode is the phase-1 exchange (default ike.ModeMain); LocalID our
+	// identity (nil: our address), RemoteID the server's, checked if set.
+	IKEMode           ike.Mode
+	LocalID, RemoteID *ike.Identity
 
 	// ConnectTimeout bounds Dial as a whole (default 30 s).
 	ConnectTimeout time.Duration
@@ -417,6 +421,9 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		Phase1:     c.cfg.Phase1,
 		Phase2:     c.cfg.Phase2,
 		PFS:        c.pfs,
+		Mode:       c.cfg.IKEMode,
+		LocalID:    c.cfg.LocalID,
+		RemoteID:   c.cfg.RemoteID,
 		Clock:      c.cfg.Clock,
 		Logger:     c.log.With("layer", "ike"),
 		Rand:       c.cfg.Rand,
@@ -456,6 +463,7 @@ func (c *Client) connect(ctx context.Context) error {
 	defer unreachable.Stop()
 	gotReply := c.gotReply // nil once seen, so the closed channel stops firing
 	var child ike.ChildSA
+	phase1Up := false
 ikeLoop:
 	for {
 		select {
@@ -464,6 +472,7 @@ ikeLoop:
 			case ike.Phase1Up:
 				c.info.IKESuite = ev.Suite
 				c.info.Times.Phase1 = c.watch.lap()
+				phase1Up = true
 				log.Info("IKE SA established", "suite", ev.Suite, "server", c.ikeTo.String())
 			case ike.ChildSAUp:
 				child = ev.Child
@@ -479,10 +488,13 @@ ikeLoop:
 				continue
 			default:
 			}
-			return &Error{Class: ErrServerUnreachable, Layer: "IKE",
+			return c.phase1Hint(&Error{Class: ErrServerUnreachable, Layer: "IKE",
 				Err:  fmt.Errorf("no reply from %s within %s", c.ikeTo, c.cfg.ReplyTimeout),
-				Hint: "check the server address and that UDP ports 500 and 4500 reach it"}
+				Hint: "check the server address and that UDP ports 500 and 4500 reach it"})
 		case <-c.ikeRun.done:
+			if !phase1Up {
+				return c.phase1Hint(ikeError(c.ikeRun.err, c.ikeTo))
+			}
 			return ikeError(c.ikeRun.err, c.ikeTo)
 		case <-ctx.Done():
 			return timeoutError("IKE", ErrIKE, ctx)
@@ -724,6 +736,8 @@ func ikeError(err error, server netip.AddrPort) error {
 	case errors.Is(err, ike.ErrTimeout):
 		e.Class = ErrServerUnreachable
 		e.Hint = fmt.Sprintf("no answer from %s: check the server address and that UDP 500/4500 reach it", server)
+	case errors.Is(err, ike.ErrRemoteID):
+		e.Hint = "check --remote-id: it must be the identity the server sends (its leftid/local id)"
 	case errors.Is(err, ike.ErrAuthFailed):
 		e.Hint = "phase-1 authentication failed: the pre-shared key is probably wrong"
 	case errors.Is(err, ike.ErrNoProposalChosen):
@@ -836,4 +850,23 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	case esp.KindKeepalive:
 		c.rxKeepalives.Add(1)
 	}
+}
+
+// phase1Hint adds Aggressive Mode to the hint of a Main Mode failure that
+// a server accepting only Aggressive Mode causes: no answer to MM1,
+// NO-PROPOSAL-CHOSEN, INVALID-ID-INFORMATION or an authentication failure
+// (a server that matches its PSK to an identity only Aggressive Mode
+// sends in clear). The other failures, and those in Aggressive Mode, are
+// left as they are.
+func (c *Client) phase1Hint(err error) error {
+	var e *Error
+	if c.cfg.IKEMode != ike.ModeMain || !errors.As(err, &e) || errors.Is(e.Err, ike.ErrRemoteID) {
+		return err
+	}
+	switch {
+	case errors.Is(e.Class, ErrServerUnreachable) && !errors.Is(e.Err, ike.ErrPeerDead),
+		errors.Is(e.Err, ike.ErrNoProposalChosen), errors.Is(e.Err, ike.ErrAuthFailed):
+		e.Hint += "; or the server accepts only Aggressive Mode: try --ike-mode aggressive (with --remote-id/--local-id if it checks identities)"
+	}
+	return err
 }

@@ -109,7 +109,7 @@ func (am *aggressiveMode) onAM2(sa *ikeSA, m *Message, raw []byte) error {
 		return err
 	}
 	if err := r.auth.Verify(am.proof(sa), false, idP.Body, m.Payloads); err != nil {
-		return fmt.Errorf("%w in AM2: the pre-shared key is probably wrong", err)
+		return fmt.Errorf("%w in AM2", err)
 	}
 	if len(All(m.Payloads, sa.nat.natdType())) == 0 {
 		r.log.Warn("ike: server sent no NAT-D payloads in AM2; floating to 4500 anyway")
