@@ -52,9 +52,9 @@ func warnAggressive(log *slog.Logger) {
 	})
 }
 
-// aggressiveGroup is the rule for the Aggressive Mode offer: AM1 already
-// carries our KE, so every transform must use one DH group (RFC 2409
-// §5.4: "the Diffie-Hellman group cannot be negotiated"). We offer the
+// aggressiveOffer is the rule for the Aggressive Mode offer: AM1 already
+// carries our KE, so the group of the Diffie-Hellman exchange cannot be
+// negotiated (RFC 2409 §5) and every transform must use it. We offer the
 // transforms of the first transform's group, in their order: MODP2048 for
 // the default list, the 7 transforms of DefaultPhase1 with group 14.
 func aggressiveOffer(offer []Phase1Transform) []Phase1Transform {
