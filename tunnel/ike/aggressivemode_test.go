@@ -235,12 +235,14 @@ func TestAggressiveModeInvalidID(t *testing.T) {
 // patched in) to an Initiator that has just sent AM1, and arbitrary first
 // messages and AM3s to a Responder; nothing may panic.
 func FuzzInitiatorAggressiveMode(f *testing.F) {
-	// Seeds: a real AM2 and AM3 from a session.
+	// ECP256 keeps each execution cheap (a MODP2048 key per input would
+	// dominate the run). Seeds: a real AM1, AM2 and AM3.
+	p1 := []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 19}}
 	p := &pipe{drop: map[int]bool{}}
 	q := &pipe{drop: map[int]bool{}}
 	ini, _ := NewInitiator(Config{PSK: []byte("k"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Mode: ModeAggressive,
-		Rand: rand.New(rand.NewSource(2))}, p)
-	resp, _ := NewResponder(ResponderConfig{PSK: []byte("k"), LocalAddr: serverAddr, Mode: ModeAggressive, Rand: rand.New(rand.NewSource(3))}, q)
+		Phase1: p1, Rand: rand.New(rand.NewSource(2))}, p)
+	resp, _ := NewResponder(ResponderConfig{PSK: []byte("k"), LocalAddr: serverAddr, Mode: ModeAggressive, Phase1: p1, Rand: rand.New(rand.NewSource(3))}, q)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	ini.r.ctx, resp.r.ctx = ctx, ctx
@@ -256,26 +258,36 @@ func FuzzInitiatorAggressiveMode(f *testing.F) {
 		f.Add(true, p.sent[1])
 	}
 	f.Add(true, p.sent[0])
+	am1 := p.sent[0]
+	newResp := func(t *testing.T) *Responder {
+		r, err := NewResponder(ResponderConfig{PSK: []byte("k"), LocalAddr: serverAddr, Mode: ModeAggressive,
+			Phase1: p1, Rand: rand.New(rand.NewSource(3))}, &sinkTransport{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.r.ctx = ctx
+		return r
+	}
 	f.Fuzz(func(t *testing.T, toResponder bool, b []byte) {
 		msg := append([]byte(nil), b...)
 		if toResponder {
-			r, err := NewResponder(ResponderConfig{PSK: []byte("k"), LocalAddr: serverAddr, Mode: ModeAggressive,
-				Rand: rand.New(rand.NewSource(3))}, &sinkTransport{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.r.ctx = ctx
-			_ = r.r.handle(msg)
-			// A second message to the SA the first one made (an AM3).
+			// As a first message (an AM1, or anything else).
+			_ = newResp(t).r.handle(append([]byte(nil), msg...))
+			// As the message after the real AM1 (an AM3): the same
+			// random source gives the seed's cookies and keys.
+			r := newResp(t)
+			_ = r.r.handle(append([]byte(nil), am1...))
 			if sas := r.r.sas.all(); len(sas) > 0 && len(msg) >= 16 {
 				copy(msg, sas[0].ckyI[:])
 				copy(msg[8:], sas[0].ckyR[:])
-				_ = r.r.handle(msg)
 			}
+			_ = r.r.handle(msg)
 			return
 		}
+		// The initiator has the seed's random source: the real AM2
+		// verifies, and AM3 and the first Quick Mode are built.
 		s, err := NewInitiator(Config{PSK: []byte("k"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Mode: ModeAggressive,
-			Rand: rand.New(rand.NewSource(1))}, &sinkTransport{})
+			Phase1: p1, Rand: rand.New(rand.NewSource(2))}, &sinkTransport{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,4 +302,31 @@ func FuzzInitiatorAggressiveMode(f *testing.F) {
 		_ = s.r.handle(msg)
 		_ = s.r.onTimer()
 	})
+}
+
+// TestFuzzAggressiveSeedsVerify checks FuzzInitiatorAggressiveMode's
+// premise: with the seed's random source the recorded AM2 brings the
+// initiator's SA up (so the fuzzer starts past HASH_R).
+func TestFuzzAggressiveSeedsVerify(t *testing.T) {
+	p1 := []Phase1Transform{{Enc: EncAESCBC, KeyBits: 128, Hash: 4, Group: 19}}
+	p, q := &pipe{drop: map[int]bool{}}, &pipe{drop: map[int]bool{}}
+	mk := func() *Initiator {
+		ini, err := NewInitiator(Config{PSK: []byte("k"), LocalAddr: clientAddr, RemoteAddr: serverAddr, Mode: ModeAggressive,
+			Phase1: p1, Rand: rand.New(rand.NewSource(2))}, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ini
+	}
+	ini := mk()
+	resp, _ := NewResponder(ResponderConfig{PSK: []byte("k"), LocalAddr: serverAddr, Mode: ModeAggressive, Phase1: p1, Rand: rand.New(rand.NewSource(3))}, q)
+	if _, err := ini.r.startPhase1(); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.r.handle(p.sent[0])
+	again := mk()
+	sa, _ := again.r.startPhase1()
+	if err := again.r.handle(q.sent[0]); err != nil || !sa.up {
+		t.Fatalf("recorded AM2 does not bring a second initiator up: %v", err)
+	}
 }
