@@ -116,7 +116,7 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 	case sa.mm5Sent() && isAuthNotify(n.Type):
 		return fmt.Errorf("%w: peer says %s after MM5 (PSK mismatch likely)", ErrAuthFailed, notifyName(n.Type))
 	case sa.am != nil && sa.am.state == amI1Sent && isAuthNotify(n.Type):
-		return fmt.Errorf("%w: peer says %s to AM1 (it does not accept our identity %s, or the PSK)", ErrAuthFailed, notifyName(n.Type), sa.r.ownIdentity())
+		return fmt.Errorf("%w: peer says %s to AM1: it does not accept our identity %s (set --local-id to one the server knows)", ErrAuthFailed, notifyName(n.Type), sa.r.ownIdentity())
 	}
 	return nil
 }

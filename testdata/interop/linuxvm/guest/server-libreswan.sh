@@ -7,9 +7,11 @@ ecp) LS_IKE='aes256-sha2;dh19' ;;
 modp3072) LS_IKE='aes256-sha2;modp3072' ;;
 aggressive) LS_IKE='aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048' ;; # one DH group
 esac
-# PROPS=aggressive: Aggressive Mode only (Libreswan then refuses Main Mode for the conn), server ID @FQDN.
-LS_LEFTID=$SERVER_IP LS_AGGR=no
-[ "${PROPS:-default}" != aggressive ] || LS_LEFTID=@$SERVER_ID LS_AGGR=yes
+# PROPS=aggressive: Aggressive Mode only (Libreswan then drops a Main Mode for the conn: "initial Main Mode
+# message received but no connection has been authorized"), server ID @FQDN, any client ID (rightid=%any:
+# otherwise the instance wants the client's address and answers INVALID-ID-INFORMATION).
+LS_LEFTID=$SERVER_IP LS_AGGR=no LS_RIGHTID='# rightid: the default'
+[ "${PROPS:-default}" != aggressive ] || LS_LEFTID=@$SERVER_ID LS_AGGR=yes LS_RIGHTID='rightid=%any'
 cat >/etc/ipsec.conf <<CONF
 config setup
   ikev1-policy=accept
@@ -24,6 +26,7 @@ conn shared
   leftid=$LS_LEFTID
   aggressive=$LS_AGGR
   right=%any
+  $LS_RIGHTID
   encapsulation=yes
   authby=secret
   pfs=${PFS:-no}
