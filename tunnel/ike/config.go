@@ -1,5 +1,5 @@
 // Package ike implements the IKEv1 exchanges an L2TP/IPsec client needs:
-// Main Mode with a pre-shared key (RFC 2409 §5, §5.4), always-forced NAT
+// Main Mode or Aggressive Mode with a pre-shared key (RFC 2409 §5, §5.4), always-forced NAT
 // traversal (RFC 3947), Quick Mode for one UDP-encapsulated transport-mode
 // ESP SA carrying L2TP (RFC 2409 §5.5, RFC 3948), and the Informational
 // exchanges that follow (Delete, DPD R-U-THERE of RFC 3706, notifies).
