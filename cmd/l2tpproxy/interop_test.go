@@ -113,6 +113,9 @@ func command(t *testing.T, p peer, edit func(env map[string]string), args ...str
 	if p["REMOTE_ID"] != "" {
 		env["L2TPPROXY_REMOTE_ID"] = p["REMOTE_ID"]
 	}
+	if p["LOCAL_ID"] != "" {
+		env["L2TPPROXY_LOCAL_ID"] = p["LOCAL_ID"]
+	}
 	if edit != nil {
 		edit(env)
 	}

@@ -18,7 +18,8 @@ esac
 [ "${PFS:-no}" = no ] || SELF_SS_ESP=$SELF_SS_ESP-$grp
 # PROPS=aggressive: the server accepts only Aggressive Mode, as @$SERVER_ID.
 SELF_SS_AGGR=no SELF_SS_RID= SELF_MODE="Main Mode"
-[ "${PROPS:-default}" != aggressive ] || SELF_SS_AGGR=yes SELF_SS_RID="id = @$SERVER_ID" SELF_MODE="Aggressive Mode"
+SELF_SS_LID=
+[ "${PROPS:-default}" != aggressive ] || SELF_SS_AGGR=yes SELF_SS_RID="id = @$SERVER_ID" SELF_SS_LID="id = @$CLIENT_ID" SELF_MODE="Aggressive Mode"
 CP=${CLI_PREFIX:-10.232.0} # the client netns subnet (its address goes into IDci / NAT-OA)
 C=/run/l2tpvm/cli
 rm -rf "$C"
@@ -103,7 +104,8 @@ connections { vpn {
   remote_addrs = $SERVER_IP
   proposals = $SELF_SS_IKE
   aggressive = $SELF_SS_AGGR
-  local { auth = psk }
+  local { auth = psk
+    $SELF_SS_LID }
   remote { auth = psk
     $SELF_SS_RID }
   children { vpn {
