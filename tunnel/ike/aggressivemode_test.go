@@ -330,3 +330,24 @@ func TestFuzzAggressiveSeedsVerify(t *testing.T) {
 		t.Fatalf("recorded AM2 does not bring a second initiator up: %v", err)
 	}
 }
+
+// TestParseLibreswanPadding: Libreswan pads a cleartext message to 4
+// octets (AM2 with the ID @vpn.l2tpproxy.test came with 2 zero bytes after
+// the last payload, 2026-12-02); up to 3 zero bytes are accepted, more or
+// non-zero ones are not.
+func TestParseLibreswanPadding(t *testing.T) {
+	b := newBuilder()
+	b.add(PayloadID, Identity{Type: IDFQDN, Data: []byte("vpn.l2tpproxy.test")}.payload())
+	sa := &ikeSA{}
+	msg := sa.assemble(ExchangeAggressive, 0, b, false)
+	for _, c := range []struct {
+		pad []byte
+		ok  bool
+	}{{nil, true}, {[]byte{0, 0}, true}, {[]byte{0, 0, 0}, true}, {[]byte{0, 0, 0, 0}, false}, {[]byte{0, 1}, false}} {
+		m := append(append([]byte(nil), msg...), c.pad...)
+		m[27] = byte(len(m)) // header Length (short message)
+		if _, err := Parse(m); (err == nil) != c.ok {
+			t.Errorf("padding %x: err %v", c.pad, err)
+		}
+	}
+}
