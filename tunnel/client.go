@@ -72,6 +72,10 @@ type Config struct {
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
+	// IKEMode is the phase-1 exchange (default ike.ModeMain); LocalID our
+	// identity (nil: our address), RemoteID the server's, checked if set.
+	IKEMode           ike.Mode
+	LocalID, RemoteID *ike.Identity
 
 	// ConnectTimeout bounds Dial as a whole (default 30 s).
 	ConnectTimeout time.Duration
@@ -440,6 +444,9 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		Phase1:     c.cfg.Phase1,
 		Phase2:     c.cfg.Phase2,
 		PFS:        c.pfs,
+		Mode:       c.cfg.IKEMode,
+		LocalID:    c.cfg.LocalID,
+		RemoteID:   c.cfg.RemoteID,
 		Clock:      c.cfg.Clock,
 		Logger:     c.log.With("layer", "ike"),
 		Rand:       c.cfg.Rand,
@@ -602,6 +609,9 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 			// an IKE SA the server deleted alone): Run ending means the
 			// IPsec side is gone.
 			err = ikeError(c.ikeRun.err, c.ikeTo)
+			if phase == phaseIKE && c.info.IKESuite == "" { // before phase 1 was up
+				err = c.phase1Hint(err)
+			}
 		case <-c.l2tpRun.done:
 			err = l2tpError(c.l2tpRun.err)
 		case <-c.pppRun.done:
@@ -700,9 +710,9 @@ func (c *Client) setupTimeout(phase setupPhase, tunnelUp, linkUp, authed bool) e
 			return nil
 		default:
 		}
-		return &Error{Class: ErrServerUnreachable, Layer: "IKE",
+		return c.phase1Hint(&Error{Class: ErrServerUnreachable, Layer: "IKE",
 			Err:  fmt.Errorf("no reply from %s within %s", c.ikeTo, c.cfg.ReplyTimeout),
-			Hint: "check the server address and that UDP ports 500 and 4500 reach it"}
+			Hint: "check the server address and that UDP ports 500 and 4500 reach it"})
 	case phaseL2TP:
 		what := "no answer from the L2TP server"
 		if tunnelUp {
@@ -798,6 +808,8 @@ func ikeError(err error, server netip.AddrPort) error {
 	case errors.Is(err, ike.ErrTimeout):
 		e.Class = ErrServerUnreachable
 		e.Hint = fmt.Sprintf("no answer from %s: check the server address and that UDP 500/4500 reach it", server)
+	case errors.Is(err, ike.ErrRemoteID):
+		e.Hint = "check --remote-id: it must be the identity the server sends (its leftid/local id)"
 	case errors.Is(err, ike.ErrAuthFailed):
 		e.Hint = "phase-1 authentication failed: the pre-shared key is probably wrong"
 	case errors.Is(err, ike.ErrNoProposalChosen):
@@ -910,4 +922,23 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	case esp.KindKeepalive:
 		c.rxKeepalives.Add(1)
 	}
+}
+
+// phase1Hint adds Aggressive Mode to the hint of a Main Mode failure that
+// a server accepting only Aggressive Mode causes: no answer to MM1,
+// NO-PROPOSAL-CHOSEN, INVALID-ID-INFORMATION or an authentication failure
+// (a server that matches its PSK to an identity only Aggressive Mode
+// sends in clear). The other failures, and those in Aggressive Mode, are
+// left as they are.
+func (c *Client) phase1Hint(err error) error {
+	var e *Error
+	if c.cfg.IKEMode != ike.ModeMain || !errors.As(err, &e) || errors.Is(e.Err, ike.ErrRemoteID) {
+		return err
+	}
+	switch {
+	case errors.Is(e.Class, ErrServerUnreachable) && !errors.Is(e.Err, ike.ErrPeerDead),
+		errors.Is(e.Err, ike.ErrNoProposalChosen), errors.Is(e.Err, ike.ErrAuthFailed):
+		e.Hint += "; or the server accepts only Aggressive Mode: try --ike-mode aggressive (with --remote-id/--local-id if it checks identities)"
+	}
+	return err
 }

@@ -107,6 +107,15 @@ func command(t *testing.T, p peer, edit func(env map[string]string), args ...str
 	if p["PPP_AUTH"] != "" { // a server that needs a method outside the default policy
 		env["L2TPPROXY_PPP_AUTH"] = p["PPP_AUTH"]
 	}
+	if p["IKE_MODE"] != "" { // a server that accepts only Aggressive Mode, and its identity
+		env["L2TPPROXY_IKE_MODE"] = p["IKE_MODE"]
+	}
+	if p["REMOTE_ID"] != "" {
+		env["L2TPPROXY_REMOTE_ID"] = p["REMOTE_ID"]
+	}
+	if p["LOCAL_ID"] != "" {
+		env["L2TPPROXY_LOCAL_ID"] = p["LOCAL_ID"]
+	}
 	if edit != nil {
 		edit(env)
 	}

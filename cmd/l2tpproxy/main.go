@@ -82,6 +82,9 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ppp-auth", Value: ppp.DefaultAuthPolicy.String(), Usage: "PPP authentication methods to accept, comma-separated `LIST` of pap, chap, mschapv2, eap (PAP is off by default: it sends the password in clear)", EnvVars: env("L2TPPROXY_PPP_AUTH")},
 		&cli.StringFlag{Name: "ike", Usage: "phase-1 proposals to offer instead of the defaults, in strongSwan's syntax, e.g. `aes256-sha256-modp2048,3des-sha1-modp1024` (aes128/192/256, 3des; md5, sha1, sha256/384/512; modp1024-4096, ecp256/384/521)", EnvVars: env("L2TPPROXY_IKE")},
 		&cli.StringFlag{Name: "esp", Usage: "ESP proposals to offer instead of the defaults, e.g. `aes128gcm16,aes256-sha1` (aes<bits>gcm8/12/16, or a cipher and md5/sha1/sha256/384/512)", EnvVars: env("L2TPPROXY_ESP")},
+		&cli.StringFlag{Name: "ike-mode", Value: "main", Usage: "phase-1 exchange: main, or aggressive (servers that require it; the PSK is then open to offline guessing, and only the first DH group of --ike is offered)", EnvVars: env("L2TPPROXY_IKE_MODE")},
+		&cli.StringFlag{Name: "local-id", Usage: "our IKE identity `ID`, in strongSwan's syntax: 1.2.3.4, vpn.example.com or @vpn.example.com (FQDN), user@example.com, @#6b6579 (KEY_ID, hex); default our IP address", EnvVars: env("L2TPPROXY_LOCAL_ID")},
+		&cli.StringFlag{Name: "remote-id", Usage: "the server's IKE identity `ID` (same syntax); if given, a server that identifies otherwise is refused", EnvVars: env("L2TPPROXY_REMOTE_ID")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
 		&cli.DurationFlag{Name: "ike-lifetime", Value: 8 * time.Hour, Usage: "ISAKMP SA lifetime to offer; we negotiate a new IKE SA at 90% of it (or of a shorter one the server asks for), make-before-break", EnvVars: env("L2TPPROXY_IKE_LIFETIME")},
 		&cli.DurationFlag{Name: "esp-lifetime", Value: time.Hour, Usage: "IPsec SA lifetime to offer; we negotiate a new IPsec SA at 90% of it (or of a shorter one the server asks for)", EnvVars: env("L2TPPROXY_ESP_LIFETIME")},
@@ -196,6 +199,20 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 			return tunnel.Config{}, configError("--esp: %v", err)
 		}
 	}
+	mode, ok := ike.ParseMode(cx.String("ike-mode"))
+	if !ok {
+		return tunnel.Config{}, configError("--ike-mode must be main or aggressive, not %q", cx.String("ike-mode"))
+	}
+	var ids [2]*ike.Identity
+	for i, name := range []string{"local-id", "remote-id"} {
+		if v := cx.String(name); v != "" {
+			id, err := ike.ParseIdentity(v)
+			if err != nil {
+				return tunnel.Config{}, configError("--%s: %v", name, err)
+			}
+			ids[i] = &id
+		}
+	}
 	dpd := cx.Duration("dpd-interval")
 	switch {
 	case dpd < 0:
@@ -226,6 +243,9 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 		User:           cx.String("user"),
 		Password:       pw,
 		PFS:            pfs,
+		IKEMode:        mode,
+		LocalID:        ids[0],
+		RemoteID:       ids[1],
 		Auth:           auth,
 		ConnectTimeout: cx.Duration("connect-timeout"),
 		Logger:         log,

@@ -145,8 +145,10 @@ type Message struct {
 }
 
 // Parse decodes one ISAKMP message (non-ESP marker already removed). Bytes
-// after header Length are ignored. A cleartext payload chain must end
-// exactly at Length.
+// after header Length are ignored. A cleartext payload chain must end at
+// Length, give or take up to 3 zero bytes: Libreswan pads every IKEv1
+// message to a multiple of 4 octets (its ikepad=yes default, after RFC
+// 2408 §3.6), which shows in an Aggressive Mode AM2 whose ID is a name.
 func Parse(b []byte) (*Message, error) {
 	h, err := ParseHeader(b)
 	if err != nil {
@@ -162,8 +164,8 @@ func Parse(b []byte) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	if end != len(body) {
-		return nil, fmt.Errorf("%w: %d bytes after the last payload", ErrMalformed, len(body)-end)
+	if pad := body[end:]; len(pad) > 3 || !allZero(pad) {
+		return nil, fmt.Errorf("%w: %d bytes after the last payload", ErrMalformed, len(pad))
 	}
 	m.Payloads = ps
 	return m, nil
@@ -521,4 +523,13 @@ func ParseNATOA(body []byte) (ID, error) {
 		return ID{}, fmt.Errorf("%w: NAT-OA %d bytes", ErrMalformed, len(body))
 	}
 	return ID{Type: body[0], Data: body[4:]}, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -1,5 +1,5 @@
 // Package ike implements the IKEv1 exchanges an L2TP/IPsec client needs:
-// Main Mode with a pre-shared key (RFC 2409 §5, §5.4), always-forced NAT
+// Main Mode or Aggressive Mode with a pre-shared key (RFC 2409 §5, §5.4), always-forced NAT
 // traversal (RFC 3947), Quick Mode for one UDP-encapsulated transport-mode
 // ESP SA carrying L2TP (RFC 2409 §5.5, RFC 3948), and the Informational
 // exchanges that follow (Delete, DPD R-U-THERE of RFC 3706, notifies).
@@ -175,9 +175,15 @@ type Config struct {
 	Phase2                         []esp.Algorithm   // nil = DefaultPhase2
 	Phase1Lifetime, Phase2Lifetime time.Duration     // defaults 8h / 1h
 	PFS                            PFS               // Diffie-Hellman in Quick Mode (default PFSAuto)
-	Clock                          clock.Clock
-	Logger                         *slog.Logger
-	Rand                           io.Reader
+	// Mode is the phase-1 exchange (default ModeMain). In Aggressive Mode
+	// only the transforms of Phase1's first DH group are offered.
+	Mode Mode
+	// LocalID is our identity in IDii (nil: the address of LocalAddr);
+	// RemoteID, if set, is the identity the server must show in IDir.
+	LocalID, RemoteID *Identity
+	Clock             clock.Clock
+	Logger            *slog.Logger
+	Rand              io.Reader
 
 	// DPDInterval is how long the peer may be silent before we send an
 	// R-U-THERE (RFC 3706); after 3 unanswered, one per interval, Run
@@ -198,9 +204,14 @@ type ResponderConfig struct {
 	// RequirePFS refuses a Quick Mode without a KE payload, as Libreswan's
 	// default pfs=yes does. A KE is accepted either way.
 	RequirePFS bool
-	Clock      clock.Clock
-	Logger     *slog.Logger
-	Rand       io.Reader
+	// Mode is the only phase-1 exchange accepted (default ModeMain);
+	// LocalID our IDir (nil: our address); RemoteID, if set, the only
+	// initiator identity accepted (Aggressive Mode: INVALID-ID otherwise).
+	Mode              Mode
+	LocalID, RemoteID *Identity
+	Clock             clock.Clock
+	Logger            *slog.Logger
+	Rand              io.Reader
 }
 
 // PFS says whether our Quick Modes carry a Diffie-Hellman exchange, for

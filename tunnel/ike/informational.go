@@ -115,6 +115,8 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 		return fmt.Errorf("%w: phase 1: offered %s", ErrNoProposalChosen, p1List(sa.r.p1Offer))
 	case sa.mm5Sent() && isAuthNotify(n.Type):
 		return fmt.Errorf("%w: peer says %s after MM5 (PSK mismatch likely)", ErrAuthFailed, notifyName(n.Type))
+	case sa.am != nil && sa.am.state == amI1Sent && isAuthNotify(n.Type):
+		return fmt.Errorf("%w: peer says %s to AM1: it does not accept our identity %s (set --local-id to one the server knows)", ErrAuthFailed, notifyName(n.Type), sa.r.ownIdentity())
 	}
 	return nil
 }
@@ -318,7 +320,7 @@ func (r *runner) onPeerDeletedSA(sa *ikeSA) error {
 	}
 	if r.initiator && len(sa.children) > 0 {
 		r.log.Info("ike: the server deleted the IKE SA but not the IPsec SA: negotiating a new IKE SA, the tunnel stays up")
-		_, err := r.startMainMode()
+		_, err := r.startPhase1()
 		return err
 	}
 	return ErrDeleted

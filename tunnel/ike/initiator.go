@@ -62,6 +62,12 @@ func NewInitiator(cfg Config, tr Transport) (*Initiator, error) {
 		return nil, fmt.Errorf("%w: unknown PFS mode %d", ErrConfig, cfg.PFS)
 	}
 	e.pfs = cfg.PFS
+	if err := e.setIdentities(cfg.Mode, cfg.LocalID, cfg.RemoteID); err != nil {
+		return nil, err
+	}
+	if e.mode == ModeAggressive {
+		warnAggressive(e.log)
+	}
 	e.dpd.interval, e.dpd.activity = cfg.DPDInterval, cfg.PeerActivity
 	e.p1Life, e.p2Life = cfg.Phase1Lifetime, cfg.Phase2Lifetime
 	if e.p1Life <= 0 {
@@ -105,7 +111,7 @@ func (s *Initiator) Events() <-chan Event { return s.r.events }
 // ErrNATTUnsupported.
 func (s *Initiator) Run(ctx context.Context) error {
 	return s.r.run(ctx, func() error {
-		_, err := s.r.startMainMode()
+		_, err := s.r.startPhase1()
 		return err
 	})
 }

@@ -210,7 +210,7 @@ func (sa *ikeSA) checkP1Rekey(now time.Time) error {
 	}
 	sa.replacing = true
 	sa.r.log.Info("ike: rekeying the IKE SA before it expires (make-before-break)", "lifetime", sa.lifetime)
-	next, err := sa.r.startMainMode()
+	next, err := sa.r.startPhase1()
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func (mm *mainMode) onMM4(sa *ikeSA, m *Message, raw []byte) error {
 	}
 	mm.lastIn = append([]byte(nil), raw...)
 	// MM5 (encrypted, port 4500): IDii, HASH_I, N(INITIAL-CONTACT).
-	id := idFor(r.local, 0, 0).encode()
+	id := r.ownIDPayload()
 	pt, proof := r.auth.Proof(mm.proof(sa), true, id)
 	b := newBuilder()
 	b.add(PayloadID, id)
@@ -104,6 +104,9 @@ func (mm *mainMode) onMM6(sa *ikeSA, m *Message, raw []byte) error {
 	idP := First(d.payloads, PayloadID)
 	if idP == nil {
 		return fmt.Errorf("%w: MM6 without ID: PSK mismatch likely", ErrAuthFailed)
+	}
+	if err := r.checkPeerID(idP.Body, "MM6"); err != nil {
+		return err
 	}
 	if err := r.auth.Verify(mm.proof(sa), false, idP.Body, d.payloads); err != nil {
 		return fmt.Errorf("%w in MM6: PSK mismatch likely", err)

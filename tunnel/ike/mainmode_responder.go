@@ -141,7 +141,7 @@ func (mm *mainMode) onMM5(sa *ikeSA, m *Message, raw []byte) error {
 	}
 	sa.ivs.set(0, d.nextIV)
 	sa.ack(0)
-	id := idFor(r.local, 0, 0).encode()
+	id := r.ownIDPayload()
 	pt, proof := r.auth.Proof(mm.proof(sa), false, id)
 	b := newBuilder()
 	b.add(PayloadID, id)

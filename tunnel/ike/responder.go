@@ -22,6 +22,9 @@ func NewResponder(cfg ResponderConfig, tr Transport) (*Responder, error) {
 		return nil, err
 	}
 	e.p1Offer, e.p2Offer, e.reqPFS = cfg.Phase1, cfg.Phase2, cfg.RequirePFS
+	if err := e.setIdentities(cfg.Mode, cfg.LocalID, cfg.RemoteID); err != nil {
+		return nil, err
+	}
 	if e.p1Offer == nil {
 		e.p1Offer = DefaultPhase1
 	}

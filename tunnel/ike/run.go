@@ -89,6 +89,9 @@ type runner struct {
 	log       *slog.Logger
 	rand      io.Reader
 	tr        Transport
+	mode      Mode      // initiator: the phase-1 exchange; responder: the one it accepts
+	localID   *Identity // our IDii/IDir (nil: our address)
+	remoteID  *Identity // the peer's expected identity (nil: not checked)
 
 	in       chan []byte
 	dropped  atomic.Uint64
@@ -308,10 +311,12 @@ func (r *runner) handle(raw []byte) error {
 	}
 	sa := r.sas.lookup(m.ICookie, m.RCookie)
 	if sa == nil {
-		mm1 := m.Exchange == ExchangeIdentityProtection && m.RCookie == ([8]byte{}) && m.Flags&FlagEncryption == 0
+		first := m.RCookie == ([8]byte{}) && m.Flags&FlagEncryption == 0
+		mm1 := first && m.Exchange == ExchangeIdentityProtection
+		am1 := first && m.Exchange == ExchangeAggressive
 		// The client answers a Main Mode only from a server it already has
 		// an IKE SA with: the server replacing it (reauthentication).
-		if !mm1 || (r.initiator && !r.sas.anyUp()) {
+		if !(mm1 || am1) || (r.initiator && !r.sas.anyUp()) {
 			r.log.Debug("ike: dropping message for no known SA", "exchange", m.Exchange)
 			return nil
 		}
@@ -320,6 +325,12 @@ func (r *runner) handle(raw []byte) error {
 		// The client's replies go to the server's NAT-T port, where a
 		// server talking to a NATed client sends from.
 		sa = &ikeSA{r: r, ckyI: m.ICookie, mm: &mainMode{}, floated: r.initiator}
+		if am1 {
+			sa.mm, sa.am = nil, &aggressiveMode{}
+		}
+		if !r.initiator && r.refuseMode(sa, m) {
+			return nil
+		}
 		if r.initiator {
 			r.log.Info("ike: the server starts a new IKE SA (Main Mode); answering it")
 		}

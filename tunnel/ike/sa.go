@@ -47,6 +47,7 @@ type ikeSA struct {
 	replaces   *ikeSA // the SA this one replaces once it is up
 
 	mm       *mainMode
+	am       *aggressiveMode // instead of mm, in Aggressive Mode
 	qms      []*quickMode
 	children []*child
 	pend     []*pending
@@ -232,6 +233,11 @@ func (sa *ikeSA) handle(m *Message, raw []byte) error {
 			return nil
 		}
 		return sa.mm.process(sa, m, raw)
+	case ExchangeAggressive:
+		if sa.am == nil {
+			return nil
+		}
+		return sa.am.process(sa, m, raw)
 	case ExchangeQuickMode:
 		if !sa.up {
 			sa.r.log.Debug("ike: quick mode before main mode finished")

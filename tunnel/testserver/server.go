@@ -54,6 +54,12 @@ type Config struct {
 	Phase2 []esp.Algorithm
 	// RequirePFS refuses Quick Modes without PFS (Libreswan's pfs=yes).
 	RequirePFS bool
+	// IKEMode is the only phase-1 exchange accepted (default Main Mode;
+	// the other one is answered with NO-PROPOSAL-CHOSEN). LocalID is the
+	// server's identity (default its address), ClientID the only client
+	// identity accepted (nil: any).
+	IKEMode           ike.Mode
+	LocalID, ClientID *ike.Identity
 	// Faults to inject, for tests of the client's failure reporting.
 	Faults Faults
 	// BigSize is the size of /big.bin on the target (default 64 MiB).
@@ -236,6 +242,9 @@ func (s *Server) newResponder() (*ike.Responder, error) {
 		Phase1:     s.cfg.Phase1,
 		Phase2:     s.cfg.Phase2,
 		RequirePFS: s.cfg.RequirePFS,
+		Mode:       s.cfg.IKEMode,
+		LocalID:    s.cfg.LocalID,
+		RemoteID:   s.cfg.ClientID,
 		Clock:      clock.Real,
 		Logger:     s.log.With("srv", "ike"),
 		Rand:       rand.Reader,

@@ -16,6 +16,10 @@ ecp) SELF_SS_IKE=aes256-sha256-ecp256 SELF_LS_IKE='aes256-sha2;dh19' SELF_SS_ESP
 modp3072) SELF_SS_IKE=aes256-sha256-modp3072 SELF_LS_IKE='aes256-sha2;modp3072' grp=modp3072 ;;
 esac
 [ "${PFS:-no}" = no ] || SELF_SS_ESP=$SELF_SS_ESP-$grp
+# PROPS=aggressive: the server accepts only Aggressive Mode, as @$SERVER_ID.
+SELF_SS_AGGR=no SELF_SS_RID= SELF_MODE="Main Mode"
+SELF_SS_LID=
+[ "${PROPS:-default}" != aggressive ] || SELF_SS_AGGR=yes SELF_SS_RID="id = @$SERVER_ID" SELF_SS_LID="id = @$CLIENT_ID" SELF_MODE="Aggressive Mode"
 CP=${CLI_PREFIX:-10.232.0} # the client netns subnet (its address goes into IDci / NAT-OA)
 C=/run/l2tpvm/cli
 rm -rf "$C"
@@ -99,8 +103,11 @@ connections { vpn {
   version = 1
   remote_addrs = $SERVER_IP
   proposals = $SELF_SS_IKE
-  local { auth = psk }
-  remote { auth = psk }
+  aggressive = $SELF_SS_AGGR
+  local { auth = psk
+    $SELF_SS_LID }
+  remote { auth = psk
+    $SELF_SS_RID }
   children { vpn {
     mode = transport
     local_ts = dynamic[udp/1701]
@@ -114,7 +121,7 @@ CONF
 	for _ in $(seq 1 100); do [ -S /run/charon.vici ] && break; sleep 0.2; done
 	swanctl --load-all --file "$C/swanctl.conf" >/dev/null 2>&1
 	swanctl --initiate --child vpn --timeout 60 >"$OUT/selftest-ike.log" 2>&1
-	check ike-up $? "strongSwan client: IKEv1 Main Mode + Quick Mode (t=$(elapsed) s)"
+	check ike-up $? "strongSwan client: IKEv1 $SELF_MODE + Quick Mode (t=$(elapsed) s)"
 else
 	mkdir -p /run/pluto
 	cat >"$C/ipsec.conf" <<CONF

@@ -5,7 +5,14 @@ LS_IKE='aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048,aes128-sh
 case ${PROPS:-default} in
 ecp) LS_IKE='aes256-sha2;dh19' ;;
 modp3072) LS_IKE='aes256-sha2;modp3072' ;;
+aggressive) LS_IKE='aes256-sha2;modp2048,aes128-sha2;modp2048,aes256-sha1;modp2048' ;; # one DH group
 esac
+# PROPS=aggressive: Aggressive Mode only (Libreswan then drops a Main Mode for the conn: "initial Main Mode
+# message received but no connection has been authorized"), server ID @FQDN, and the client's ID a group name
+# (rightid=@$CLIENT_ID, as Cisco-style Aggressive Mode servers use: with rightid=%any or none, the Aggressive
+# Mode instance wants the client's address, "Peer ID ... mismatched", and answers INVALID-ID-INFORMATION).
+LS_LEFTID=$SERVER_IP LS_AGGR=no LS_RIGHTID='# rightid: the default'
+[ "${PROPS:-default}" != aggressive ] || LS_LEFTID=@$SERVER_ID LS_AGGR=yes LS_RIGHTID="rightid=@$CLIENT_ID"
 cat >/etc/ipsec.conf <<CONF
 config setup
   ikev1-policy=accept
@@ -17,8 +24,10 @@ config setup
 
 conn shared
   left=%defaultroute
-  leftid=$SERVER_IP
+  leftid=$LS_LEFTID
+  aggressive=$LS_AGGR
   right=%any
+  $LS_RIGHTID
   encapsulation=yes
   authby=secret
   pfs=${PFS:-no}
