@@ -82,6 +82,10 @@ type Config struct {
 	Logger *slog.Logger
 	Clock  clock.Clock
 	Rand   io.Reader
+
+	// Capture, if set, is called once per network stack for a writer
+	// that receives the inner IP packets as pcap (netstack.Config.Capture).
+	Capture func() io.Writer
 }
 
 func (c *Config) setDefaults() {
@@ -168,6 +172,8 @@ type Client struct {
 
 	gotReply  chan struct{} // closed on the first datagram from the server
 	replyOnce sync.Once
+
+	counters controlCounters // Stats
 
 	closeOnce sync.Once
 	closing   atomic.Bool // set by teardown: layers ending now are not failures
@@ -593,6 +599,10 @@ pppLoop:
 	c.info.Address, c.info.PeerAddr, c.info.DNS, c.info.MTU = ip.Local, ip.Peer, ip.DNS, mtu
 	log.Info("IPCP up", "address", ip.Local.String(), "peer", ip.Peer.String(), "dns", fmt.Sprint(ip.DNS), "mtu", mtu)
 
+	var capture io.Writer
+	if c.cfg.Capture != nil {
+		capture = c.cfg.Capture()
+	}
 	st, err := netstack.New(netstack.Config{
 		LocalAddr: ip.Local,
 		DNS:       ip.DNS,
@@ -601,6 +611,7 @@ pppLoop:
 		Tailroom:  datapath.Tailroom,
 		Logger:    log.With("layer", "netstack"),
 		OutBatch:  c.data.SendIPBatch,
+		Capture:   capture,
 	}, c.data.SendIP)
 	if err != nil {
 		return &Error{Class: ErrNetstack, Layer: "netstack", Err: err}
@@ -647,10 +658,12 @@ func (c *Client) supervise() {
 					c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 					continue
 				}
+				c.counters.espRekeys.Add(1)
 				c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
 			case ike.ChildSADeleted:
 				live--
 				if ev.ByPeer {
+					c.counters.espDeleted.Add(1)
 					c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 				}
 			}
@@ -666,6 +679,7 @@ func (c *Client) supervise() {
 				return
 			}
 			live = 0
+			c.counters.ikeRenewals.Add(1)
 		case <-c.l2tpRun.done:
 			c.fail(l2tpError(c.l2tpRun.err))
 			return
