@@ -2,7 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
+	endian "encoding/binary"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -29,7 +29,7 @@ func readPcap(t *testing.T, b []byte) []pcapRecord {
 	if len(b) < pcapHeaderLen {
 		t.Fatalf("pcap file of %d bytes: no header", len(b))
 	}
-	le := binary.LittleEndian
+	le := endian.LittleEndian
 	if magic, major, minor, link := le.Uint32(b), le.Uint16(b[4:]), le.Uint16(b[6:]), le.Uint32(b[20:]); magic != 0xa1b2c3d4 || major != 2 || minor != 4 || link != 101 {
 		t.Fatalf("pcap header: magic %#x, version %d.%d, link type %d", magic, major, minor, link)
 	}
@@ -156,14 +156,14 @@ func TestPcapStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	hdr := make([]byte, pcapHeaderLen)
-	binary.LittleEndian.PutUint32(hdr, 0xa1b2c3d4)
-	binary.LittleEndian.PutUint16(hdr[4:], 2)
-	binary.LittleEndian.PutUint16(hdr[6:], 4)
-	binary.LittleEndian.PutUint32(hdr[20:], 101)
+	endian.LittleEndian.PutUint32(hdr, 0xa1b2c3d4)
+	endian.LittleEndian.PutUint16(hdr[4:], 2)
+	endian.LittleEndian.PutUint16(hdr[6:], 4)
+	endian.LittleEndian.PutUint32(hdr[20:], 101)
 	rec := func(n byte) []byte {
 		r := make([]byte, 16+20)
-		binary.LittleEndian.PutUint32(r[8:], 20)
-		binary.LittleEndian.PutUint32(r[12:], 20)
+		endian.LittleEndian.PutUint32(r[8:], 20)
+		endian.LittleEndian.PutUint32(r[12:], 20)
 		r[16], r[16+19] = 0x45, n
 		return r
 	}
