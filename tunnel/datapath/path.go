@@ -120,9 +120,12 @@ type Path struct {
 
 	// Counters, for diagnostics and tests.
 	RxESP, RxDropped, TxESP atomic.Uint64
-	// Per layer and per drop reason (Stats).
-	rxc rxCounters
-	txc txCounters
+	// Per layer and per drop reason (Stats). The reader counts a burst's
+	// packets in rxBurst, plain fields only it touches, and publishes them
+	// to rxc in Flush: one atomic add per counter per burst, not per packet.
+	rxc     rxCounters
+	txc     txCounters
+	rxBurst rxBurstCounts
 }
 
 // New returns a path with no SA, session or sinks yet.
@@ -365,6 +368,7 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 // Flush delivers what the IP sink held back during a burst. Only the
 // goroutine that calls Receive may call it.
 func (p *Path) Flush() {
+	p.publishRx()
 	if h := p.held; h != nil {
 		p.held = nil
 		h.FlushInbound()
@@ -401,7 +405,7 @@ func (p *Path) Receive(dg []byte) {
 		return
 	}
 	p.RxESP.Add(1)
-	p.rxc.esp.add(1, len(dg))
+	p.rxBurst.esp.count(len(dg))
 	// The inner UDP checksum is not verified: behind NAT it covers addresses
 	// we never see (RFC 3948 §3.1.2), and the ESP ICV already protects it.
 	if ul := int(binary.BigEndian.Uint16(payload[4:])); ul >= udpHeaderLen && ul <= len(payload) {
@@ -439,9 +443,9 @@ func (p *Path) Receive(dg []byte) {
 		p.drop(DropPPPMalformed)
 		return
 	}
-	p.rxc.ppp.add(1, len(frame))
+	p.rxBurst.ppp.count(len(frame))
 	if proto == ppp.ProtoIPv4 {
-		p.rxc.ip.add(1, len(info))
+		p.rxBurst.ip.count(len(info))
 		if ip := p.ip.Load(); ip != nil && s != nil {
 			if b, ok := (*ip).(IPBurstSink); ok {
 				if p.held != b {

@@ -90,6 +90,30 @@ type txCounters struct {
 	_            [64]byte
 }
 
+// rxBurstCounts are the reader's counts of the burst in progress.
+type rxBurstCounts struct{ esp, ppp, ip Traffic }
+
+func (t *Traffic) count(bytes int) {
+	t.Packets++
+	t.Bytes += uint64(bytes)
+}
+
+// publishRx adds the burst's counts to the published counters. Only the
+// reader calls it (Flush).
+func (p *Path) publishRx() {
+	b := &p.rxBurst
+	for _, c := range [...]struct {
+		t   *Traffic
+		dst *trafficCounter
+	}{{&b.esp, &p.rxc.esp}, {&b.ppp, &p.rxc.ppp}, {&b.ip, &p.rxc.ip}} {
+		if c.t.Packets != 0 {
+			c.dst.packets.Add(c.t.Packets)
+			c.dst.bytes.Add(c.t.Bytes)
+			*c.t = Traffic{}
+		}
+	}
+}
+
 // drop counts a dropped datagram (and the total in RxDropped).
 func (p *Path) drop(r DropReason) {
 	p.RxDropped.Add(1)
@@ -107,7 +131,8 @@ func openDropReason(err error) DropReason {
 	return DropMalformed
 }
 
-// Stats returns the path's counters. Safe to call at any time.
+// Stats returns the path's counters. Safe to call at any time; packets
+// received count from the end of their burst (Flush).
 func (p *Path) Stats() Stats {
 	s := Stats{
 		ESPIn: p.rxc.esp.load(), ESPOut: p.txc.esp.load(),
