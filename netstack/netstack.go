@@ -9,6 +9,7 @@ package netstack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -71,6 +73,13 @@ type Config struct {
 	// RTOs per transfer and 5-9 MB/s with GSO, 9-20 RTOs and 8-19 MB/s
 	// without. Off by default: real paths lose packets.
 	TCPGSO bool
+
+	// Capture, if set, receives every IP packet the stack sends and
+	// receives, as a pcap stream (LINKTYPE_RAW: the file header first, then
+	// one Write per packet, from several goroutines: it must serialise
+	// them and should never fail). gVisor's sniffer writes it. Inbound TCP
+	// segments appear as the stack gets them, after GRO coalescing.
+	Capture io.Writer
 }
 
 // MTU bounds. 576 is the IPv4 minimum every host must accept (RFC 791,
@@ -161,7 +170,19 @@ func New(cfg Config, out func(buf []byte, headroom int) error) (*Stack, error) {
 	}
 
 	s.link = newLinkEndpoint(uint32(cfg.MTU), cfg.Headroom, cfg.Tailroom, cfg.TCPGSO, &s.pool, logger)
-	if terr := s.stack.CreateNIC(nicID, s.link); terr != nil {
+	var nic stack.LinkEndpoint = s.link
+	if cfg.Capture != nil {
+		// The sniffer also logs every packet through gVisor's logger unless
+		// told not to; the capture is all we want.
+		sniffer.LogPackets.Store(0)
+		sn, err := sniffer.NewWithWriter(s.link, cfg.Capture, maxMTU)
+		if err != nil {
+			s.stack.Destroy()
+			return nil, fmt.Errorf("%w: capture: %w", ErrBadConfig, err)
+		}
+		nic = sn
+	}
+	if terr := s.stack.CreateNIC(nicID, nic); terr != nil {
 		s.stack.Destroy()
 		return nil, fmt.Errorf("%w: create NIC: %s", ErrBadConfig, terr)
 	}

@@ -74,6 +74,7 @@ const (
 type guardedListener struct {
 	net.Listener
 	lim     *Limiter
+	stats   *Stats
 	refusal []byte
 	logger  *slog.Logger
 
@@ -83,8 +84,8 @@ type guardedListener struct {
 	lastWarn  time.Time     // refusals logged at most once a second
 }
 
-func newGuardedListener(ln net.Listener, lim *Limiter, refusal []byte, logger *slog.Logger) *guardedListener {
-	return &guardedListener{Listener: ln, lim: lim, refusal: refusal, logger: logger,
+func newGuardedListener(ln net.Listener, lim *Limiter, stats *Stats, refusal []byte, logger *slog.Logger) *guardedListener {
+	return &guardedListener{Listener: ln, lim: lim, stats: stats, refusal: refusal, logger: logger,
 		done: make(chan struct{}), refusing: make(chan struct{}, maxRefusing)}
 }
 
@@ -157,6 +158,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			delay = 0
 		}
 		if !l.lim.tryAcquire() {
+			l.stats.refuse(RefusedLimit)
 			if now := time.Now(); now.Sub(l.lastWarn) >= time.Second {
 				l.lastWarn = now
 				l.logger.Warn("too many client connections, refusing new ones (see --max-connections)", "client", c.RemoteAddr().String())
@@ -170,7 +172,8 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		connMemory.opened()
-		return &limitedConn{Conn: c, lim: l.lim}, nil
+		l.stats.accept()
+		return &limitedConn{Conn: c, lim: l.lim, stats: l.stats}, nil
 	}
 }
 
@@ -178,8 +181,9 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 // connMemory).
 type limitedConn struct {
 	net.Conn
-	lim  *Limiter
-	once sync.Once
+	lim   *Limiter
+	stats *Stats
+	once  sync.Once
 }
 
 func (c *limitedConn) Close() error {
@@ -187,6 +191,7 @@ func (c *limitedConn) Close() error {
 	c.once.Do(func() {
 		c.lim.release()
 		connMemory.closed()
+		c.stats.close()
 	})
 	return err
 }

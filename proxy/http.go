@@ -46,7 +46,11 @@ func NewHTTP(d Dialer, opts *Options) *HTTP {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 			defer cancel()
-			return d.DialContext(ctx, network, addr)
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				h.opts.Stats.refuseDial(err)
+			}
+			return c, err
 		},
 		ForceAttemptHTTP2:   false, // HTTP/1.1 upstream keeps the proxy transparent
 		MaxIdleConns:        64,
@@ -116,7 +120,7 @@ const sniffConnKey ctxKey = 0
 func (h *HTTP) Serve(ctx context.Context, ln net.Listener) error {
 	var tunnels connTracker
 	self := ln.Addr()
-	gl := newGuardedListener(ln, h.opts.Limiter, []byte(httpRefusal), h.logger)
+	gl := newGuardedListener(ln, h.opts.Limiter, h.opts.Stats, []byte(httpRefusal), h.logger)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h.serveHTTP(ctx, w, r, self, &tunnels)
@@ -162,6 +166,7 @@ func (h *HTTP) serveHTTP(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	if !h.authorized(r) {
+		h.opts.Stats.refuse(RefusedAuth)
 		w.Header().Set("Proxy-Authenticate", `Basic realm="l2tpproxy", charset="UTF-8"`)
 		httpError(w, http.StatusProxyAuthRequired, "proxy: authentication required (user name and password of this proxy)")
 		return
@@ -273,6 +278,7 @@ func (h *HTTP) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.
 	cancel()
 	if err != nil {
 		h.logger.Debug("http proxy: CONNECT dial failed", "target", target, "err", err)
+		h.opts.Stats.refuseDial(err)
 		if errors.Is(err, ErrRefusedByRoutes) {
 			httpError(w, http.StatusForbidden, fmt.Sprintf("proxy: %s is outside the VPN's routes and domains, and others are refused", target))
 			return

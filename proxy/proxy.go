@@ -229,6 +229,9 @@ type Options struct {
 	PAC *Routes
 	// Logger (nil: discard).
 	Logger *slog.Logger
+	// Stats, if set, counts this proxy's connections and refusals (give
+	// each proxy its own).
+	Stats *Stats
 }
 
 func (o *Options) handshakeTimeout() time.Duration {

@@ -69,10 +69,10 @@ func (s *SOCKS5) Serve(ctx context.Context, ln net.Listener) error {
 		socks5.WithLogger(socksLogger{s.logger}),
 	}
 	if c := s.opts.Credentials; c != nil {
-		opts = append(opts, socks5.WithCredential(socksCredentials{c}))
+		opts = append(opts, socks5.WithCredential(socksCredentials{c, s.opts.Stats}))
 	}
 	srv := socks5.NewServer(opts...)
-	gl := newGuardedListener(ln, s.opts.Limiter, socksRefusal, s.logger)
+	gl := newGuardedListener(ln, s.opts.Limiter, s.opts.Stats, socksRefusal, s.logger)
 	hs := s.opts.handshakeTimeout()
 	return serveLoop(ctx, gl, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(hs))
@@ -123,9 +123,18 @@ func (deferredResolver) Resolve(ctx context.Context, _ string) (context.Context,
 	return ctx, nil, nil
 }
 
-type socksCredentials struct{ c *Credentials }
+type socksCredentials struct {
+	c     *Credentials
+	stats *Stats
+}
 
-func (sc socksCredentials) Valid(user, password, _ string) bool { return sc.c.Valid(user, password) }
+func (sc socksCredentials) Valid(user, password, _ string) bool {
+	ok := sc.c.Valid(user, password)
+	if !ok {
+		sc.stats.refuse(RefusedAuth)
+	}
+	return ok
+}
 
 // target returns the "host:port" to dial for a request's destination,
 // resolving a name with the Resolver if there is one.
@@ -181,6 +190,7 @@ func (s *SOCKS5) connect(ctx context.Context, w io.Writer, req *socks5.Request) 
 	target, err := s.dial(ctx, "tcp", req.RawDestAddr)
 	if err != nil {
 		s.logger.Debug("socks5: dial failed", "target", req.RawDestAddr.String(), "err", err)
+		s.opts.Stats.refuseDial(err)
 		if err := socks5.SendReply(w, replyCode(err), nil); err != nil {
 			return err
 		}

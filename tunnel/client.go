@@ -107,6 +107,10 @@ type Config struct {
 	// tests give an in-memory one (tunnel/memnet). Its LocalAddr is what
 	// IKE announces; Close closes it.
 	Conn datapath.Conn
+
+	// Capture, if set, is called once per network stack for a writer
+	// that receives the inner IP packets as pcap (netstack.Config.Capture).
+	Capture func() io.Writer
 }
 
 func (c *Config) setDefaults() {
@@ -202,6 +206,8 @@ type Client struct {
 	// sup owns every goroutine of the tunnel: Close returns once none is
 	// left, or reports the ones that did not stop.
 	sup       supervisor
+	counters controlCounters // Stats
+
 	closeOnce sync.Once
 	closing   atomic.Bool // set by teardown: layers ending now are not failures
 	done      chan struct{}
@@ -748,6 +754,10 @@ func (c *Client) startStack(ip ppp.IPUp) error {
 	c.info.Address, c.info.PeerAddr, c.info.DNS, c.info.MTU = ip.Local, ip.Peer, ip.DNS, mtu
 	c.log.Info("IPCP up", "address", ip.Local.String(), "peer", ip.Peer.String(), "dns", fmt.Sprint(ip.DNS), "mtu", mtu)
 
+	var capture io.Writer
+	if c.cfg.Capture != nil {
+		capture = c.cfg.Capture()
+	}
 	st, err := netstack.New(netstack.Config{
 		LocalAddr: ip.Local,
 		DNS:       ip.DNS,
@@ -756,6 +766,7 @@ func (c *Client) startStack(ip ppp.IPUp) error {
 		Tailroom:  datapath.Tailroom,
 		Logger:    c.log.With("layer", "netstack"),
 		OutBatch:  c.data.SendIPBatch,
+		Capture:   capture,
 	}, c.data.SendIP)
 	if err != nil {
 		return &Error{Class: ErrNetstack, Layer: "netstack", Err: err}
@@ -772,6 +783,7 @@ func (c *Client) startStack(ip ppp.IPUp) error {
 func (c *Client) onIKEEvent(ev ike.Event) {
 	switch ev := ev.(type) {
 	case ike.Phase1Up:
+		c.counters.ikeRenewals.Add(1)
 		c.log.Info("IKE SA re-established", "suite", ev.Suite)
 	case ike.ChildSAUp:
 		c.learnPFS(ev.Child)
@@ -779,9 +791,11 @@ func (c *Client) onIKEEvent(ev ike.Event) {
 			c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 			return
 		}
+		c.counters.espRekeys.Add(1)
 		c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
 	case ike.ChildSADeleted:
 		if ev.ByPeer {
+			c.counters.espDeleted.Add(1)
 			c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 		}
 	}

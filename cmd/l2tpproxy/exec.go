@@ -30,7 +30,7 @@ func execCommand() *cli.Command {
 			"stderr are ours; SIGINT and SIGTERM are passed on to it. exec exits with CMD's exit code (128+N if a signal\n" +
 			"N ended it). If the tunnel cannot come up, CMD does not run and exec exits with the tunnel's code (2-6).\n" +
 			"The secrets l2tpproxy reads from the environment are removed from CMD's environment.",
-		Flags:  append(append(connectionFlags(), listenerFlags()...), waitFlags()...),
+		Flags:  append(append(append(connectionFlags(), listenerFlags()...), waitFlags()...), serviceFlags()...),
 		Action: runExec,
 	}
 }
@@ -60,7 +60,7 @@ func runExec(cx *cli.Context) error {
 	if len(argv) == 0 {
 		return configError("exec needs a command: l2tpproxy exec [flags] -- CMD [ARGS...]")
 	}
-	log, err := newLogger(cx.String("log-level"))
+	log, err := serviceLogger(cx)
 	if err != nil {
 		return err
 	}
@@ -90,6 +90,12 @@ func runExec(cx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	svc, err := startService(cx, ps, log)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	cfg.Capture = svc.capture()
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "l2tpproxy: exec: %v\n", err)
@@ -111,7 +117,7 @@ func runExec(cx *cli.Context) error {
 	ready := make(chan addrs, 1)
 	served := make(chan error, 1)
 	go func() {
-		served <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: socksAddr, HTTP: httpAddr, Log: log, Proxy: ps, ConnectWait: wait,
+		served <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: socksAddr, HTTP: httpAddr, Log: log, Proxy: ps, ConnectWait: wait, Monitor: svc.monitor,
 			Ready: func(s, h net.Addr) { ready <- addrs{s, h} }})
 	}()
 

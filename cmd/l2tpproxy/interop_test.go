@@ -221,9 +221,9 @@ func freePort(t *testing.T) string {
 
 func TestInterop(t *testing.T) {
 	p := loadPeer(t)
-	socks, httpAddr := freePort(t), freePort(t)
+	socks, httpAddr, adminAddr := freePort(t), freePort(t), freePort(t)
 	began := time.Now()
-	pc := start(t, p, nil, "--socks5", socks, "--http", httpAddr, "--log-level", "info")
+	pc := start(t, p, nil, "--socks5", socks, "--http", httpAddr, "--admin", adminAddr, "--log-level", "info")
 	pc.waitFor(t, regexp.MustCompile(`HTTP proxy listening`), 90*time.Second)
 	t.Logf("connected in %v (process start to proxies listening)", time.Since(began).Round(time.Millisecond))
 	if m := regexp.MustCompile(`connect_time=(\S+)`).FindStringSubmatch(pc.output()); m != nil {
@@ -266,6 +266,13 @@ func TestInterop(t *testing.T) {
 			t.Fatalf("a secret appears in the log")
 		}
 	}
+
+	// The admin endpoint: ready, and a scrape parsed by Prometheus' parser.
+	admin := adminClient{base: "http://" + adminAddr}
+	if code, body := admin.get(t, "/readyz"); code != 200 {
+		t.Errorf("/readyz with the tunnel up: %d %q", code, body)
+	}
+	before := admin.scrape(t)
 
 	socksURL, _ := url.Parse("socks5h://" + socks)
 	httpURL, _ := url.Parse("http://" + httpAddr)
@@ -324,6 +331,23 @@ func TestInterop(t *testing.T) {
 			d = time.Since(start)
 			t.Logf("THROUGHPUT upload %s %s: %d bytes in %v = %.1f MiB/s", p.label(), via.name, len(up), d.Round(time.Millisecond), float64(len(up))/d.Seconds()/(1<<20))
 		})
+	}
+
+	// The downloads moved the ESP, PPP and IP byte counters (2 x BIG_SIZE
+	// at least, inbound), and each proxy counted its connections.
+	after := admin.scrape(t)
+	for _, layer := range []string{"esp", "ppp", "ip"} {
+		in := after.value(t, "l2tpproxy_bytes_total", "layer="+layer, "direction=in") - before.value(t, "l2tpproxy_bytes_total", "layer="+layer, "direction=in")
+		out := after.value(t, "l2tpproxy_bytes_total", "layer="+layer, "direction=out") - before.value(t, "l2tpproxy_bytes_total", "layer="+layer, "direction=out")
+		if in < float64(2*bigSize) || out < 2*16<<20 {
+			t.Errorf("%s bytes grew by %.0f in, %.0f out during two downloads of %d bytes and two uploads of 16 MiB", layer, in, out, bigSize)
+		}
+		t.Logf("METRICS %s %s: %.0f bytes in, %.0f out during the transfers", p.label(), layer, in, out)
+	}
+	for _, proxy := range []string{"socks5", "http"} {
+		if after.value(t, "l2tpproxy_proxy_connections_total", "proxy="+proxy) < 1 {
+			t.Errorf("no %s connection counted", proxy)
+		}
 	}
 
 	// Idle: the server's keepalives (DPD, L2TP HELLO, LCP echo) must be
@@ -424,6 +448,27 @@ func TestInterop(t *testing.T) {
 			pc.getHello(t, p, socksURL, "after the reconnect")
 		})
 	}
+
+	// What the renewals and reconnects above did is counted.
+	final := admin.scrape(t)
+	for _, c := range []struct {
+		name string
+		ran  bool
+	}{{"l2tpproxy_esp_deleted_by_server_total", p["VM_CTL"] != ""}, {"l2tpproxy_esp_rekeys_total", p["VM_CTL"] != ""}} {
+		if v := final.value(t, c.name); c.ran && v < 1 {
+			t.Errorf("%s = %v after the server deleted our IPsec SA", c.name, v)
+		}
+	}
+	var reconnects float64
+	for _, m := range final["l2tpproxy_reconnects_total"].GetMetric() {
+		reconnects += m.GetCounter().GetValue()
+	}
+	if expect := p["KICK"] != "" || (p["VM_CTL"] != "" && p["SERVER_KIND"] != "libreswan"); expect && reconnects < 1 {
+		t.Errorf("reconnects_total %v after the server ended our tunnel", reconnects)
+	}
+	t.Logf("METRICS %s: esp drops %v, rekeys %v, reconnects %v", p.label(),
+		final.value(t, "l2tpproxy_esp_dropped_packets_total", "reason=replay")+final.value(t, "l2tpproxy_esp_dropped_packets_total", "reason=auth")+final.value(t, "l2tpproxy_esp_dropped_packets_total", "reason=unknown_spi"),
+		final.value(t, "l2tpproxy_esp_rekeys_total"), reconnects)
 
 	// SIGINT tears down in order and exits 0.
 	pc.cmd.Process.Signal(os.Interrupt)

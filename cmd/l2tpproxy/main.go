@@ -114,9 +114,9 @@ func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
 		Usage: "connect to an L2TP/IPsec server and serve the proxies until interrupted",
-		Flags: append(append(connectionFlags(), listenerFlags()...), waitFlags()...),
+		Flags: append(append(append(connectionFlags(), listenerFlags()...), waitFlags()...), serviceFlags()...),
 		Action: func(cx *cli.Context) error {
-			log, err := newLogger(cx.String("log-level"))
+			log, err := serviceLogger(cx)
 			if err != nil {
 				return err
 			}
@@ -141,7 +141,13 @@ func upCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait})
+			svc, err := startService(cx, ps, log)
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			cfg.Capture = svc.capture()
+			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait, Monitor: svc.monitor})
 		},
 	}
 }
@@ -265,6 +271,9 @@ type serveConfig struct {
 	// ConnectWait is how long a new proxy connection waits for a
 	// reconnecting tunnel before it fails with the reason.
 	ConnectWait time.Duration
+	// Monitor, if set, follows the tunnel and counts the proxies'
+	// connections (admin endpoint).
+	Monitor *monitor
 }
 
 // serve connects, starts the proxies and runs until ctx ends (clean
@@ -302,6 +311,7 @@ func serve(ctx context.Context, sc serveConfig) error {
 	}
 	cur := newCurrentTunnel(connectWait)
 	cur.setUp(c)
+	sc.Monitor.tunnelUp(c)
 	defer func() {
 		cur.setDown(tunnel.ErrClosed)
 		c.Close()
@@ -314,17 +324,22 @@ func serve(ctx context.Context, sc serveConfig) error {
 	router := &proxy.Router{Routes: sc.Proxy.Routes, Tunnel: cur}
 	lim := proxy.NewLimiter(sc.Proxy.MaxConns) // shared by both proxies
 	if socksLn != nil {
-		s := proxy.NewSOCKS5(router, nil, sc.Proxy.options(log.With("proxy", "socks5"), lim))
+		o := sc.Proxy.options(log.With("proxy", "socks5"), lim)
+		o.Stats = sc.Monitor.proxyStats("socks5")
+		s := proxy.NewSOCKS5(router, nil, o)
 		go func() { errc <- s.Serve(pctx, socksLn) }()
 		socksA = socksLn.Addr()
 		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
-		h := proxy.NewHTTP(router, sc.Proxy.options(log.With("proxy", "http"), lim))
+		o := sc.Proxy.options(log.With("proxy", "http"), lim)
+		o.Stats = sc.Monitor.proxyStats("http")
+		h := proxy.NewHTTP(router, o)
 		go func() { errc <- h.Serve(pctx, httpLn) }()
 		httpA = httpLn.Addr()
 		log.Info("HTTP proxy listening", "addr", httpA.String())
 	}
+	sc.Monitor.proxiesListening()
 	if sc.Ready != nil {
 		sc.Ready(socksA, httpA)
 	}
@@ -344,6 +359,7 @@ func serve(ctx context.Context, sc serveConfig) error {
 			err = errors.New("closed")
 		}
 		cur.setDown(err)
+		sc.Monitor.tunnelDown(err)
 		if !retryable(err) {
 			return fmt.Errorf("tunnel went down: %w", err)
 		}
@@ -358,6 +374,8 @@ func serve(ctx context.Context, sc serveConfig) error {
 		}
 		c = next
 		cur.setUp(c)
+		sc.Monitor.tunnelUp(c)
+		sc.Monitor.reconnected(err)
 		log.Info("tunnel reconnected", "cause", err.Error(), "outage", time.Since(downAt).Round(time.Millisecond).String())
 	}
 }

@@ -69,7 +69,7 @@ func newCurrentTunnel(wait time.Duration) *currentTunnel {
 
 // errTunnelDown is the class of every error of a connection that found the
 // tunnel down.
-var errTunnelDown = errors.New("the VPN tunnel is down (reconnecting)")
+var errTunnelDown = proxy.ErrTunnelDown
 
 // setUp makes c the tunnel new connections go through and releases the
 // connections waiting for one.

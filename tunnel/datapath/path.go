@@ -142,6 +142,12 @@ type Path struct {
 
 	// Counters, for diagnostics and tests.
 	RxESP, RxDropped, TxESP atomic.Uint64
+	// Per layer and per drop reason (Stats). The reader counts a burst's
+	// packets in rxBurst, plain fields only it touches, and publishes them
+	// to rxc in Flush: one atomic add per counter per burst, not per packet.
+	rxc     rxCounters
+	txc     txCounters
+	rxBurst rxBurstCounts
 }
 
 // New returns a path with no SA, session or sinks yet.
@@ -217,7 +223,13 @@ func (p *Path) SendIP(buf []byte, headroom int) error {
 	if s == nil {
 		return ErrNoSession
 	}
-	return p.seal(buf, p.frameIP(buf, headroom, s))
+	if err := p.seal(buf, p.frameIP(buf, headroom, s)); err != nil {
+		return err
+	}
+	n := len(buf) - headroom
+	p.txc.ip.add(1, n)
+	p.txc.ppp.add(1, n+pppHeaderLen)
+	return nil
 }
 
 // SendIPBatch is SendIP for many packets: each bufs[i][headroom:] is one
@@ -237,14 +249,19 @@ func (p *Path) SendIPBatch(bufs [][]byte, headroom int) error {
 	defer p.txMu.Unlock()
 	var first error
 	p.txPkts = p.txPkts[:0]
+	ipBytes := 0
 	for _, buf := range bufs {
+		n := len(buf) - headroom
 		pkt, err := p.sealOne(out, buf, p.frameIP(buf, headroom, s))
 		if err != nil {
 			first = cmp.Or(first, err)
 			continue
 		}
+		ipBytes += n
 		p.txPkts = append(p.txPkts, pkt)
 	}
+	p.txc.ip.add(len(p.txPkts), ipBytes)
+	p.txc.ppp.add(len(p.txPkts), ipBytes+pppHeaderLen*len(p.txPkts))
 	if err := p.flushLocked(*dst); err != nil {
 		return err
 	}
@@ -285,7 +302,11 @@ func (p *Path) SendPPP(frame []byte) error {
 	h := buf[start+udpHeaderLen:]
 	p.putData(h, s, l2)
 	h[l2], h[l2+1] = 0xFF, 0x03 // RFC 2661 leaves it open; Linux always sends FF 03 (NOTES §6)
-	return p.seal(buf, start)
+	if err := p.seal(buf, start); err != nil {
+		return err
+	}
+	p.txc.ppp.add(1, len(frame)+2)
+	return nil
 }
 
 func (p *Path) putData(h []byte, s *l2tp.Session, l2 int) {
@@ -305,7 +326,11 @@ func (p *Path) SendL2TP(pkt []byte) error {
 	defer p.bufs.Put(bp)
 	buf := (*bp)[:Headroom+len(pkt)]
 	copy(buf[Headroom:], pkt)
-	return p.seal(buf, Headroom-udpHeaderLen)
+	if err := p.seal(buf, Headroom-udpHeaderLen); err != nil {
+		return err
+	}
+	p.txc.l2tpControl.add(1, len(pkt))
+	return nil
 }
 
 // seal writes the inner UDP header at buf[start:], ESP-seals buf[start:] in
@@ -334,6 +359,11 @@ func (p *Path) flushLocked(dst netip.AddrPort) error {
 	}
 	p.sent.Store(true)
 	p.TxESP.Add(uint64(len(pkts)))
+	n := 0
+	for _, pkt := range pkts {
+		n += len(pkt)
+	}
+	p.txc.esp.add(len(pkts), n)
 	var err error
 	if p.tx.ok() {
 		err = p.tx.write(pkts, dst)
@@ -377,6 +407,7 @@ func (p *Path) seqSoftLimit() uint64 {
 // Flush delivers what the IP sink held back during a burst. Only the
 // goroutine that calls Receive may call it.
 func (p *Path) Flush() {
+	p.publishRx()
 	if h := p.held; h != nil {
 		p.held = nil
 		h.FlushInbound()
@@ -392,23 +423,28 @@ func (p *Path) Flush() {
 func (p *Path) Receive(dg []byte) {
 	in := p.in.Load()
 	if in == nil {
-		p.RxDropped.Add(1)
+		p.drop(DropNoSA)
 		return
 	}
 	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
 		if prev := p.prevIn.Load(); prev != nil && prev.SPI() == spi {
 			in = prev
 		} else {
-			p.RxDropped.Add(1)
+			p.drop(DropUnknownSPI)
 			return
 		}
 	}
 	payload, nh, err := in.Open(dg)
-	if err != nil || nh != protoUDP || len(payload) < udpHeaderLen {
-		p.RxDropped.Add(1)
+	if err != nil {
+		p.drop(openDropReason(err))
+		return
+	}
+	if nh != protoUDP || len(payload) < udpHeaderLen {
+		p.drop(DropNotUDP)
 		return
 	}
 	p.RxESP.Add(1)
+	p.rxBurst.esp.count(len(dg))
 	// The inner UDP checksum is not verified: behind NAT it covers addresses
 	// we never see (RFC 3948 §3.1.2), and the ESP ICV already protects it.
 	if ul := int(binary.BigEndian.Uint16(payload[4:])); ul >= udpHeaderLen && ul <= len(payload) {
@@ -416,6 +452,7 @@ func (p *Path) Receive(dg []byte) {
 	}
 	msg := payload[udpHeaderLen:]
 	if l2tp.IsControl(msg) {
+		p.rxc.l2tpControl.add(1, len(msg))
 		if c := p.control.Load(); c != nil {
 			(*c).HandleControl(clone(msg))
 		}
@@ -423,7 +460,7 @@ func (p *Path) Receive(dg []byte) {
 	}
 	_, sid, frame, err := l2tp.ParseData(msg)
 	if err != nil {
-		p.RxDropped.Add(1)
+		p.drop(DropL2TPMalformed)
 		return
 	}
 	// The peer may send its first PPP frames before our control plane has
@@ -431,7 +468,7 @@ func (p *Path) Receive(dg []byte) {
 	// they go to the frame sink, which queues them, instead of being lost.
 	s := p.session.Load()
 	if s != nil && sid != s.LocalSessionID {
-		p.RxDropped.Add(1)
+		p.drop(DropUnknownSession)
 		return
 	}
 	if s != nil && !s.SequencedData && l2tp.IsSequencedData(msg) {
@@ -442,10 +479,12 @@ func (p *Path) Receive(dg []byte) {
 	}
 	proto, info, err := ppp.DecodeFrame(frame)
 	if err != nil {
-		p.RxDropped.Add(1)
+		p.drop(DropPPPMalformed)
 		return
 	}
+	p.rxBurst.ppp.count(len(frame))
 	if proto == ppp.ProtoIPv4 || proto == ppp.ProtoIPv6 {
+		p.rxBurst.ip.count(len(info))
 		if ip := p.ip.Load(); ip != nil && s != nil {
 			if b, ok := (*ip).(IPBurstSink); ok {
 				if p.held != b {
