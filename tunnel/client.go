@@ -205,7 +205,7 @@ type Client struct {
 
 	// sup owns every goroutine of the tunnel: Close returns once none is
 	// left, or reports the ones that did not stop.
-	sup       supervisor
+	sup      supervisor
 	counters controlCounters // Stats
 
 	closeOnce sync.Once
