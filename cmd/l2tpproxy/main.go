@@ -61,7 +61,7 @@ func newApp() *cli.App {
 			"Secrets are best passed in files (--psk-file, --password-file) or environment variables:\n" +
 			"command-line values are visible to other users in the process list.",
 		Version:  versionString(),
-		Commands: []*cli.Command{upCommand(), execCommand(), checkCommand(), versionCommand(), demoCommand(), testServerCommand()},
+		Commands: []*cli.Command{configurable(upCommand(), true), configurable(execCommand(), false), checkCommand(), versionCommand(), demoCommand(), testServerCommand()},
 		// Errors are printed once, by run, as a single line.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
@@ -108,7 +108,7 @@ func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
 		Usage: "connect to an L2TP/IPsec server and serve the proxies until interrupted",
-		Flags: append(append(connectionFlags(), listenerFlags()...), waitFlags()...),
+		Flags: append(append(append(connectionFlags(), listenerFlags()...), waitFlags()...), forwardFlags()...),
 		Action: func(cx *cli.Context) error {
 			log, err := newLogger(cx.String("log-level"))
 			if err != nil {
@@ -122,6 +122,18 @@ func upCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			fwd, err := forwardsFrom(cx)
+			if err != nil {
+				return err
+			}
+			ps, err := proxySettingsFrom(cx)
+			if err != nil {
+				return err
+			}
+			sc := serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait, Forwards: fwd}
+			if cx.Bool(flagCheckConfig) {
+				return checkServe(cx.App.Writer, sc)
+			}
 			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if f := cx.String("cpuprofile"); f != "" {
@@ -131,11 +143,7 @@ func upCommand() *cli.Command {
 				}
 				defer stopProfile()
 			}
-			ps, err := proxySettingsFrom(cx)
-			if err != nil {
-				return err
-			}
-			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait})
+			return serve(ctx, sc)
 		},
 	}
 }
@@ -221,6 +229,8 @@ type serveConfig struct {
 	// ConnectWait is how long a new proxy connection waits for a
 	// reconnecting tunnel before it fails with the reason.
 	ConnectWait time.Duration
+	// Forwards are the -L and -R port forwards (forward.go).
+	Forwards []forward
 }
 
 // serve connects, starts the proxies and runs until ctx ends (clean
@@ -247,6 +257,11 @@ func serve(ctx context.Context, sc serveConfig) error {
 		}
 		defer httpLn.Close()
 	}
+	fw, err := listenForwards(sc.Forwards, sc.Proxy, log)
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
 	sc.Proxy.logRoutes(log)
 
 	c, err := dialTunnel(ctx, cfg, log)
@@ -265,6 +280,8 @@ func serve(ctx context.Context, sc serveConfig) error {
 
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	fw.serveLocal(pctx, cur)
+	fw.tunnelUp(pctx, c)
 	errc := make(chan error, 2)
 	var socksA, httpA net.Addr
 	router := &proxy.Router{Routes: sc.Proxy.Routes, Tunnel: cur}
@@ -314,6 +331,7 @@ func serve(ctx context.Context, sc serveConfig) error {
 		}
 		c = next
 		cur.setUp(c)
+		fw.tunnelUp(pctx, c)
 		log.Info("tunnel reconnected", "cause", err.Error(), "outage", time.Since(downAt).Round(time.Millisecond).String())
 	}
 }
