@@ -427,31 +427,42 @@ func serveUDPForward(ctx context.Context, pc net.PacketConn, dial func(context.C
 	}
 }
 
-// runUDPFlow is one source's flow: it owns the upstream socket.
+// runUDPFlow is one source's flow: it owns the upstream socket. When that
+// socket ends (its tunnel went down) the flow dials again, which for -L
+// waits for the next tunnel, so a client's flow survives a reconnect.
 func runUDPFlow(ctx context.Context, pc net.PacketConn, src net.Addr, in <-chan []byte, dial func(context.Context) (net.Conn, error), log *slog.Logger) {
-	up, err := dial(ctx)
+	active := make(chan struct{}, 1)
+	open := func() (net.Conn, <-chan struct{}, error) {
+		up, err := dial(ctx)
+		if err != nil {
+			log.Warn("port forward: cannot reach the target", "client", src.String(), "err", err.Error())
+			return nil, nil, err
+		}
+		dead := make(chan struct{})
+		go func() {
+			defer close(dead)
+			b := make([]byte, udpMaxSize)
+			for {
+				n, err := up.Read(b)
+				if err != nil {
+					return
+				}
+				if _, err := pc.WriteTo(b[:n], src); err != nil {
+					return
+				}
+				select {
+				case active <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		return up, dead, nil
+	}
+	up, dead, err := open()
 	if err != nil {
-		log.Warn("port forward: cannot reach the target", "client", src.String(), "err", err.Error())
 		return
 	}
-	defer up.Close()
-	active := make(chan struct{}, 1)
-	go func() {
-		b := make([]byte, udpMaxSize)
-		for {
-			n, err := up.Read(b)
-			if err != nil {
-				return
-			}
-			if _, err := pc.WriteTo(b[:n], src); err != nil {
-				return
-			}
-			select {
-			case active <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	defer func() { up.Close() }()
 	idle := time.NewTimer(udpIdle)
 	defer idle.Stop()
 	for {
@@ -461,11 +472,28 @@ func runUDPFlow(ctx context.Context, pc net.PacketConn, src net.Addr, in <-chan 
 		case <-idle.C:
 			return
 		case <-active:
+		case <-dead:
+			up.Close()
+			if up, dead, err = open(); err != nil {
+				up = nopConn{}
+				return
+			}
 		case dg := <-in:
 			if _, err := up.Write(dg); err != nil {
-				return
+				up.Close()
+				if up, dead, err = open(); err != nil {
+					up = nopConn{}
+					return
+				}
+				up.Write(dg)
 			}
 		}
 		idle.Reset(udpIdle)
 	}
 }
+
+// nopConn stands for a flow's socket that could not be opened again, so
+// the deferred Close has something to close.
+type nopConn struct{ net.Conn }
+
+func (nopConn) Close() error { return nil }
