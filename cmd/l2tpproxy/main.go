@@ -61,7 +61,7 @@ func newApp() *cli.App {
 			"Secrets are best passed in files (--psk-file, --password-file) or environment variables:\n" +
 			"command-line values are visible to other users in the process list.",
 		Version:  versionString(),
-		Commands: []*cli.Command{configurable(upCommand(), true), configurable(execCommand(), false), checkCommand(), versionCommand(), demoCommand(), testServerCommand()},
+		Commands: []*cli.Command{configurable(upCommand(), true), configurable(execCommand(), false), checkCommand(), versionCommand(), demoCommand(), testServerCommand(), probeCommand()},
 		// Errors are printed once, by run, as a single line.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
