@@ -448,8 +448,10 @@ func yamlScalarOrList(v any) string {
 // neither listens nor connects (the service may be running), so a port in
 // use is not found; names in listen addresses are not resolved.
 func checkServe(w io.Writer, sc serveConfig) error {
-	if err := sc.Tunnel.Validate(); err != nil {
-		return err
+	if len(sc.Tunnels) == 0 { // the tunnels list is checked as it is read
+		if err := sc.Tunnel.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, l := range []struct{ flag, addr string }{{"--socks5", sc.SOCKS5}, {"--http", sc.HTTP}} {
 		if l.addr == "" {

@@ -131,6 +131,9 @@ func upCommand() *cli.Command {
 				return err
 			}
 			sc := serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait, Forwards: fwd}
+			if sc.Tunnels, err = tunnelsFrom(cx, log); err != nil {
+				return err
+			}
 			if cx.Bool(flagCheckConfig) {
 				return checkServe(cx.App.Writer, sc)
 			}
@@ -150,7 +153,7 @@ func upCommand() *cli.Command {
 
 // secret returns a secret from its flag or, failing that, its file flag. A
 // file's trailing newline is dropped. Errors never contain the secret.
-func secret(cx *cli.Context, name, fileFlag string) ([]byte, error) {
+func secret(cx flagValues, name, fileFlag string) ([]byte, error) {
 	if v := cx.String(name); v != "" {
 		if cx.String(fileFlag) != "" {
 			return nil, configError("give either --%s or --%s, not both", name, fileFlag)
@@ -168,7 +171,15 @@ func secret(cx *cli.Context, name, fileFlag string) ([]byte, error) {
 	return []byte(strings.TrimRight(string(b), "\r\n")), nil
 }
 
-func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
+// flagValues is what tunnelConfig reads: the command's flags (a
+// *cli.Context) or one tunnel of the configuration file (multitunnel.go).
+type flagValues interface {
+	String(name string) string
+	Uint(name string) uint
+	Duration(name string) time.Duration
+}
+
+func tunnelConfig(cx flagValues, log *slog.Logger) (tunnel.Config, error) {
 	psk, err := secret(cx, "psk", "psk-file")
 	if err != nil {
 		return tunnel.Config{}, err
@@ -231,6 +242,9 @@ type serveConfig struct {
 	ConnectWait time.Duration
 	// Forwards are the -L and -R port forwards (forward.go).
 	Forwards []forward
+	// Tunnels, if any, are the configuration file's tunnels list, served
+	// instead of Tunnel (multitunnel.go).
+	Tunnels []tunnelSpec
 }
 
 // serve connects, starts the proxies and runs until ctx ends (clean
@@ -239,6 +253,9 @@ type serveConfig struct {
 // up to sc.ConnectWait for it), unless reconnecting cannot help (credentials
 // rejected).
 func serve(ctx context.Context, sc serveConfig) error {
+	if len(sc.Tunnels) > 0 {
+		return serveMulti(ctx, sc, sc.Tunnels)
+	}
 	cfg, log, connectWait := sc.Tunnel, sc.Log, sc.ConnectWait
 	// Listen first: a port already in use, or an open proxy beyond
 	// loopback, is a configuration error, found before we bother the VPN
