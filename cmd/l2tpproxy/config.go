@@ -144,6 +144,9 @@ func applyConfigFile(cx *cli.Context, flags []cli.Flag) error {
 	if err != nil {
 		return err
 	}
+	if _, ok := m[keyTunnels]; ok && cx.Command.Name != "up" {
+		return configError("config file %s: a tunnels list is for l2tpproxy up only, not %s", path, cx.Command.Name)
+	}
 	if err := altsrc.ApplyInputSourceValues(cx, altsrc.NewMapInputSource(path, m), flags); err != nil {
 		return configError("config file %s: %v", path, err)
 	}

@@ -38,8 +38,8 @@ import (
 // forwardFlags are the flags of the commands that serve forwards.
 func forwardFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "local-forward", Aliases: []string{"L"}, Usage: "forward `[BIND:]PORT:HOST:HOSTPORT[/udp]` (BIND 127.0.0.1 unless given) through the VPN to HOST:HOSTPORT (repeatable)", EnvVars: env("L2TPPROXY_LOCAL_FORWARD")},
-		&cli.StringSliceFlag{Name: "remote-forward", Aliases: []string{"R"}, Usage: "listen on `PORT:HOST:HOSTPORT[/udp]`'s PORT at our VPN address and forward to HOST:HOSTPORT from this host (repeatable)", EnvVars: env("L2TPPROXY_REMOTE_FORWARD")},
+		&cli.StringSliceFlag{Name: "local-forward", Aliases: []string{"L"}, Usage: "listen here and forward through the VPN, `SPEC` [BIND:]PORT:HOST:HOSTPORT[/udp] (BIND 127.0.0.1 unless given; repeatable)", EnvVars: env("L2TPPROXY_LOCAL_FORWARD")},
+		&cli.StringSliceFlag{Name: "remote-forward", Aliases: []string{"R"}, Usage: "listen on our VPN address and forward to a service reachable from this host, `SPEC` PORT:HOST:HOSTPORT[/udp] (repeatable)", EnvVars: env("L2TPPROXY_REMOTE_FORWARD")},
 	}
 }
 
