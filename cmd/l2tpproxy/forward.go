@@ -205,14 +205,12 @@ func isLoopbackHost(h string) bool {
 // forwarder runs the forwards of one serve: the -L listeners for its whole
 // life, the -R listeners on each tunnel.
 type forwarder struct {
-	log     *slog.Logger
-	remote  []forward
-	local   []forward
-	lns     []net.Listener   // -L TCP, parallel to the TCP entries of local
-	pcs     []net.PacketConn // -L UDP
-	lnFwd   []forward
-	pcFwd   []forward
-	closers sync.WaitGroup
+	log    *slog.Logger
+	remote []forward
+	lns    []net.Listener   // -L TCP
+	lnFwd  []forward        // their forwards
+	pcs    []net.PacketConn // -L UDP
+	pcFwd  []forward
 }
 
 // listenForwards opens the -L listeners (a busy port or a non-loopback bind

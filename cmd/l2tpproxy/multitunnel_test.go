@@ -208,6 +208,10 @@ func TestMultiTunnelConfigErrors(t *testing.T) {
 	if code, out, errs := runCapture(t, "up", "--config", writeFile(t, "c.yaml", ok), "--check-config"); code != 0 || !strings.Contains(out, "configuration OK") {
 		t.Errorf("good list: %d %q %q", code, out, errs)
 	}
+	okTOML := "psk = \"p\"\nuser = \"u\"\npassword = \"pw\"\n[[tunnels]]\nserver = \"192.0.2.1\"\nroute = [\"10.0.0.0/8\"]\nnatt-port = 4501\n[[tunnels]]\nserver = \"192.0.2.2\"\ndomain = \"corp.example\"\nconnect-timeout = \"10s\"\n"
+	if code, out, errs := runCapture(t, "up", "--config", writeFile(t, "c.toml", okTOML), "--check-config"); code != 0 || !strings.Contains(out, "configuration OK") {
+		t.Errorf("good TOML list: %d %q %q", code, out, errs)
+	}
 	code, out, _ := runCapture(t, "up", "--config", writeFile(t, "c.yaml", ok), "--print-config")
 	if code != 0 || !strings.Contains(out, "tunnels:\n  - route: [\"10.0.0.0/8\"]\n    server: \"192.0.2.1\"\n") || strings.Contains(out, "pw") {
 		t.Errorf("print-config:\n%s", out)
