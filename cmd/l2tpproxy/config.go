@@ -400,8 +400,23 @@ func stringKeys(m map[any]any) map[string]any {
 	return out
 }
 
-// isSecret tells the settings --print-config redacts (exec.go's secretFlags).
-func isSecret(name string) bool { return secretFlags[name] }
+// isSecret tells the settings --print-config redacts: exec.go's
+// secretFlags, and any flag added later whose name says it is a secret
+// (its -file twin is a path, shown).
+func isSecret(name string) bool {
+	if secretFlags[name] {
+		return true
+	}
+	if strings.HasSuffix(name, "-file") {
+		return false
+	}
+	for _, w := range []string{"password", "psk", "secret", "token"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
 
 func redacted(set bool) string {
 	if set {

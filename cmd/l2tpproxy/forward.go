@@ -276,6 +276,15 @@ func (fw *forwarder) tunnelUp(ctx context.Context, c *tunnel.Client) {
 		return
 	}
 	st, addr := c.Stack(), c.Info().Address
+	// The -R listeners live as long as this tunnel.
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-c.Done():
+		}
+		cancel()
+	}()
 	var dialer net.Dialer
 	for _, f := range fw.remote {
 		ap := netip.AddrPortFrom(addr, f.Port)
@@ -285,32 +294,22 @@ func (fw *forwarder) tunnelUp(ctx context.Context, c *tunnel.Client) {
 			return dialer.DialContext(ctx, f.network(), f.target())
 		}
 		log := fw.log.With("forward", f.String())
-		var closer io.Closer
 		if f.UDP {
 			pc, err := st.ListenUDP(ap)
 			if err != nil {
 				log.Error("cannot listen for a remote forward on the VPN address", "err", err.Error())
 				continue
 			}
-			closer = pc
-			go serveUDPForward(ctx, pc, dial, log)
+			go serveUDPForward(ctx, pc, dial, log) // closes pc as ctx ends
 		} else {
 			ln, err := st.ListenTCP(ap)
 			if err != nil {
 				log.Error("cannot listen for a remote forward on the VPN address", "err", err.Error())
 				continue
 			}
-			closer = ln
-			go serveTCPForward(ctx, ln, dial, log)
+			go serveTCPForward(ctx, ln, dial, log) // closes ln as ctx ends
 		}
 		log.Info("remote port forward listening", "addr", ap.String())
-		go func() {
-			select {
-			case <-ctx.Done():
-			case <-c.Done():
-			}
-			closer.Close()
-		}()
 	}
 }
 
@@ -325,18 +324,18 @@ func (fw *forwarder) Close() {
 }
 
 // serveTCPForward accepts until ln is closed or ctx ends; each connection is
-// relayed to what dial returns.
+// relayed to what dial returns. Other accept errors (EMFILE: out of file
+// descriptors) are waited out, as the proxies do.
 func serveTCPForward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error), log *slog.Logger) {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !backOff(ctx, err, log) {
+				return
 			}
-			return
+			continue
 		}
 		go func() {
 			out, err := dial(ctx)
@@ -349,6 +348,23 @@ func serveTCPForward(ctx context.Context, ln net.Listener, dial func(context.Con
 			defer stop()
 			relayConns(c, out)
 		}()
+	}
+}
+
+// backOff decides after an accept or read error: false if the listener is
+// closed or ctx ended (stop), else it waits a moment and says go on.
+func backOff(ctx context.Context, err error, log *slog.Logger) bool {
+	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	log.Warn("port forward: accept failed, retrying", "err", err.Error())
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -395,11 +411,10 @@ func serveUDPForward(ctx context.Context, pc net.PacketConn, dial func(context.C
 	for {
 		n, src, err := pc.ReadFrom(buf)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !backOff(ctx, err, log) {
+				return
 			}
-			return
+			continue
 		}
 		dg := append([]byte(nil), buf[:n]...)
 		key := src.String()
