@@ -200,3 +200,14 @@ func TestEveryFlagConfigurable(t *testing.T) {
 		}
 	}
 }
+
+func TestIsSecret(t *testing.T) {
+	for name, want := range map[string]bool{
+		"psk": true, "password": true, "proxy-password": true, "admin-password": true, "api-token": true,
+		"psk-file": false, "password-file": false, "proxy-password-file": false, "user": false, "server": false,
+	} {
+		if got := isSecret(name); got != want {
+			t.Errorf("isSecret(%q) = %v", name, got)
+		}
+	}
+}
