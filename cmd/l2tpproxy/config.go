@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,6 +145,9 @@ func applyConfigFile(cx *cli.Context, flags []cli.Flag) error {
 	if err != nil {
 		return err
 	}
+	if k := exposedSecret(path); k != "" {
+		fmt.Fprintf(cx.App.ErrWriter, "l2tpproxy: warning: config file %s holds %s and others may read it: chmod 600 it, or name an environment variable ($VAR) or a -file instead\n", path, k)
+	}
 	if _, ok := m[keyTunnels]; ok && cx.Command.Name != "up" {
 		return configError("config file %s: a tunnels list is for l2tpproxy up only, not %s", path, cx.Command.Name)
 	}
@@ -176,20 +180,9 @@ func loadedTunnels(cx *cli.Context, flags []cli.Flag) ([]map[any]any, error) {
 // which includes JSON), checks its keys against flags, brings each value
 // to the form altsrc wants for its flag and expands $VAR in strings.
 func readConfigFile(path string, flags []cli.Flag) (map[any]any, error) {
-	b, err := os.ReadFile(path)
+	raw, err := parseConfigFile(path)
 	if err != nil {
-		return nil, configError("cannot read --config: %v", err)
-	}
-	var raw map[string]any
-	if strings.EqualFold(filepath.Ext(path), ".toml") {
-		_, err = toml.Decode(string(b), &raw)
-	} else {
-		err = yaml.Unmarshal(b, &raw)
-	}
-	if err != nil {
-		// The parsers quote the offending text, which may be a secret: give
-		// the position only.
-		return nil, configError("config file %s: %s", path, syntaxPosition(err))
+		return nil, err
 	}
 	byName := map[string]cli.Flag{}
 	for _, f := range flags {
@@ -230,6 +223,60 @@ func readConfigFile(path string, flags []cli.Flag) (map[any]any, error) {
 		m[keyTunnels] = tunnels
 	}
 	return m, nil
+}
+
+// parseConfigFile parses path as it is, nothing checked or expanded.
+func parseConfigFile(path string) (map[string]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, configError("cannot read --config: %v", err)
+	}
+	var raw map[string]any
+	if strings.EqualFold(filepath.Ext(path), ".toml") {
+		_, err = toml.Decode(string(b), &raw)
+	} else {
+		err = yaml.Unmarshal(b, &raw)
+	}
+	if err != nil {
+		// The parsers quote the offending text, which may be a secret: give
+		// the position only.
+		return nil, configError("config file %s: %s", path, syntaxPosition(err))
+	}
+	return raw, nil
+}
+
+// exposedSecret names a secret written out in path (not a $VAR) when others
+// than its owner may read the file; "" if none or not on a POSIX system.
+func exposedSecret(path string) string {
+	st, err := os.Stat(path)
+	if err != nil || runtime.GOOS == "windows" || st.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	raw, err := parseConfigFile(path)
+	if err != nil {
+		return ""
+	}
+	literal := func(m map[string]any, where string) string {
+		for k, v := range m {
+			if s, ok := v.(string); ok && isSecret(k) && s != "" && !strings.Contains(s, "$") {
+				return where + k
+			}
+		}
+		return ""
+	}
+	if k := literal(raw, ""); k != "" {
+		return k
+	}
+	if l, ok := raw[keyTunnels].([]any); ok {
+		for i, e := range l {
+			if m, ok := e.(map[string]any); ok {
+				if k := literal(m, fmt.Sprintf("%s[%d].", keyTunnels, i)); k != "" {
+					return k
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // syntaxPosition reduces a parser's error to where it is.

@@ -211,3 +211,28 @@ func TestIsSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigExposedSecretWarning: a secret written out in a file others may
+// read gets one warning line (naming the key, never the value); a $VAR or
+// a private file gets none.
+func TestConfigExposedSecretWarning(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		mode os.FileMode
+		warn string
+	}{
+		{"psk: sEcReT\n", 0o644, "holds psk and others may read it"},
+		{"tunnels:\n  - {server: x, route: 10.0.0.0/8, password: sEcReT}\n", 0o640, "holds tunnels[0].password"},
+		{"psk: sEcReT\n", 0o600, ""},
+		{"psk: $T_SOME_PSK\n", 0o644, ""},
+		{"psk-file: /etc/psk\n", 0o644, ""},
+	} {
+		f := writeFile(t, "c.yaml", tc.text)
+		os.Chmod(f, tc.mode)
+		t.Setenv("T_SOME_PSK", "x")
+		_, _, errs := runCapture(t, "up", "--config", f, "--print-config")
+		if strings.Contains(errs, "sEcReT") || tc.warn == "" && strings.Contains(errs, "warning") || tc.warn != "" && !strings.Contains(errs, tc.warn) {
+			t.Errorf("%q mode %o: stderr %q, want %q", tc.text, tc.mode, errs, tc.warn)
+		}
+	}
+}
