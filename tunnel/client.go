@@ -243,6 +243,21 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Validate checks cfg as Dial does before it connects (for a configuration
+// check that must not touch the network): the same errors, nothing sent.
+func (cfg Config) Validate() error {
+	cfg.setDefaults()
+	if err := validate(&cfg); err != nil {
+		return err
+	}
+	if _, p, err := net.SplitHostPort(cfg.Server); err == nil {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return &Error{Class: ErrConfig, Layer: "config", Err: fmt.Errorf("bad server port %q", p)}
+		}
+	}
+	return nil
+}
+
 func validate(cfg *Config) error {
 	bad := func(msg string) error {
 		return &Error{Class: ErrConfig, Layer: "config", Err: errors.New(msg)}

@@ -222,8 +222,15 @@ func freePort(t *testing.T) string {
 func TestInterop(t *testing.T) {
 	p := loadPeer(t)
 	socks, httpAddr, adminAddr := freePort(t), freePort(t), freePort(t)
+	// A -L port forward to the hello page's host and port, by the target's name.
+	helloURL, err := url.Parse(p["HELLO_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwdAddr := freePort(t)
+	fwdTo := net.JoinHostPort(p["TARGET_NAME"], or(helloURL.Port(), "80"))
 	began := time.Now()
-	pc := start(t, p, nil, "--socks5", socks, "--http", httpAddr, "--admin", adminAddr, "--log-level", "info")
+	pc := start(t, p, nil, "--socks5", socks, "--http", httpAddr, "--admin", adminAddr, "--log-level", "info", "-L", fwdAddr+":"+fwdTo)
 	pc.waitFor(t, regexp.MustCompile(`HTTP proxy listening`), 90*time.Second)
 	t.Logf("connected in %v (process start to proxies listening)", time.Since(began).Round(time.Millisecond))
 	if m := regexp.MustCompile(`connect_time=(\S+)`).FindStringSubmatch(pc.output()); m != nil {
@@ -350,6 +357,21 @@ func TestInterop(t *testing.T) {
 		}
 	}
 
+	t.Run("local-forward", func(t *testing.T) {
+		hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		u := "http://" + fwdAddr + helloURL.RequestURI()
+		resp, err := hc.Get(u)
+		if err != nil {
+			t.Fatalf("GET %s (-L %s:%s): %v", u, fwdAddr, fwdTo, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != strings.TrimSpace(helloBody(p)) {
+			t.Fatalf("GET %s: %d %q, want %q", u, resp.StatusCode, body, helloBody(p))
+		}
+		t.Logf("FORWARD -L %s:%s %s: %d bytes", fwdAddr, fwdTo, p.label(), len(body))
+	})
+
 	// Idle: the server's keepalives (DPD, L2TP HELLO, LCP echo) must be
 	// answered and ours sent, or the server drops the tunnel. Long enough for
 	// Libreswan's 30 s DPD and xl2tpd's 60 s HELLO.
@@ -446,6 +468,17 @@ func TestInterop(t *testing.T) {
 			pc.waitFor(t, regexp.MustCompile(`tunnel up`), 60*time.Second)
 			t.Logf("RENEWAL %s: reconnected %v after the server disconnected our session", p.label(), time.Since(began).Round(time.Millisecond))
 			pc.getHello(t, p, socksURL, "after the reconnect")
+			// The -L listener outlives the tunnel it was opened with.
+			resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}).Get("http://" + fwdAddr + helloURL.RequestURI())
+			if err != nil {
+				t.Fatalf("-L after the reconnect: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.TrimSpace(string(body)) != strings.TrimSpace(helloBody(p)) {
+				t.Fatalf("-L after the reconnect: %d %q", resp.StatusCode, body)
+			}
+			t.Logf("FORWARD -L %s after the reconnect: %d bytes", p.label(), len(body))
 		})
 	}
 

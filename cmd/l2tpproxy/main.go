@@ -61,7 +61,7 @@ func newApp() *cli.App {
 			"Secrets are best passed in files (--psk-file, --password-file) or environment variables:\n" +
 			"command-line values are visible to other users in the process list.",
 		Version:  versionString(),
-		Commands: []*cli.Command{upCommand(), execCommand(), checkCommand(), versionCommand(), demoCommand(), testServerCommand()},
+		Commands: []*cli.Command{configurable(upCommand(), true), configurable(execCommand(), false), checkCommand(), versionCommand(), demoCommand(), testServerCommand(), probeCommand()},
 		// Errors are printed once, by run, as a single line.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
@@ -114,7 +114,7 @@ func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
 		Usage: "connect to an L2TP/IPsec server and serve the proxies until interrupted",
-		Flags: append(append(append(connectionFlags(), listenerFlags()...), waitFlags()...), serviceFlags()...),
+		Flags: append(append(append(append(connectionFlags(), listenerFlags()...), waitFlags()...), serviceFlags()...), forwardFlags()...),
 		Action: func(cx *cli.Context) error {
 			log, err := serviceLogger(cx)
 			if err != nil {
@@ -128,6 +128,21 @@ func upCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			fwd, err := forwardsFrom(cx)
+			if err != nil {
+				return err
+			}
+			ps, err := proxySettingsFrom(cx)
+			if err != nil {
+				return err
+			}
+			sc := serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait, Forwards: fwd}
+			if sc.Tunnels, err = tunnelsFrom(cx, log); err != nil {
+				return err
+			}
+			if cx.Bool(flagCheckConfig) {
+				return checkServe(cx.App.Writer, sc)
+			}
 			ctx, stop := signal.NotifyContext(cx.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if f := cx.String("cpuprofile"); f != "" {
@@ -137,24 +152,21 @@ func upCommand() *cli.Command {
 				}
 				defer stopProfile()
 			}
-			ps, err := proxySettingsFrom(cx)
-			if err != nil {
-				return err
-			}
-			svc, err := startService(cx, ps, log)
+			svc, err := startService(cx, sc.Proxy, log)
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
-			cfg.Capture = svc.capture()
-			return serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: cx.String("socks5"), HTTP: cx.String("http"), Log: log, Proxy: ps, ConnectWait: wait, Monitor: svc.monitor})
+			sc.Tunnel.Capture = svc.capture()
+			sc.Monitor = svc.monitor
+			return serve(ctx, sc)
 		},
 	}
 }
 
 // secret returns a secret from its flag or, failing that, its file flag. A
 // file's trailing newline is dropped. Errors never contain the secret.
-func secret(cx *cli.Context, name, fileFlag string) ([]byte, error) {
+func secret(cx flagValues, name, fileFlag string) ([]byte, error) {
 	if v := cx.String(name); v != "" {
 		if cx.String(fileFlag) != "" {
 			return nil, configError("give either --%s or --%s, not both", name, fileFlag)
@@ -172,7 +184,15 @@ func secret(cx *cli.Context, name, fileFlag string) ([]byte, error) {
 	return []byte(strings.TrimRight(string(b), "\r\n")), nil
 }
 
-func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
+// flagValues is what tunnelConfig reads: the command's flags (a
+// *cli.Context) or one tunnel of the configuration file (multitunnel.go).
+type flagValues interface {
+	String(name string) string
+	Uint(name string) uint
+	Duration(name string) time.Duration
+}
+
+func tunnelConfig(cx flagValues, log *slog.Logger) (tunnel.Config, error) {
 	psk, err := secret(cx, "psk", "psk-file")
 	if err != nil {
 		return tunnel.Config{}, err
@@ -274,6 +294,11 @@ type serveConfig struct {
 	// Monitor, if set, follows the tunnel and counts the proxies'
 	// connections (admin endpoint).
 	Monitor *monitor
+	// Forwards are the -L and -R port forwards (forward.go).
+	Forwards []forward
+	// Tunnels, if any, are the configuration file's tunnels list, served
+	// instead of Tunnel (multitunnel.go).
+	Tunnels []tunnelSpec
 }
 
 // serve connects, starts the proxies and runs until ctx ends (clean
@@ -282,6 +307,9 @@ type serveConfig struct {
 // up to sc.ConnectWait for it), unless reconnecting cannot help (credentials
 // rejected).
 func serve(ctx context.Context, sc serveConfig) error {
+	if len(sc.Tunnels) > 0 {
+		return serveMulti(ctx, sc, sc.Tunnels)
+	}
 	cfg, log, connectWait := sc.Tunnel, sc.Log, sc.ConnectWait
 	// Listen first: a port already in use, or an open proxy beyond
 	// loopback, is a configuration error, found before we bother the VPN
@@ -300,6 +328,11 @@ func serve(ctx context.Context, sc serveConfig) error {
 		}
 		defer httpLn.Close()
 	}
+	fw, err := listenForwards(sc.Forwards, sc.Proxy, log)
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
 	sc.Proxy.logRoutes(log)
 
 	c, err := dialTunnel(ctx, cfg, log)
@@ -319,6 +352,8 @@ func serve(ctx context.Context, sc serveConfig) error {
 
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	fw.serveLocal(pctx, cur)
+	fw.tunnelUp(pctx, c)
 	errc := make(chan error, 2)
 	var socksA, httpA net.Addr
 	router := &proxy.Router{Routes: sc.Proxy.Routes, Tunnel: cur}
@@ -376,6 +411,7 @@ func serve(ctx context.Context, sc serveConfig) error {
 		cur.setUp(c)
 		sc.Monitor.tunnelUp(c)
 		sc.Monitor.reconnected(err)
+		fw.tunnelUp(pctx, c)
 		log.Info("tunnel reconnected", "cause", err.Error(), "outage", time.Since(downAt).Round(time.Millisecond).String())
 	}
 }

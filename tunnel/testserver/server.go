@@ -699,3 +699,10 @@ func serveDNS(ctx context.Context, pc net.PacketConn) {
 		pc.WriteTo(out, from)
 	}
 }
+
+// DialContext dials from the far side of the tunnel (the server's stack, as
+// a host on the VPN would): for tests of what a client offers on its VPN
+// address.
+func (s *Server) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	return s.stack.DialContext(ctx, network, address)
+}
