@@ -802,7 +802,11 @@ func (c *Client) onIKEEvent(ev ike.Event) {
 		c.log.Info("IKE SA re-established", "suite", ev.Suite)
 	case ike.ChildSAUp:
 		c.learnPFS(ev.Child)
-		if err := c.data.InstallSA(ev.Child.Inbound, ev.Child.Outbound); err != nil {
+		install := c.data.InstallSA
+		if ev.Child.Initiated {
+			install = c.data.InstallSAPeerMayLag
+		}
+		if err := install(ev.Child.Inbound, ev.Child.Outbound); err != nil {
 			c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 			return
 		}
@@ -811,6 +815,7 @@ func (c *Client) onIKEEvent(ev ike.Event) {
 	case ike.ChildSADeleted:
 		if ev.ByPeer {
 			c.counters.espDeleted.Add(1)
+			c.data.PeerDeleted(ev.InboundSPI)
 			c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 		}
 	}

@@ -496,9 +496,10 @@ func TestClientRekeysIKESA(t *testing.T) {
 
 // TestClientRekeysOnSequenceNumbers: an outbound SA whose sequence numbers
 // run low is rekeyed make-before-break (RFC 4303 §3.3.3), here with the
-// soft limit at 300 packets: a 2 MiB upload (~1,700 packets from us)
-// crosses it again and again, each time a new IPsec SA takes over, and the
-// upload arrives intact on the same tunnel.
+// soft limit at 300 packets: an 8 MiB upload (~7,000 packets from us)
+// crosses it again and again, each time a new IPsec SA takes over (once the
+// server sends on it: see datapath.Path.nextOut), and the upload arrives
+// intact on the same tunnel.
 func TestClientRekeysOnSequenceNumbers(t *testing.T) {
 	srv := startServer(t, testserver.Config{})
 	cfg := clientConfig(t, srv)
@@ -506,7 +507,7 @@ func TestClientRekeysOnSequenceNumbers(t *testing.T) {
 	c := dial(t, cfg)
 	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
-	body := bytes.Repeat([]byte("l2tpproxy sequence numbers "), (2<<20)/27)
+	body := bytes.Repeat([]byte("l2tpproxy sequence numbers "), (8<<20)/27)
 	sum := sha256.Sum256(body)
 	resp, err := hc.Post(srv.URL("/upload"), "application/octet-stream", bytes.NewReader(body))
 	if err != nil {
@@ -524,6 +525,6 @@ func TestClientRekeysOnSequenceNumbers(t *testing.T) {
 	}
 	t.Logf("%d IPsec SAs", srv.IPsecSAs())
 	if n := srv.IPsecSAs(); n < 4 {
-		t.Errorf("%d IPsec SAs after ~1,700 packets with a 300-packet soft limit, want >= 4", n)
+		t.Errorf("%d IPsec SAs after ~7,000 packets with a 300-packet soft limit, want >= 4", n)
 	}
 }

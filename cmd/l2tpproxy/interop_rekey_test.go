@@ -98,7 +98,10 @@ func TestInteropRekeys(t *testing.T) {
 	if ikeOurs+ikeServer < int(d/(41*time.Second)) {
 		t.Errorf("only %d IKE SA rekeys in %v", ikeOurs+ikeServer, d)
 	}
-	if p["REKEY"] == "server" && (ikeServer == 0 || espAll <= espOurs) {
-		t.Errorf("the server was meant to rekey too: %d Main Modes from it, %d of %d IPsec SA rekeys ours", ikeServer, espOurs, espAll)
+	if p["REKEY"] == "server" && espAll <= espOurs {
+		t.Errorf("the server was meant to rekey too: %d of %d IPsec SA rekeys ours", espOurs, espAll)
+	}
+	if t.Failed() {
+		t.Logf("the client's log:\n%s", out)
 	}
 }

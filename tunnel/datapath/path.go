@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
@@ -117,16 +118,24 @@ type Path struct {
 	cfg          Config
 	srcIP, dstIP [4]byte
 
-	dst     atomic.Pointer[netip.AddrPort] // where ESP goes: the peer's NAT-T address
-	out     atomic.Pointer[esp.Outbound]
-	in      atomic.Pointer[esp.Inbound]
-	prevIn  atomic.Pointer[esp.Inbound] // the SA a rekey replaced, for packets in flight
-	session atomic.Pointer[l2tp.Session]
-	control atomic.Pointer[ControlSink]
-	frames  atomic.Pointer[FrameSink]
-	ip      atomic.Pointer[IPSink]
-	dataNs  atomic.Uint32 // next Ns of sequenced data messages (RFC 2661 §5.4)
-	sent    atomic.Bool   // something was sent since the last TakeSent
+	dst    atomic.Pointer[netip.AddrPort] // where ESP goes: the peer's NAT-T address
+	out    atomic.Pointer[esp.Outbound]
+	in     atomic.Pointer[esp.Inbound]
+	prevIn atomic.Pointer[esp.Inbound] // the SA a rekey replaced, for packets in flight
+	// nextOut is a rekey's outbound SA, not used yet: we send on the old
+	// one until the peer shows it has the new pair (its first packet on
+	// our new inbound SA), or the peer deletes the old one, or
+	// OutboundSwitchDelay has passed (nextOutAt, unix nanoseconds).
+	// Switching at once loses what we send before the peer installed its
+	// inbound SA (a responder may do that only when QM3 arrives).
+	nextOut   atomic.Pointer[esp.Outbound]
+	nextOutAt atomic.Int64
+	session   atomic.Pointer[l2tp.Session]
+	control   atomic.Pointer[ControlSink]
+	frames    atomic.Pointer[FrameSink]
+	ip        atomic.Pointer[IPSink]
+	dataNs    atomic.Uint32 // next Ns of sequenced data messages (RFC 2661 §5.4)
+	sent      atomic.Bool   // something was sent since the last TakeSent
 
 	bufs sync.Pool // *[]byte of Headroom+maxDatagram+Tailroom
 
@@ -164,8 +173,16 @@ func New(cfg Config) *Path {
 func (p *Path) SetPeer(a netip.AddrPort) { p.dst.Store(&a) }
 
 // InstallSA makes a newly negotiated SA pair current. The inbound SA it
-// replaces stays usable for packets the peer sent before it switched.
-func (p *Path) InstallSA(in, out esp.Keys) error {
+// replaces stays usable for packets the peer sent before it switched. With
+// peerMayLag (we initiated the rekey: the peer installs the pair when our
+// QM3 arrives), the old outbound SA carries on until the peer sends on the
+// new pair, deletes the old one, or OutboundSwitchDelay passed.
+func (p *Path) InstallSA(in, out esp.Keys) error { return p.installSA(in, out, false) }
+
+// InstallSAPeerMayLag is InstallSA for a pair whose Quick Mode we started.
+func (p *Path) InstallSAPeerMayLag(in, out esp.Keys) error { return p.installSA(in, out, true) }
+
+func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 	o, err := esp.NewOutbound(out, p.cfg.Rand)
 	if err != nil {
 		return err
@@ -177,8 +194,43 @@ func (p *Path) InstallSA(in, out esp.Keys) error {
 	if old := p.in.Swap(i); old != nil {
 		p.prevIn.Store(old)
 	}
-	p.out.Store(o)
+	if !peerMayLag || p.out.Load() == nil { // the first SA: nothing to carry on with
+		p.nextOut.Store(nil)
+		p.out.Store(o)
+		return nil
+	}
+	p.nextOutAt.Store(time.Now().Add(OutboundSwitchDelay).UnixNano())
+	p.nextOut.Store(o)
 	return nil
+}
+
+// OutboundSwitchDelay bounds how long a rekey's new outbound SA waits for
+// the peer to show it has the new pair (see Path.nextOut).
+const OutboundSwitchDelay = 2 * time.Second
+
+// PeerDeleted is told that the peer deleted the SA pair whose inbound SPI
+// is inSPI. If that is the pair a rekey replaced, we send on the new one
+// at once: the Delete is proof enough that the peer has it.
+func (p *Path) PeerDeleted(inSPI uint32) {
+	if prev := p.prevIn.Load(); prev != nil && prev.SPI() == inSPI {
+		p.SwitchOutbound()
+	}
+}
+
+// SwitchOutbound sends on the newest SA from now on.
+func (p *Path) SwitchOutbound() {
+	if o := p.nextOut.Swap(nil); o != nil {
+		p.out.Store(o)
+	}
+}
+
+// outbound is the SA to seal with: the current one, or the pending one
+// once its time has come.
+func (p *Path) outbound() *esp.Outbound {
+	if p.nextOut.Load() != nil && time.Now().UnixNano() >= p.nextOutAt.Load() {
+		p.SwitchOutbound()
+	}
+	return p.out.Load()
 }
 
 // SetSession sets the L2TP session data messages belong to.
@@ -241,7 +293,7 @@ func (p *Path) SendIPBatch(bufs [][]byte, headroom int) error {
 	if s == nil {
 		return ErrNoSession
 	}
-	out, dst := p.out.Load(), p.dst.Load()
+	out, dst := p.outbound(), p.dst.Load()
 	if out == nil || dst == nil {
 		return ErrNoSA
 	}
@@ -337,7 +389,7 @@ func (p *Path) SendL2TP(pkt []byte) error {
 // place (header into the headroom before start, trailer into the capacity
 // after len(buf)) and sends the datagram to the peer's NAT-T address.
 func (p *Path) seal(buf []byte, start int) error {
-	out, dst := p.out.Load(), p.dst.Load()
+	out, dst := p.outbound(), p.dst.Load()
 	if out == nil || dst == nil {
 		return ErrNoSA
 	}
@@ -422,13 +474,14 @@ func (p *Path) Flush() {
 // which the reader must call at the end of the burst.
 func (p *Path) Receive(dg []byte) {
 	in := p.in.Load()
+	var prevIn *esp.Inbound
 	if in == nil {
 		p.drop(DropNoSA)
 		return
 	}
 	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
 		if prev := p.prevIn.Load(); prev != nil && prev.SPI() == spi {
-			in = prev
+			in, prevIn = prev, prev
 		} else {
 			p.drop(DropUnknownSPI)
 			return
@@ -442,6 +495,11 @@ func (p *Path) Receive(dg []byte) {
 	if nh != protoUDP || len(payload) < udpHeaderLen {
 		p.drop(DropNotUDP)
 		return
+	}
+	if in != prevIn && p.nextOut.Load() != nil {
+		// An authentic packet on the newest inbound SA: the peer has the
+		// new pair, so it can take what we send on it.
+		p.SwitchOutbound()
 	}
 	p.RxESP.Add(1)
 	p.rxBurst.esp.count(len(dg))

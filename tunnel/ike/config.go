@@ -280,6 +280,9 @@ type ChildSA struct {
 	Lifetime          time.Duration
 	EncapMode         uint16 // 4 (RFC 3947 UDP-Encapsulated-Transport) or 61444 (draft)
 	PFS               string // the Quick Mode's Diffie-Hellman group, e.g. "MODP2048"; "" without PFS
+	// Initiated: we started its Quick Mode, so the peer installs the pair
+	// only when our QM3 arrives; it may not take packets on it yet.
+	Initiated bool
 }
 
 func p1List(ts []Phase1Transform) string {

@@ -383,7 +383,7 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 			old.rekeying = true
 		}
 	}
-	c := &child{sa: ChildSA{Inbound: keys(q.inSPI), Outbound: keys(q.outSPI), Lifetime: q.lifetime, EncapMode: q.encap}}
+	c := &child{sa: ChildSA{Inbound: keys(q.inSPI), Outbound: keys(q.outSPI), Lifetime: q.lifetime, EncapMode: q.encap, Initiated: q.initiator}}
 	if q.group != 0 {
 		c.sa.PFS = groupName(q.group)
 	}
