@@ -64,6 +64,11 @@ type Config struct {
 	// Phase1Lifetime is the ISAKMP SA lifetime we offer (default 8 h); we
 	// rekey it at 90%, make-before-break.
 	Phase1Lifetime time.Duration
+	// Phase2Lifetime is the IPsec SA lifetime we offer (default 1 h); we
+	// rekey at 90%.
+	Phase2Lifetime time.Duration
+	// espSeqSoftLimit overrides datapath.DefaultSeqSoftLimit (tests).
+	espSeqSoftLimit uint64
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
@@ -291,6 +296,14 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 		PeerIP:    server,
 		LocalPort: cfg.L2TPPort,
 		PeerPort:  1701,
+		// An SA whose sequence numbers run low is rekeyed like one whose
+		// lifetime runs out (the IKE Run goroutine takes the request).
+		SeqLow: func(spi uint32) {
+			if ini := c.ike.Load(); ini != nil {
+				ini.RekeyChild(spi)
+			}
+		},
+		SeqSoftLimit: cfg.espSeqSoftLimit,
 	})
 	c.data.SetPeer(c.nattTo)
 	return c, nil
@@ -435,6 +448,7 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		// as well as IKE does (RFC 3706 §5.3: DPD only in silence).
 		DPDInterval:    max(c.cfg.DPDInterval, 0),
 		Phase1Lifetime: c.cfg.Phase1Lifetime,
+		Phase2Lifetime: c.cfg.Phase2Lifetime,
 		PeerActivity:   func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
 	}, ikeTransport{c})
 	if err != nil {

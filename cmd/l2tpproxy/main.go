@@ -83,6 +83,8 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ike", Usage: "phase-1 proposals to offer instead of the defaults, in strongSwan's syntax, e.g. `aes256-sha256-modp2048,3des-sha1-modp1024` (aes128/192/256, 3des; md5, sha1, sha256/384/512; modp1024-4096, ecp256/384/521)", EnvVars: env("L2TPPROXY_IKE")},
 		&cli.StringFlag{Name: "esp", Usage: "ESP proposals to offer instead of the defaults, e.g. `aes128gcm16,aes256-sha1` (aes<bits>gcm8/12/16, or a cipher and md5/sha1/sha256/384/512)", EnvVars: env("L2TPPROXY_ESP")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
+		&cli.DurationFlag{Name: "ike-lifetime", Value: 8 * time.Hour, Usage: "ISAKMP SA lifetime to offer; we negotiate a new IKE SA at 90% of it (or of a shorter one the server asks for), make-before-break", EnvVars: env("L2TPPROXY_IKE_LIFETIME")},
+		&cli.DurationFlag{Name: "esp-lifetime", Value: time.Hour, Usage: "IPsec SA lifetime to offer; we negotiate a new IPsec SA at 90% of it (or of a shorter one the server asks for)", EnvVars: env("L2TPPROXY_ESP_LIFETIME")},
 		&cli.DurationFlag{Name: "dpd-interval", Value: 10 * time.Second, Usage: "dead-peer detection: ask the server (R-U-THERE) after this long without traffic from it; 3 unanswered end the tunnel (0 disables)", EnvVars: env("L2TPPROXY_DPD_INTERVAL")},
 	}
 }
@@ -201,7 +203,20 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	case dpd == 0:
 		dpd = -1 // tunnel.Config: negative disables, zero is the default
 	}
+	p1Life, p2Life := cx.Duration("ike-lifetime"), cx.Duration("esp-lifetime")
+	// Below a few seconds a rekey could not finish before the next one is due.
+	if p1Life < 10*time.Second || p2Life < 10*time.Second {
+		return tunnel.Config{}, configError("--ike-lifetime and --esp-lifetime must be at least 10s, got %s and %s", p1Life, p2Life)
+	}
+	if p2Life > p1Life {
+		// RFC 2409 §5.5 lets an IPsec SA outlive its ISAKMP SA, but we
+		// rekey both make-before-break, so it costs nothing to keep the
+		// rule every server documents: phase 2 within phase 1.
+		return tunnel.Config{}, configError("--esp-lifetime (%s) must not exceed --ike-lifetime (%s)", p2Life, p1Life)
+	}
 	return tunnel.Config{
+		Phase1Lifetime: p1Life,
+		Phase2Lifetime: p2Life,
 		Phase1:         p1,
 		Phase2:         p2,
 		Server:         cx.String("server"),

@@ -59,6 +59,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad ike", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ike", "aes256-sha256-modp2049"}, `--ike: unknown algorithm "modp2049"`},
 		{"bad esp", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--esp", "aes128gcm16-sha1"}, "--esp: "},
 		{"negative dpd", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--dpd-interval", "-1s"}, "--dpd-interval must not be negative"},
+		{"short lifetime", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--esp-lifetime", "5s"}, "must be at least 10s"},
+		{"esp outlives ike", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--ike-lifetime", "1m", "--esp-lifetime", "2m"}, "must not exceed --ike-lifetime"},
 		{"busy listener", []string{"up", "--server", "127.0.0.1", "--psk", "sEcReT", "--user", "u", "--password", "sEcReT", "--socks5", "256.0.0.1:1"}, "cannot listen for SOCKS5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,6 +120,13 @@ func startServe(t *testing.T, srv *testserver.Server) *running {
 // startServeWith is startServe with proxy settings.
 func startServeWith(t *testing.T, srv *testserver.Server, ps proxySettings) *running {
 	t.Helper()
+	return startServeCfg(t, srv, ps, nil)
+}
+
+// startServeCfg is startServeWith with serve's configuration edited by
+// edit (if not nil).
+func startServeCfg(t *testing.T, srv *testserver.Server, ps proxySettings, edit func(*serveConfig)) *running {
+	t.Helper()
 	r := &running{log: &syncBuffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	cfg := tunnel.Config{
@@ -132,10 +141,12 @@ func startServeWith(t *testing.T, srv *testserver.Server, ps proxySettings) *run
 	ctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(r.cancel)
 	ready := make(chan [2]net.Addr, 1)
-	go func() {
-		r.done <- serve(ctx, serveConfig{Tunnel: cfg, SOCKS5: "127.0.0.1:0", HTTP: "127.0.0.1:0", Log: log, Proxy: ps,
-			Ready: func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }})
-	}()
+	sc := serveConfig{Tunnel: cfg, SOCKS5: "127.0.0.1:0", HTTP: "127.0.0.1:0", Log: log, Proxy: ps,
+		Ready: func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }}
+	if edit != nil {
+		edit(&sc)
+	}
+	go func() { r.done <- serve(ctx, sc) }()
 	select {
 	case a := <-ready:
 		r.socks, r.http = a[0], a[1]

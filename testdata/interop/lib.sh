@@ -13,6 +13,19 @@ die() { log "error: $*"; exit 1; }
 # need_root: exit unless running as root.
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
 
+# without_inherited_fds CMD...: run CMD with only stdin/stdout/stderr open. A server we start in the
+# background must not inherit a caller's descriptors: one of them may be a flock(1) lock, which the server
+# would then hold for as long as it runs (a later `flock ... down` waits for ever).
+without_inherited_fds() {
+	(
+		for fd in /proc/self/fd/*; do
+			fd=${fd##*/}
+			[ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+		done
+		exec "$@"
+	)
+}
+
 # kv KEY VALUE: print one KEY=VALUE line on stdout (the machine-readable output of an "up" script).
 kv() { printf '%s=%s\n' "$1" "$2"; }
 

@@ -96,7 +96,18 @@ type Config struct {
 	// into UDP_SEGMENT sends. The test server uses it so that the client
 	// is measured against what real servers send.
 	NoGSO bool
+	// SeqLow, if set, is called (from a sending goroutine, with the send
+	// lock held: it must not block) with the outbound SA's SPI once its
+	// sequence number reaches SeqSoftLimit, and again every 4096 packets
+	// after, until a new SA is installed: the owner rekeys it
+	// (RFC 4303 §3.3.3: the counter must not cycle).
+	SeqLow       func(outboundSPI uint32)
+	SeqSoftLimit uint64 // default DefaultSeqSoftLimit
 }
+
+// DefaultSeqSoftLimit leaves 2^26 (67 million) packets for the rekey: at a
+// gigabit of 1,400-byte packets that is over ten minutes.
+const DefaultSeqSoftLimit = 1<<32 - 1<<26
 
 // Path is one ESP/L2TP/PPP pipeline. Everything a packet needs is read
 // through atomics, so control-plane owners can swap SAs (rekey), sessions or
@@ -343,7 +354,20 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
 	binary.BigEndian.PutUint16(u[6:], udpChecksum(p.srcIP, p.dstIP, u))
-	return out.Seal(buf, start, protoUDP)
+	pkt, err := out.Seal(buf, start, protoUDP)
+	if p.cfg.SeqLow != nil {
+		if n := out.SentSeq(); n >= p.seqSoftLimit() && (n-p.seqSoftLimit())%4096 == 0 || err != nil {
+			p.cfg.SeqLow(out.SPI())
+		}
+	}
+	return pkt, err
+}
+
+func (p *Path) seqSoftLimit() uint64 {
+	if p.cfg.SeqSoftLimit == 0 {
+		return DefaultSeqSoftLimit
+	}
+	return p.cfg.SeqSoftLimit
 }
 
 // Flush delivers what the IP sink held back during a burst. Only the

@@ -12,10 +12,13 @@ const dpdTries = 3
 // dpd is our side of dead-peer detection (RFC 3706) on the current IKE SA:
 // when nothing has arrived from the peer for the interval (an IKE message
 // for one of our SAs, or whatever the client counts: authenticated ESP,
-// NAT-T keepalives), send R-U-THERE; send another each interval while none
-// is answered; after dpdTries the peer is dead. Any traffic from the peer
-// counts as an answer (RFC 3706 §5.3: DPD is only needed in the absence of
-// traffic). Only the Run goroutine touches it.
+// NAT-T keepalives), send R-U-THERE; resend it (with the next sequence
+// number) every half interval while none is answered; one interval after the
+// dpdTries-th the peer is dead. So a frozen peer is declared dead three
+// intervals after the last thing it sent (10 s + 5 s + 5 s + 10 s at the
+// default; RFC 3706 §5.5 leaves the schedule to us). Any traffic from the
+// peer counts as an answer (RFC 3706 §5.3: DPD is only needed in the
+// absence of traffic). Only the Run goroutine touches it.
 type dpd struct {
 	interval time.Duration
 	activity func() uint64 // the client's count of datagrams from the peer; may be nil
@@ -30,10 +33,11 @@ type dpd struct {
 	noVID      *ikeSA    // the SA we said lacks the DPD vendor ID
 }
 
-// step is the polling period: the silence is measured to within a tenth of
-// the interval, so a dead peer is declared within about 3.5 intervals.
+// step is the polling period: the silence is measured to within a
+// twentieth of the interval, so a dead peer is declared within 3.05
+// intervals.
 func (d *dpd) step() time.Duration {
-	return max(d.interval/10, 10*time.Millisecond)
+	return max(d.interval/20, 10*time.Millisecond)
 }
 
 // dpdArm (re)starts the poll for the current SA, if DPD is on.
@@ -87,7 +91,7 @@ func (r *runner) dpdPoll(now time.Time) error {
 	}
 	switch {
 	case d.unanswered == 0 && now.Sub(d.lastSeen) >= d.interval,
-		d.unanswered > 0 && d.unanswered < dpdTries && now.Sub(d.lastSent) >= d.interval:
+		d.unanswered > 0 && d.unanswered < dpdTries && now.Sub(d.lastSent) >= d.interval/2:
 		d.seq++
 		d.unanswered++
 		d.lastSent = now
@@ -95,7 +99,7 @@ func (r *runner) dpdPoll(now time.Time) error {
 		if err := sa.sendNotify(NotifyRUThere, binary.BigEndian.AppendUint32(nil, d.seq)); err != nil {
 			return err
 		}
-	case d.unanswered >= dpdTries && now.Sub(d.lastSent) >= d.interval/2:
+	case d.unanswered >= dpdTries && now.Sub(d.lastSent) >= d.interval:
 		return fmt.Errorf("%w: nothing over IKE or ESP for %s, %d R-U-THERE unanswered (RFC 3706)",
 			ErrPeerDead, now.Sub(d.lastSeen).Round(time.Second), d.unanswered)
 	}

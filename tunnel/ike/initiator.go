@@ -81,6 +81,18 @@ func (s *Initiator) HandlePacket(msg []byte) { s.r.handlePacket(msg) }
 // Dropped reports how many messages HandlePacket dropped on a full queue.
 func (s *Initiator) Dropped() uint64 { return s.r.dropped.Load() }
 
+// RekeyChild asks for a new IPsec SA in place of the one that sends with
+// outboundSPI, make-before-break, as when its lifetime runs out. The data
+// path calls it when the SA's sequence numbers run low; it never blocks (a
+// request while four are queued is dropped: the Run goroutine is rekeying
+// already).
+func (s *Initiator) RekeyChild(outboundSPI uint32) {
+	select {
+	case s.r.rekeyReq <- outboundSPI:
+	default:
+	}
+}
+
 // Events returns the buffered event channel.
 func (s *Initiator) Events() <-chan Event { return s.r.events }
 

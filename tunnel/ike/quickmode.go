@@ -436,3 +436,22 @@ func (sa *ikeSA) checkRekey(now time.Time) error {
 	}
 	return nil
 }
+
+// rekeyChildNow starts a new Quick Mode for the child whose outbound SPI
+// is outSPI, unless one is running already: the data path asks for it when
+// the SA's sequence numbers run low (RFC 4303 §3.3.3: a sender must not
+// cycle them; a new SA must be in place before 2^32-1). A child no longer
+// known (replaced meanwhile) is ignored.
+func (r *runner) rekeyChildNow(outSPI uint32) error {
+	for _, sa := range r.sas.sas {
+		for _, c := range sa.children {
+			if c.sa.Outbound.SPI != outSPI || c.rekeying || !sa.up {
+				continue
+			}
+			c.rekeying = true
+			r.log.Info("ike: rekeying ESP SA: its sequence numbers run low", "in_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
+			return sa.startQM(c.sa.Inbound.SPI)
+		}
+	}
+	return nil
+}

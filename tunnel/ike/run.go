@@ -90,13 +90,14 @@ type runner struct {
 	rand      io.Reader
 	tr        Transport
 
-	in      chan []byte
-	dropped atomic.Uint64
-	dpdAcks atomic.Uint64 // R-U-THERE-ACKs received
-	do      chan func()   // commands (and test hooks) run on the Run goroutine
-	events  chan Event
-	outq    []Event // events the consumer has not taken yet (Run never blocks on it)
-	ctx     context.Context
+	in       chan []byte
+	dropped  atomic.Uint64
+	dpdAcks  atomic.Uint64 // R-U-THERE-ACKs received
+	do       chan func()   // commands (and test hooks) run on the Run goroutine
+	rekeyReq chan uint32   // outbound SPIs whose sequence numbers run low (RekeyChild)
+	events   chan Event
+	outq     []Event // events the consumer has not taken yet (Run never blocks on it)
+	ctx      context.Context
 
 	sas     saTable
 	dpd     dpd
@@ -135,6 +136,7 @@ func newRunner(initiator bool, auth Authenticator, local netip.AddrPort, clk clo
 		in:        make(chan []byte, inQueueLen),
 		events:    make(chan Event, eventQueueLen),
 		do:        make(chan func()),
+		rekeyReq:  make(chan uint32, 4),
 	}, nil
 }
 
@@ -368,6 +370,10 @@ func (r *runner) run(ctx context.Context, start func() error) error {
 			f()
 			if r.stopped {
 				return nil
+			}
+		case spi := <-r.rekeyReq:
+			if err := r.rekeyChildNow(spi); err != nil {
+				return err
 			}
 		case <-r.timerC():
 			if err := r.onTimer(); err != nil {

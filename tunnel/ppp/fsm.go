@@ -57,6 +57,9 @@ type fsm struct {
 
 	peerID  byte   // Identifier and options of the peer request we last acked,
 	peerReq []byte // to re-Ack a retransmission while Opened
+	// heard: something of this protocol came from the peer since open.
+	heard  bool
+	sentAt time.Time // when our request was last sent
 
 	nak, rej []byte // scratch
 
@@ -74,15 +77,20 @@ func newFSM(l *link, proto uint16, name string, h optionHandler) *fsm {
 // open starts negotiation: This-Layer-Started + Send-Configure-Request.
 func (f *fsm) open() {
 	f.state = stReqSent
+	f.heard = false
 	f.retries = f.l.maxConfigure
 	f.id = f.l.nextID()
 	f.sentReq = f.h.appendRequest(f.sentReq[:0])
 	f.sendRequest()
 }
 
+// resendAfter: see rcvRequest.
+const resendAfter = 250 * time.Millisecond
+
 func (f *fsm) sendRequest() {
 	f.retries--
-	f.deadline = f.l.clk.Now().Add(f.l.restart)
+	f.sentAt = f.l.clk.Now()
+	f.deadline = f.sentAt.Add(f.l.restart)
 	f.l.sendPacket(f.proto, codeConfReq, f.id, f.sentReq)
 }
 
@@ -131,6 +139,7 @@ func (f *fsm) input(p packet) error {
 	case codeConfReq:
 		return f.rcvRequest(p)
 	case codeConfAck:
+		f.heard = true
 		if p.id != f.id || !bytes.Equal(p.data, f.sentReq) {
 			f.l.log.Debug("ppp: ignoring stale or bad Configure-Ack", "proto", f.name, "id", p.id)
 			return nil
@@ -194,6 +203,19 @@ func (f *fsm) rcvRequest(p packet) error {
 		f.l.log.Debug("ppp: discarding malformed Configure-Request", "proto", f.name, "err", err)
 		return nil
 	}
+	if !f.heard && f.state == stReqSent && f.l.clk.Now().Sub(f.sentAt) >= resendAfter {
+		// The peer's first word, and it has not answered our request: it
+		// most likely came up after we sent it (xl2tpd starts pppd only
+		// once the session is up, so our first LCP request is lost), and
+		// waiting out the Restart timer would cost up to 3 s. Resend it
+		// now, as a retransmission (same Identifier, RFC 1661 §5.1). A
+		// peer that answers within resendAfter saw our request: its
+		// answer is on the way.
+		f.l.log.Debug("ppp: the peer is up and has not seen our Configure-Request; resending it", "proto", f.name, "id", f.id)
+		f.sendRequest()
+		f.retries++ // not a timeout: the Restart counter keeps its count
+	}
+	f.heard = true
 	var err error
 	f.nak, f.rej, err = f.h.checkRequest(p.data, f.nak[:0], f.rej[:0])
 	if err != nil {

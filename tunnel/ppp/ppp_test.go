@@ -613,3 +613,36 @@ func TestIPCPAgainstPPPDRequest(t *testing.T) {
 		t.Errorf("after nak: %v %v", c.local, c.dns1)
 	}
 }
+
+// TestLateServerGetsOurRequestAgain: xl2tpd starts pppd only once the L2TP
+// session is up, so our first LCP Configure-Request is often lost. When the
+// server's first request arrives well after ours and nothing answered ours,
+// we resend it at once (same Identifier) instead of waiting out the 3 s
+// Restart timer; a server that answers promptly gets no duplicate.
+func TestLateServerGetsOurRequestAgain(t *testing.T) {
+	clk := newFake()
+	cc, _ := baseConfigs(clk)
+	ca := newClientAlone(t, cc)
+	req := ca.next(t, protoLCP)
+	srvReq := firstFrame(t, "a-libreswan-server_strongswan-client", true, protoLCP, codeConfReq)
+	clk.Advance(time.Second) // pppd starts a second later
+	ca.c.HandleFrame(bytes.Clone(srvReq))
+	again := ca.next(t, protoLCP)
+	if again.code != codeConfReq || again.id != req.id || !bytes.Equal(again.data, req.data) {
+		t.Fatalf("after the late server's request: code %d id %d %x, want our request %d %x again", again.code, again.id, again.data, req.id, req.data)
+	}
+	if ack := ca.next(t, protoLCP); ack.code != codeConfAck {
+		t.Fatalf("then code %d, want the Ack of the server's request", ack.code)
+	}
+
+	// A prompt server: its request 10 ms after ours brings only our Ack.
+	clk2 := newFake()
+	cc2, _ := baseConfigs(clk2)
+	ca2 := newClientAlone(t, cc2)
+	ca2.next(t, protoLCP)
+	clk2.Advance(10 * time.Millisecond)
+	ca2.c.HandleFrame(bytes.Clone(srvReq))
+	if p := ca2.next(t, protoLCP); p.code != codeConfAck {
+		t.Fatalf("prompt server: code %d, want only the Ack", p.code)
+	}
+}

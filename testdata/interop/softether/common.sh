@@ -63,3 +63,18 @@ leftovers() {
 	if [ -e "$SE_STATE" ]; then echo "state dir $SE_STATE"; found=1; fi
 	[ "$found" = 0 ]
 }
+
+# se_start_server ST: start vpnserver in the netns, in its own mount namespace with the hard-coded paths
+# bind-mounted from the state directory ST (its configuration persists there: up ends with Flush).
+se_start_server() {
+	# shellcheck disable=SC2016 # the sh -c script expands its own arguments
+	without_inherited_fds setsid ip netns exec "$SE_NS" unshare -m --propagation private sh -c '
+	st=$1; shift
+	mount --bind "$st/lib" /var/lib/softether && mount --bind "$st/log" /var/log/softether &&
+		mount --bind "$st/run" /run/softether || exit 1
+	echo $$ >"$st/vpnserver.pid"
+	exec "$@"' sh "$1" "$SE_VPNSERVER" start --foreground </dev/null >>"$1/vpnserver.log" 2>&1 &
+}
+
+# se_udp_bound PORT: true if something in the netns listens on UDP PORT.
+se_udp_bound() { ip netns exec "$SE_NS" ss -Hlun "sport = :$1" | grep -q .; }

@@ -26,6 +26,12 @@ case ${PROPS:-default} in
 ecp) IKE_PROPOSALS=aes256-sha256-ecp256 ESP_PROPOSALS=aes128gcm16-ecp256,aes256-sha256-ecp256 ;;
 modp3072) IKE_PROPOSALS=aes256-sha256-modp3072 ;;
 esac
+# PROPS=rekey: the server rekeys on its own, often: a new Quick Mode every 6 s (from the first IPsec SA, so
+# also while L2TP and PPP come up) and, IKEv1's form of an IKE SA rekey, a re-authentication every 60 s: a
+# new Main Mode that the server starts towards the client, then new Quick Modes under it, then Deletes for
+# the old SAs. Everything else as in the default variant.
+IKE_REKEY=0s CHILD_REKEY=0s CHILD_LIFE=24h
+[ "${PROPS:-default}" != rekey ] || IKE_REKEY=60s CHILD_REKEY=6s CHILD_LIFE=30s
 cat >/etc/l2tpvm/swanctl-server.conf <<CONF
 connections {
   l2tp-psk {
@@ -36,7 +42,7 @@ connections {
     dpd_delay = 30s
     dpd_timeout = 300s
     rekey_time = 0s
-    reauth_time = 0s
+    reauth_time = $IKE_REKEY
     over_time = 0s
     rand_time = 0s
     unique = never
@@ -48,8 +54,8 @@ connections {
         local_ts = dynamic[udp/1701]
         remote_ts = dynamic[udp]
         esp_proposals = $ESP_PROPOSALS
-        rekey_time = 0s
-        life_time = 24h
+        rekey_time = $CHILD_REKEY
+        life_time = $CHILD_LIFE
         rand_time = 0s
         dpd_action = clear
       }

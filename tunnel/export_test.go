@@ -1,0 +1,5 @@
+package tunnel
+
+// SetESPSeqSoftLimit lowers the sequence-number soft limit at which an
+// outbound ESP SA is rekeyed, so tests reach it with a few packets.
+func SetESPSeqSoftLimit(c *Config, n uint64) { c.espSeqSoftLimit = n }
