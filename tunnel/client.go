@@ -545,6 +545,7 @@ l2tpLoop:
 	defer pppTimer.Stop()
 	authed, linkUp := false, false
 	var ip ppp.IPUp
+	var ip6 *ppp.IPv6Up // IPv6CP opened before IPCP
 pppLoop:
 	for {
 		select {
@@ -575,6 +576,8 @@ pppLoop:
 				ip = ev
 				c.info.Times.IPCP = c.watch.lap()
 				break pppLoop
+			case ppp.IPv6Up:
+				ip6 = &ev
 			}
 		case <-c.pppRun.done:
 			return pppError(c.pppRun.err)
@@ -607,7 +610,28 @@ pppLoop:
 	}
 	c.stack.Store(st)
 	c.data.SetIP(st)
+	if ip6 != nil {
+		c.ipv6Up(*ip6)
+	}
 	return nil
+}
+
+// ipv6Up enables IPv6 on the stack when IPv6CP opens (before or after
+// IPCP: the tunnel never waits for it). Addresses beyond the link-local
+// one come from the server's Router Advertisements.
+func (c *Client) ipv6Up(ev ppp.IPv6Up) {
+	st := c.stack.Load()
+	if st == nil {
+		return
+	}
+	if err := st.EnableIPv6(ev.Local); err != nil {
+		c.log.Warn("IPv6 not enabled", "err", err)
+		return
+	}
+	var ll [16]byte
+	ll[0], ll[1] = 0xfe, 0x80
+	copy(ll[8:], ev.Local[:])
+	c.log.Info("IPv6CP up", "link_local", netip.AddrFrom16(ll).String())
 }
 
 // supervise watches the layers once the tunnel is up: ESP rekeys and deletes
@@ -632,9 +656,12 @@ func (c *Client) supervise() {
 			if !ok {
 				lacEv = nil
 			}
-		case _, ok := <-pppEv:
+		case ev, ok := <-pppEv:
 			if !ok {
 				pppEv = nil
+			}
+			if v6, is := ev.(ppp.IPv6Up); is {
+				c.ipv6Up(v6)
 			}
 		case ev := <-ini.Events():
 			switch ev := ev.(type) {
