@@ -62,6 +62,10 @@ func (s *Stack) EnableIPv6(iid [8]byte, static ...netip.Prefix) error {
 	if s.closed() {
 		return ErrClosed
 	}
+	if s.cfg.TCPGSO {
+		// gso.go cuts IPv4/TCP segments only.
+		return fmt.Errorf("%w: IPv6 with TCPGSO is not supported", ErrBadConfig)
+	}
 	s.v6mu.Lock()
 	defer s.v6mu.Unlock()
 	if s.v6iid == iid && s.v6on.Load() {

@@ -71,7 +71,8 @@ type Config struct {
 	// did arrive are sent again while the real hole waits for an RTO.
 	// Measured through 5 % loss each way (BenchmarkLossy, 8 MiB): ~40
 	// RTOs per transfer and 5-9 MB/s with GSO, 9-20 RTOs and 8-19 MB/s
-	// without. Off by default: real paths lose packets.
+	// without. Off by default: real paths lose packets. IPv4 only:
+	// EnableIPv6 refuses a stack with TCPGSO.
 	TCPGSO bool
 
 	// Capture, if set, receives every IP packet the stack sends and

@@ -26,7 +26,7 @@ type Resolver interface {
 
 // Sentinel errors.
 var (
-	ErrNoIPv4Address = errors.New("proxy: name has no IPv4 address")
+	ErrNoIPv4Address = errors.New("proxy: name has no IPv4 address (and no IPv6 one usable: IPv6 is not up in the tunnel)")
 )
 
 const (

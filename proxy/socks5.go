@@ -22,7 +22,7 @@ import (
 // Credentials. BIND is refused (reply 0x07, command not supported).
 //
 // Domain names in requests are resolved with the Resolver, if one is given
-// (the first IPv4 address is dialled), or else passed to the Dialer as they
+// (the first IPv4 address is dialled, else the first IPv6 one), or else passed to the Dialer as they
 // are — a Router decides by name and the tunnel resolves through the VPN's
 // DNS, like socks5h; the host's resolver is never used for a name the
 // routes send through the VPN.
@@ -152,8 +152,15 @@ func (s *SOCKS5) target(ctx context.Context, a *statute.AddrSpec) (string, error
 	if err != nil {
 		return "", err
 	}
+	// IPv4 first; an IPv6 address only comes back when IPv6 is up in the
+	// tunnel (netstack.Stack.LookupHost).
 	for _, ad := range addrs {
 		if ad = ad.Unmap(); ad.Is4() {
+			return net.JoinHostPort(ad.String(), port), nil
+		}
+	}
+	for _, ad := range addrs {
+		if ad.Is6() {
 			return net.JoinHostPort(ad.String(), port), nil
 		}
 	}

@@ -544,6 +544,7 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 	var lacEv <-chan l2tp.Event
 	var pppEv <-chan ppp.Event
 	tunnelUp, linkUp, authed := false, false, false
+	var ip6 *ppp.IPv6Up // IPv6CP opened before IPCP
 
 	// fail ends the loop: during setup Dial returns err (and tears down),
 	// afterwards the tunnel goes down with it.
@@ -601,6 +602,14 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 				pppEv = nil
 				break
 			}
+			if v6, is := ev.(ppp.IPv6Up); is { // IPv6CP opened: before IPCP, or any time after
+				if c.stack.Load() != nil {
+					c.ipv6Up(v6)
+				} else {
+					ip6 = &v6
+				}
+				break
+			}
 			if phase != phasePPP {
 				break
 			}
@@ -622,6 +631,9 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 					phase, setupDone = phaseUp, nil
 					keepalive = c.cfg.Clock.NewTimer(c.cfg.KeepaliveInterval)
 					keepaliveC = keepalive.C()
+					if ip6 != nil {
+						c.ipv6Up(*ip6)
+					}
 					up <- nil
 				}
 			}
@@ -789,6 +801,24 @@ func (c *Client) startStack(ip ppp.IPUp) error {
 	c.stack.Store(st)
 	c.data.SetIP(st)
 	return nil
+}
+
+// ipv6Up enables IPv6 on the stack when IPv6CP opens (before or after
+// IPCP: the tunnel never waits for it). Addresses beyond the link-local
+// one come from the server's Router Advertisements.
+func (c *Client) ipv6Up(ev ppp.IPv6Up) {
+	st := c.stack.Load()
+	if st == nil {
+		return
+	}
+	if err := st.EnableIPv6(ev.Local); err != nil {
+		c.log.Warn("IPv6 not enabled", "err", err)
+		return
+	}
+	var ll [16]byte
+	ll[0], ll[1] = 0xfe, 0x80
+	copy(ll[8:], ev.Local[:])
+	c.log.Info("IPv6CP up", "link_local", netip.AddrFrom16(ll).String())
 }
 
 // onIKEEvent handles what IKE reports once the first IPsec SA is installed,

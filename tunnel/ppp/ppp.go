@@ -1,7 +1,7 @@
 // Package ppp implements the PPP layer of an L2TP/IPsec client: LCP
 // (RFC 1661), PAP (RFC 1334), CHAP-MD5 (RFC 1994), MS-CHAPv2 (RFC 2759), EAP
 // (RFC 3748: Identity, MD5-Challenge, EAP-MSCHAPv2) and IPCP with DNS options
-// (RFC 1332, RFC 1877). Client is the production role;
+// (RFC 1332, RFC 1877), IPv6CP (RFC 5072, optional). Client is the production role;
 // Server is a small authenticator/NCP peer for in-process tests.
 //
 // Frames handed to the send callback are protocol(2 bytes) | information;

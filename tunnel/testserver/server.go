@@ -79,6 +79,9 @@ type Config struct {
 	// Listen opens the server's sockets (default: UDP on loopback); tests
 	// give tunnel/memnet's Network.Listen to run without sockets.
 	Listen func(netip.AddrPort) (datapath.Conn, error)
+	// IPv6 answers IPv6CP and serves IPv6 (see ipv6.go); without it the
+	// server Protocol-Rejects IPv6CP, as most servers do.
+	IPv6 bool
 }
 
 // Faults makes the server misbehave in a chosen way.
@@ -93,6 +96,9 @@ type Faults struct {
 	// and each PPP frame the server sends (before ESP seals it) by what
 	// they return: a hostile or broken server inside an authentic tunnel.
 	L2TPControl, PPPFrame func(pkt []byte) [][]byte
+	// NoIPv6CP: IPv6CP frames are dropped unanswered (a server that
+	// neither negotiates nor Protocol-Rejects IPv6CP).
+	NoIPv6CP bool
 }
 
 // Addresses on the far side of the tunnel.
@@ -125,7 +131,9 @@ type Server struct {
 	data  *datapath.Path
 	stack *netstack.Stack
 
-	pppSrv *ppp.Server
+	pppSrv   *ppp.Server
+	routerLL atomic.Value // netip.Addr: our link-local address once IPv6CP is up
+	http6    sync.Once
 
 	mu         sync.Mutex
 	clientIKE  netip.AddrPort // where the client sends IKE from
@@ -218,6 +226,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.data.SetIP(s.stack)
+	if cfg.IPv6 {
+		s.data.SetIP(raSink{s, s.stack})
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx, s.cancel = ctx, cancel
@@ -452,10 +463,15 @@ func (s *Server) newPPP() {
 		Local:  ServerIP,
 		Peer:   ClientIP,
 		DNS:    []netip.Addr{ServerIP},
+		IPv6:   s.cfg.IPv6,
 		Logger: s.log.With("srv", "ppp"),
 	}, mangled(s.cfg.Faults.PPPFrame, s.data.SendPPP))
 	if s.cfg.Faults.NoIPCP {
 		s.data.SetFrames(dropIPCP{s.pppSrv})
+		return
+	}
+	if s.cfg.Faults.NoIPv6CP {
+		s.data.SetFrames(dropProto{s.pppSrv, 0x8057})
 		return
 	}
 	s.data.SetFrames(s.pppSrv)
@@ -466,6 +482,19 @@ type dropIPCP struct{ next datapath.FrameSink }
 
 func (d dropIPCP) HandleFrame(frame []byte) {
 	if proto, _, err := ppp.DecodeFrame(frame); err == nil && proto == 0x8021 {
+		return
+	}
+	d.next.HandleFrame(frame)
+}
+
+// dropProto passes PPP frames on except those of one protocol.
+type dropProto struct {
+	next  datapath.FrameSink
+	proto uint16
+}
+
+func (d dropProto) HandleFrame(frame []byte) {
+	if proto, _, err := ppp.DecodeFrame(frame); err == nil && proto == d.proto {
 		return
 	}
 	d.next.HandleFrame(frame)
@@ -485,9 +514,12 @@ func (s *Server) runPPP(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case _, ok := <-srv.Events():
+			case ev, ok := <-srv.Events():
 				if !ok {
 					return
+				}
+				if v6, is := ev.(ppp.IPv6Up); is {
+					s.ipv6Up(v6)
 				}
 			}
 		}
@@ -658,7 +690,8 @@ func serveEcho(ctx context.Context, pc net.PacketConn) {
 	}
 }
 
-// serveDNS answers A queries for TargetName with ServerIP, NXDOMAIN else.
+// serveDNS answers A queries for TargetName with ServerIP, AAAA queries for
+// TargetName and Target6Name with ServerIP6, NXDOMAIN else.
 func serveDNS(ctx context.Context, pc net.PacketConn) {
 	go func() { <-ctx.Done(); pc.Close() }()
 	buf := make([]byte, 1500)
@@ -681,13 +714,20 @@ func serveDNS(ctx context.Context, pc net.PacketConn) {
 		b.EnableCompression()
 		name := q.Name.String()
 		match := name == TargetName+"." || name == TargetName
+		only6 := name == Target6Name+"."
+		match = match || only6
 		if !match {
 			rh.RCode = dnsmessage.RCodeNameError
 			b = dnsmessage.NewBuilder(nil, rh)
 		}
 		b.StartQuestions()
 		b.Question(q)
-		if match && q.Type == dnsmessage.TypeA {
+		if match && q.Type == dnsmessage.TypeAAAA {
+			b.StartAnswers()
+			b.AAAAResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+				dnsmessage.AAAAResource{AAAA: ServerIP6.As16()})
+		}
+		if match && !only6 && q.Type == dnsmessage.TypeA {
 			b.StartAnswers()
 			b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
 				dnsmessage.AResource{A: ServerIP.As4()})
