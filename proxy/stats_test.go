@@ -38,6 +38,8 @@ func TestStatsCount(t *testing.T) {
 	if rep != 2 {
 		t.Fatalf("outside the routes: reply %d, want 2", rep)
 	}
+	// Its limiter slot comes back when the server side closes (the limit is 1).
+	waitFor(t, func() bool { return ss.Snapshot().Open == 0 })
 	// HTTP to an address inside: the tunnel is down.
 	hc := proxyClient(httpAddr)
 	resp, err := hc.Get("http://10.1.2.3/")
