@@ -118,10 +118,14 @@ type Path struct {
 	cfg          Config
 	srcIP, dstIP [4]byte
 
-	dst    atomic.Pointer[netip.AddrPort] // where ESP goes: the peer's NAT-T address
-	out    atomic.Pointer[esp.Outbound]
-	in     atomic.Pointer[esp.Inbound]
-	prevIn atomic.Pointer[esp.Inbound] // the SA a rekey replaced, for packets in flight
+	dst atomic.Pointer[netip.AddrPort] // where ESP goes: the peer's NAT-T address
+	out atomic.Pointer[esp.Outbound]
+	in  atomic.Pointer[esp.Inbound]
+	// prevIn are the inbound SAs the last rekeys replaced, newest first,
+	// for packets the peer sent before it switched: a server that rekeys
+	// every few hundred milliseconds (or our own rekey racing one of its
+	// own) can have several generations in flight at once.
+	prevIn [prevInbound]atomic.Pointer[esp.Inbound]
 	// nextOut is a rekey's outbound SA, not used yet: we send on the old
 	// one until the peer shows it has the new pair (its first packet on
 	// our new inbound SA), or the peer deletes the old one, or
@@ -192,7 +196,10 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 		return err
 	}
 	if old := p.in.Swap(i); old != nil {
-		p.prevIn.Store(old)
+		for i := prevInbound - 1; i > 0; i-- {
+			p.prevIn[i].Store(p.prevIn[i-1].Load())
+		}
+		p.prevIn[0].Store(old)
 	}
 	if !peerMayLag || p.out.Load() == nil { // the first SA: nothing to carry on with
 		p.nextOut.Store(nil)
@@ -204,6 +211,19 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 	return nil
 }
 
+// prevInbound is how many replaced inbound SAs stay usable.
+const prevInbound = 3
+
+// previous returns the replaced inbound SA with this SPI, if any.
+func (p *Path) previous(spi uint32) *esp.Inbound {
+	for i := range p.prevIn {
+		if prev := p.prevIn[i].Load(); prev != nil && prev.SPI() == spi {
+			return prev
+		}
+	}
+	return nil
+}
+
 // OutboundSwitchDelay bounds how long a rekey's new outbound SA waits for
 // the peer to show it has the new pair (see Path.nextOut).
 const OutboundSwitchDelay = 2 * time.Second
@@ -212,7 +232,7 @@ const OutboundSwitchDelay = 2 * time.Second
 // is inSPI. If that is the pair a rekey replaced, we send on the new one
 // at once: the Delete is proof enough that the peer has it.
 func (p *Path) PeerDeleted(inSPI uint32) {
-	if prev := p.prevIn.Load(); prev != nil && prev.SPI() == inSPI {
+	if prev := p.prevIn[0].Load(); prev != nil && prev.SPI() == inSPI {
 		p.SwitchOutbound()
 	}
 }
@@ -480,12 +500,11 @@ func (p *Path) Receive(dg []byte) {
 		return
 	}
 	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
-		if prev := p.prevIn.Load(); prev != nil && prev.SPI() == spi {
-			in, prevIn = prev, prev
-		} else {
+		if prevIn = p.previous(spi); prevIn == nil {
 			p.drop(DropUnknownSPI)
 			return
 		}
+		in = prevIn
 	}
 	payload, nh, err := in.Open(dg)
 	if err != nil {
