@@ -101,7 +101,8 @@ delete_sas() {
 		if [ "$what" = delete-child ]; then
 			states=$(ipsec whack --trafficstatus | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .*type=ESP.*/\1/p')
 		else
-			states=$(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .* STATE_MAIN_[RI]3 .*/\1/p')
+			# The ISAKMP SA: Main Mode (MAIN_R3) or Aggressive Mode (AGGR_R2).
+			states=$(ipsec whack --showstates | sed -n 's/^[0-9]* *#\([0-9][0-9]*\): .* STATE_\(MAIN_[RI]3\|AGGR_R2\) .*/\1/p')
 		fi
 		for n in $states; do ipsec whack --deletestate "$n" && rc=0; done
 		sleep 1
