@@ -64,7 +64,7 @@ func (sa *ikeSA) handleInformational(m *Message) error {
 // onBadEncrypted is called for an encrypted message that did not verify.
 func (sa *ikeSA) onBadEncrypted(m *Message) error {
 	if sa.initiator && sa.mm5Sent() {
-		return fmt.Errorf("%w: peer's reply to MM5 does not decrypt (PSK mismatch likely)", ErrAuthFailed)
+		return mm5Refused(sa.r, "peer's reply to MM5 does not decrypt")
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 	case n.Type == NotifyNoProposalChosen || n.Type == 13: // 13 ATTRIBUTES-NOT-SUPPORTED
 		return fmt.Errorf("%w: phase 1: offered %s", ErrNoProposalChosen, p1List(sa.r.p1Offer))
 	case sa.mm5Sent() && isAuthNotify(n.Type):
-		return fmt.Errorf("%w: peer says %s after MM5 (PSK mismatch likely)", ErrAuthFailed, notifyName(n.Type))
+		return mm5Refused(sa.r, "peer says "+notifyName(n.Type)+" after MM5")
 	}
 	return nil
 }
