@@ -44,7 +44,13 @@ type Config struct {
 	Server   string // host or host:port of the server's IKE port (default port 500)
 	NATTPort uint16 // the server's NAT-T port (default 4500)
 
-	PSK      []byte // IPsec pre-shared key (secret)
+	PSK []byte // IPsec pre-shared key (secret)
+	// Cert, if set, authenticates phase 1 with RSA signatures and
+	// certificates instead of PSK (ServerName is filled from Server).
+	Cert *ike.Certificates
+	// RemoteID is the identity the server must prove (--remote-id); with
+	// Cert and no RemoteID, the server's certificate must name Server.
+	RemoteID string
 	User     string
 	Password []byte // PPP password (secret)
 
@@ -253,8 +259,10 @@ func validate(cfg *Config) error {
 	switch {
 	case cfg.Server == "":
 		return bad("no server given (--server)")
-	case len(cfg.PSK) == 0:
-		return bad("no IPsec pre-shared key given (--psk or --psk-file)")
+	case len(cfg.PSK) == 0 && cfg.Cert == nil:
+		return bad("no IPsec pre-shared key given (--psk or --psk-file), nor a certificate (--cert, --key, --ca)")
+	case len(cfg.PSK) != 0 && cfg.Cert != nil:
+		return bad("give either a pre-shared key (--psk) or a certificate (--cert), not both")
 	case cfg.User == "":
 		return bad("no user name given (--user)")
 	case len(cfg.Password) == 0:
@@ -406,11 +414,27 @@ func (c *Client) markReply() {
 	c.replyOnce.Do(func() { close(c.gotReply) })
 }
 
+// certFor is Cert with ServerName set to the --server host, which the
+// server's certificate must name when no RemoteID is given.
+func (c *Client) certFor() *ike.Certificates {
+	if c.cfg.Cert == nil {
+		return nil
+	}
+	cert := *c.cfg.Cert
+	cert.ServerName = c.cfg.Server
+	if h, _, err := net.SplitHostPort(c.cfg.Server); err == nil {
+		cert.ServerName = h
+	}
+	return &cert
+}
+
 // startIKE starts an initiator for a new IKE SA (Main Mode, then Quick
 // Mode) and makes it the current one, unless the client is closing.
 func (c *Client) startIKE() (*ike.Initiator, error) {
 	ini, err := ike.NewInitiator(ike.Config{
 		PSK:        c.cfg.PSK,
+		Cert:       c.certFor(),
+		RemoteID:   c.cfg.RemoteID,
 		LocalAddr:  c.local,
 		RemoteAddr: c.ikeTo,
 		L2TPPort:   c.cfg.L2TPPort,
@@ -724,6 +748,14 @@ func ikeError(err error, server netip.AddrPort) error {
 	case errors.Is(err, ike.ErrTimeout):
 		e.Class = ErrServerUnreachable
 		e.Hint = fmt.Sprintf("no answer from %s: check the server address and that UDP 500/4500 reach it", server)
+	case errors.Is(err, ike.ErrCertUntrusted):
+		e.Hint = "the server's certificate does not lead to a CA in --ca (or has expired): check --ca against the server's CA"
+	case errors.Is(err, ike.ErrIdentityMismatch):
+		e.Hint = "the server's certificate is valid but names someone else: give the name or DN it has as --remote-id (or connect with --server set to a name in its certificate)"
+	case errors.Is(err, ike.ErrBadSignature):
+		e.Hint = "the server's signature does not verify with its certificate: the server holds a different key than its certificate (or the message was altered)"
+	case errors.Is(err, ike.ErrCertRejected):
+		e.Hint = "the server refused our certificate: check that --cert is issued by a CA the server trusts and that the server accepts certificate (rsasig) authentication"
 	case errors.Is(err, ike.ErrAuthFailed):
 		e.Hint = "phase-1 authentication failed: the pre-shared key is probably wrong"
 	case errors.Is(err, ike.ErrNoProposalChosen):

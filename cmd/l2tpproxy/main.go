@@ -75,6 +75,10 @@ func connectionFlags() []cli.Flag {
 		&cli.UintFlag{Name: "natt-port", Value: 4500, Usage: "the server's NAT-T (IKE/ESP over UDP) `PORT`", EnvVars: env("L2TPPROXY_NATT_PORT")},
 		&cli.StringFlag{Name: "psk", Usage: "IPsec pre-shared key", EnvVars: env("L2TPPROXY_PSK", "VPN_IPSEC_PSK")},
 		&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`", EnvVars: env("L2TPPROXY_PSK_FILE")},
+		&cli.StringFlag{Name: "cert", Usage: "authenticate IKE with this certificate instead of a PSK: PEM `FILE`, ours first, then any intermediates", EnvVars: env("L2TPPROXY_CERT")},
+		&cli.StringFlag{Name: "key", Usage: "the certificate's RSA private key, PEM `FILE` (PKCS#1 or PKCS#8, unencrypted)", EnvVars: env("L2TPPROXY_KEY")},
+		&cli.StringFlag{Name: "ca", Usage: "PEM `FILE` of the CA certificates the server's certificate must lead to", EnvVars: env("L2TPPROXY_CA")},
+		&cli.StringFlag{Name: "remote-id", Usage: "the server's identity: with --cert, a name, address or DN (C=CH, O=Org, CN=vpn) its certificate must carry (default: the --server host)", EnvVars: env("L2TPPROXY_REMOTE_ID")},
 		&cli.StringFlag{Name: "user", Usage: "VPN user name", EnvVars: env("L2TPPROXY_USER", "VPN_USER")},
 		&cli.StringFlag{Name: "password", Usage: "VPN password", EnvVars: env("L2TPPROXY_PASSWORD", "VPN_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the VPN password from `FILE`", EnvVars: env("L2TPPROXY_PASSWORD_FILE")},
@@ -201,7 +205,13 @@ func tunnelConfig(cx *cli.Context, log *slog.Logger) (tunnel.Config, error) {
 	case dpd == 0:
 		dpd = -1 // tunnel.Config: negative disables, zero is the default
 	}
+	cert, err := certificates(cx)
+	if err != nil {
+		return tunnel.Config{}, err
+	}
 	return tunnel.Config{
+		Cert:           cert,
+		RemoteID:       cx.String("remote-id"),
 		Phase1:         p1,
 		Phase2:         p2,
 		Server:         cx.String("server"),
