@@ -1,0 +1,103 @@
+//go:build interop
+
+// Interop test of certificate authentication against the certificate-only
+// strongSwan of testdata/interop (strongswan:cert).
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/ike/certtest"
+)
+
+// runWith runs the binary with the peer's settings edited by edit and
+// returns its exit code, stdout and stderr.
+func runWith(t *testing.T, p peer, edit func(map[string]string), timeout time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := command(t, p, edit, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v still running after %v\nstderr:\n%s", args, timeout, stderr.String())
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// TestInteropCert: against a server that accepts only RSA signatures, the
+// handshake uses IKE fragments both ways (the 4096-bit certificates make MM5
+// and MM6 larger than the fragment sizes), and a wrong --remote-id or a
+// foreign --ca each fail in phase 1 with exit 4 and a hint naming the flag.
+func TestInteropCert(t *testing.T) {
+	p := loadPeer(t)
+	if p["MODE"] != "cert" {
+		t.Skip("not a certificate variant")
+	}
+	code, out, errOut := runWith(t, p, nil, 90*time.Second, "check", "--log-level", "debug")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	sent := regexp.MustCompile(`sending a message in fragments.* bytes=(\d+) fragments=(\d+)`).FindStringSubmatch(errOut)
+	got := regexp.MustCompile(`reassembled a fragmented message.* bytes=(\d+)`).FindStringSubmatch(errOut)
+	if sent == nil || got == nil {
+		t.Errorf("no IKE fragments both ways in the debug log:\n%s", errOut)
+	} else {
+		t.Logf("IKE_FRAGMENTS %s: sent MM5 of %s bytes in %s fragments, reassembled MM6 of %s bytes", p.label(), sent[1], sent[2], got[1])
+	}
+	if !regexp.MustCompile(`phase 1 up.* peer_id_type=9`).MatchString(errOut) {
+		t.Errorf("the server's ID is not a DN (ID_DER_ASN1_DN):\n%s", errOut)
+	}
+
+	// Another CA's bundle, readable by the unprivileged client.
+	dir, err := os.MkdirTemp("", "l2tpproxy-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	otherCA := filepath.Join(dir, "other-ca.pem")
+	if err := os.WriteFile(otherCA, certtest.NewCA("not the server's CA", 0).CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(map[string]string)
+		want *regexp.Regexp
+	}{
+		{"wrong remote-id", func(e map[string]string) { e["L2TPPROXY_REMOTE_ID"] = "C=CH,O=l2tpproxy-interop,CN=someone-else" }, regexp.MustCompile(`server identity mismatch.*--remote-id`)},
+		{"no remote-id, server name 127.0.0.1", func(e map[string]string) { delete(e, "L2TPPROXY_REMOTE_ID") }, regexp.MustCompile(`not valid for the server name "127.0.0.1".*--remote-id`)},
+		{"foreign CA", func(e map[string]string) { e["L2TPPROXY_CA"] = otherCA }, regexp.MustCompile(`not trusted.*unknown authority.*--ca`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			code, _, errOut := runWith(t, p, tc.edit, 60*time.Second, "check")
+			line := strings.TrimSpace(errOut)
+			if code != exitIKE || !tc.want.MatchString(line) || strings.Contains(line, "\n") {
+				t.Fatalf("exit %d, stderr %q; want %d and %s on one line", code, line, exitIKE, tc.want)
+			}
+			t.Logf("CERT_ERROR %s %s in %v: %s", p.label(), tc.name, time.Since(start).Round(time.Millisecond), line)
+		})
+	}
+}
