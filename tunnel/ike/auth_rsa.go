@@ -374,3 +374,13 @@ func mm5Refused(r *runner, what string) error {
 	}
 	return fmt.Errorf("%w: %s (PSK mismatch likely)", ErrAuthFailed, what)
 }
+
+// authMethodNote is added to a phase-1 NO-PROPOSAL-CHOSEN: with
+// certificates every transform says RSA signatures, which a PSK-only server
+// refuses whatever the algorithms.
+func authMethodNote(r *runner) string {
+	if certAuthOf(r) != nil {
+		return ", all with RSA-signature authentication (a server that accepts only a PSK refuses them: try --psk)"
+	}
+	return ""
+}

@@ -112,7 +112,7 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 	}
 	switch {
 	case n.Type == NotifyNoProposalChosen || n.Type == 13: // 13 ATTRIBUTES-NOT-SUPPORTED
-		return fmt.Errorf("%w: phase 1: offered %s", ErrNoProposalChosen, p1List(sa.r.p1Offer))
+		return fmt.Errorf("%w: phase 1: offered %s%s", ErrNoProposalChosen, p1List(sa.r.p1Offer), authMethodNote(sa.r))
 	case sa.mm5Sent() && isAuthNotify(n.Type):
 		return mm5Refused(sa.r, "peer says "+notifyName(n.Type)+" after MM5")
 	}
