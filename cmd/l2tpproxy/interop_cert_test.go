@@ -56,6 +56,14 @@ func TestInteropCert(t *testing.T) {
 		t.Skip("not a certificate variant")
 	}
 	code, out, errOut := runWith(t, p, nil, 90*time.Second, "check", "--log-level", "debug")
+	if code == exitL2TP {
+		// Seen once (2026-12-02) as the first connection after the VM's
+		// self-check: IKE and the IPsec SA up, the first SCCRQs unanswered
+		// for 8 s. Logged (in the summary) and retried once: what is
+		// checked here is phase 1.
+		t.Logf("CHECK_RETRY %s: first check failed: %s", p.label(), lastLine(errOut))
+		code, out, errOut = runWith(t, p, nil, 90*time.Second, "check", "--log-level", "debug")
+	}
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
@@ -89,15 +97,31 @@ func TestInteropCert(t *testing.T) {
 		{"wrong remote-id", func(e map[string]string) { e["L2TPPROXY_REMOTE_ID"] = "C=CH,O=l2tpproxy-interop,CN=someone-else" }, regexp.MustCompile(`server identity mismatch.*--remote-id`)},
 		{"no remote-id, server name 127.0.0.1", func(e map[string]string) { delete(e, "L2TPPROXY_REMOTE_ID") }, regexp.MustCompile(`not valid for the server name "127.0.0.1".*--remote-id`)},
 		{"foreign CA", func(e map[string]string) { e["L2TPPROXY_CA"] = otherCA }, regexp.MustCompile(`not trusted.*unknown authority.*--ca`)},
+		// Only certificates: the same client with a PSK instead is refused
+		// in phase 1 (the server holds no PSK).
+		{"psk instead", func(e map[string]string) {
+			for _, k := range []string{"L2TPPROXY_CERT", "L2TPPROXY_KEY", "L2TPPROXY_CA", "L2TPPROXY_REMOTE_ID"} {
+				delete(e, k)
+			}
+			e["L2TPPROXY_PSK"] = p["PSK"]
+		}, regexp.MustCompile(`IKE: .*(authentication failed|no proposal chosen)`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			code, _, errOut := runWith(t, p, tc.edit, 60*time.Second, "check")
-			line := strings.TrimSpace(errOut)
-			if code != exitIKE || !tc.want.MatchString(line) || strings.Contains(line, "\n") {
+			line := lastLine(errOut)
+			if code != exitIKE || !tc.want.MatchString(line) || strings.Contains(strings.TrimSpace(errOut), "\n") && tc.name != "psk instead" {
 				t.Fatalf("exit %d, stderr %q; want %d and %s on one line", code, line, exitIKE, tc.want)
 			}
 			t.Logf("CERT_ERROR %s %s in %v: %s", p.label(), tc.name, time.Since(start).Round(time.Millisecond), line)
 		})
 	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }
