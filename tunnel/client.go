@@ -48,9 +48,16 @@ type Config struct {
 	Server   string // host or host:port of the server's IKE port (default port 500)
 	NATTPort uint16 // the server's NAT-T port (default 4500)
 
-	PSK      []byte // IPsec pre-shared key (secret)
-	User     string
-	Password []byte // PPP password (secret)
+	PSK []byte // IPsec pre-shared key (secret)
+	// Cert, if set, authenticates phase 1 with RSA signatures and
+	// certificates instead of PSK (ServerName is filled from Server).
+	Cert *ike.Certificates
+	// CertRemoteID is the identity the server's certificate must carry
+	// (--remote-id with --cert); with Cert and no CertRemoteID, the
+	// certificate must name Server.
+	CertRemoteID string
+	User         string
+	Password     []byte // PPP password (secret)
 
 	// L2TPPort is our inner L2TP UDP port (default 1701, as Windows uses;
 	// NOTES §1.6: some servers refuse other ports).
@@ -265,8 +272,10 @@ func validate(cfg *Config) error {
 	switch {
 	case cfg.Server == "":
 		return bad("no server given (--server)")
-	case len(cfg.PSK) == 0:
-		return bad("no IPsec pre-shared key given (--psk or --psk-file)")
+	case len(cfg.PSK) == 0 && cfg.Cert == nil:
+		return bad("no IPsec pre-shared key given (--psk or --psk-file), nor a certificate (--cert, --key, --ca)")
+	case len(cfg.PSK) != 0 && cfg.Cert != nil:
+		return bad("give either a pre-shared key (--psk) or a certificate (--cert), not both")
 	case cfg.User == "":
 		return bad("no user name given (--user)")
 	case len(cfg.Password) == 0:
@@ -454,23 +463,39 @@ func (c *Client) markReply() {
 	c.replyOnce.Do(func() { close(c.gotReply) })
 }
 
+// certFor is Cert with ServerName set to the --server host, which the
+// server's certificate must name when no CertRemoteID is given.
+func (c *Client) certFor() *ike.Certificates {
+	if c.cfg.Cert == nil {
+		return nil
+	}
+	cert := *c.cfg.Cert
+	cert.ServerName = c.cfg.Server
+	if h, _, err := net.SplitHostPort(c.cfg.Server); err == nil {
+		cert.ServerName = h
+	}
+	return &cert
+}
+
 // startIKE starts an initiator for a new IKE SA (Main Mode, then Quick
 // Mode) and makes it the current one, unless the client is closing.
 func (c *Client) startIKE() (*ike.Initiator, error) {
 	ini, err := ike.NewInitiator(ike.Config{
-		PSK:        c.cfg.PSK,
-		LocalAddr:  c.local,
-		RemoteAddr: c.ikeTo,
-		L2TPPort:   c.cfg.L2TPPort,
-		Phase1:     c.cfg.Phase1,
-		Phase2:     c.cfg.Phase2,
-		PFS:        c.pfs,
-		Mode:       c.cfg.IKEMode,
-		LocalID:    c.cfg.LocalID,
-		RemoteID:   c.cfg.RemoteID,
-		Clock:      c.cfg.Clock,
-		Logger:     c.log.With("layer", "ike"),
-		Rand:       c.cfg.Rand,
+		PSK:          c.cfg.PSK,
+		Cert:         c.certFor(),
+		CertRemoteID: c.cfg.CertRemoteID,
+		LocalAddr:    c.local,
+		RemoteAddr:   c.ikeTo,
+		L2TPPort:     c.cfg.L2TPPort,
+		Phase1:       c.cfg.Phase1,
+		Phase2:       c.cfg.Phase2,
+		PFS:          c.pfs,
+		Mode:         c.cfg.IKEMode,
+		LocalID:      c.cfg.LocalID,
+		RemoteID:     c.cfg.RemoteID,
+		Clock:        c.cfg.Clock,
+		Logger:       c.log.With("layer", "ike"),
+		Rand:         c.cfg.Rand,
 
 		// Authenticated ESP and keepalives from the server show it alive
 		// as well as IKE does (RFC 3706 §5.3: DPD only in silence).
@@ -874,6 +899,14 @@ func ikeError(err error, server netip.AddrPort) error {
 		e.Hint = fmt.Sprintf("no answer from %s: check the server address and that UDP 500/4500 reach it", server)
 	case errors.Is(err, ike.ErrRemoteID):
 		e.Hint = "check --remote-id: it must be the identity the server sends (its leftid/local id)"
+	case errors.Is(err, ike.ErrCertUntrusted):
+		e.Hint = "the server's certificate does not lead to a CA in --ca (or has expired): check --ca against the server's CA"
+	case errors.Is(err, ike.ErrIdentityMismatch):
+		e.Hint = "the server's certificate is valid but names someone else: give the name or DN it has as --remote-id (or connect with --server set to a name in its certificate)"
+	case errors.Is(err, ike.ErrBadSignature):
+		e.Hint = "the server's signature does not verify with its certificate: the server holds a different key than its certificate (or the message was altered)"
+	case errors.Is(err, ike.ErrCertRejected):
+		e.Hint = "the server refused our certificate: check that --cert is issued by a CA the server trusts and that the server accepts certificate (rsasig) authentication"
 	case errors.Is(err, ike.ErrAuthFailed):
 		e.Hint = "phase-1 authentication failed: the pre-shared key is probably wrong"
 	case errors.Is(err, ike.ErrNoProposalChosen):

@@ -116,6 +116,11 @@ func command(t *testing.T, p peer, edit func(env map[string]string), args ...str
 	if p["LOCAL_ID"] != "" {
 		env["L2TPPROXY_LOCAL_ID"] = p["LOCAL_ID"]
 	}
+	if p["CERT_FILE"] != "" { // a certificate-only server (MODE=cert): no PSK
+		delete(env, "L2TPPROXY_PSK")
+		env["L2TPPROXY_CERT"], env["L2TPPROXY_KEY"], env["L2TPPROXY_CA"] = p["CERT_FILE"], p["KEY_FILE"], p["CA_FILE"]
+		env["L2TPPROXY_REMOTE_ID"] = p["REMOTE_ID"]
+	}
 	if edit != nil {
 		edit(env)
 	}

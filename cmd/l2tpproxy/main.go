@@ -75,6 +75,9 @@ func connectionFlags() []cli.Flag {
 		&cli.UintFlag{Name: "natt-port", Value: 4500, Usage: "the server's NAT-T (IKE/ESP over UDP) `PORT`", EnvVars: env("L2TPPROXY_NATT_PORT")},
 		&cli.StringFlag{Name: "psk", Usage: "IPsec pre-shared key", EnvVars: env("L2TPPROXY_PSK", "VPN_IPSEC_PSK")},
 		&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`", EnvVars: env("L2TPPROXY_PSK_FILE")},
+		&cli.StringFlag{Name: "cert", Usage: "authenticate IKE with this certificate instead of a PSK: PEM `FILE`, ours first, then any intermediates", EnvVars: env("L2TPPROXY_CERT")},
+		&cli.StringFlag{Name: "key", Usage: "the certificate's RSA private key, PEM `FILE` (PKCS#1 or PKCS#8, unencrypted)", EnvVars: env("L2TPPROXY_KEY")},
+		&cli.StringFlag{Name: "ca", Usage: "PEM `FILE` of the CA certificates the server's certificate must lead to", EnvVars: env("L2TPPROXY_CA")},
 		&cli.StringFlag{Name: "user", Usage: "VPN user name", EnvVars: env("L2TPPROXY_USER", "VPN_USER")},
 		&cli.StringFlag{Name: "password", Usage: "VPN password", EnvVars: env("L2TPPROXY_PASSWORD", "VPN_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the VPN password from `FILE`", EnvVars: env("L2TPPROXY_PASSWORD_FILE")},
@@ -84,7 +87,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "esp", Usage: "ESP proposals to offer instead of the defaults, e.g. `aes128gcm16,aes256-sha1` (aes<bits>gcm8/12/16, or a cipher and md5/sha1/sha256/384/512)", EnvVars: env("L2TPPROXY_ESP")},
 		&cli.StringFlag{Name: "ike-mode", Value: "main", Usage: "phase-1 exchange: main, or aggressive (servers that require it; the PSK is then open to offline guessing, and only the first DH group of --ike is offered)", EnvVars: env("L2TPPROXY_IKE_MODE")},
 		&cli.StringFlag{Name: "local-id", Usage: "our IKE identity `ID`, in strongSwan's syntax: 1.2.3.4, vpn.example.com or @vpn.example.com (FQDN), user@example.com, @#6b6579 (KEY_ID, hex); default our IP address", EnvVars: env("L2TPPROXY_LOCAL_ID")},
-		&cli.StringFlag{Name: "remote-id", Usage: "the server's IKE identity `ID` (same syntax); if given, a server that identifies otherwise is refused", EnvVars: env("L2TPPROXY_REMOTE_ID")},
+		&cli.StringFlag{Name: "remote-id", Usage: "the server's IKE identity `ID` (same syntax); if given, a server that identifies otherwise is refused. With --cert: a name, address or DN (C=CH, O=Org, CN=vpn) its certificate must carry (default: the --server host)", EnvVars: env("L2TPPROXY_REMOTE_ID")},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 30 * time.Second, Usage: "give up connecting after this long", EnvVars: env("L2TPPROXY_CONNECT_TIMEOUT")},
 		&cli.DurationFlag{Name: "ike-lifetime", Value: 8 * time.Hour, Usage: "ISAKMP SA lifetime to offer; we negotiate a new IKE SA at 90% of it (or of a shorter one the server asks for), make-before-break", EnvVars: env("L2TPPROXY_IKE_LIFETIME")},
 		&cli.DurationFlag{Name: "esp-lifetime", Value: time.Hour, Usage: "IPsec SA lifetime to offer; we negotiate a new IPsec SA at 90% of it (or of a shorter one the server asks for)", EnvVars: env("L2TPPROXY_ESP_LIFETIME")},
@@ -231,6 +234,9 @@ func tunnelConfig(cx flagValues, log *slog.Logger) (tunnel.Config, error) {
 	}
 	var ids [2]*ike.Identity
 	for i, name := range []string{"local-id", "remote-id"} {
+		if name == "remote-id" && cx.String("cert") != "" {
+			continue // a certificate's identity: checked against it (below)
+		}
 		if v := cx.String(name); v != "" {
 			id, err := ike.ParseIdentity(v)
 			if err != nil {
@@ -257,7 +263,19 @@ func tunnelConfig(cx flagValues, log *slog.Logger) (tunnel.Config, error) {
 		// rule every server documents: phase 2 within phase 1.
 		return tunnel.Config{}, configError("--esp-lifetime (%s) must not exceed --ike-lifetime (%s)", p2Life, p1Life)
 	}
+	cert, err := certificates(cx)
+	if err != nil {
+		return tunnel.Config{}, err
+	}
+	var certRemoteID string
+	if cert != nil {
+		// With certificates the server's identity is what its certificate
+		// carries: a name, an address or a DN, checked against it.
+		certRemoteID = cx.String("remote-id")
+	}
 	return tunnel.Config{
+		Cert:           cert,
+		CertRemoteID:   certRemoteID,
 		Phase1Lifetime: p1Life,
 		Phase2Lifetime: p2Life,
 		Phase1:         p1,

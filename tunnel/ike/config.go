@@ -185,6 +185,18 @@ type Config struct {
 	Logger            *slog.Logger
 	Rand              io.Reader
 
+	// Cert, if set, authenticates with RSA signatures and certificates
+	// (RFC 2409 §5.1) instead of PSK; the server's certificate is checked
+	// against CertRemoteID, else Cert.ServerName.
+	Cert *Certificates
+	// CertRemoteID is the identity the server's certificate must carry
+	// (--remote-id with --cert: a name, an address or a DN); RemoteID is
+	// not used with certificates (the certificate proves the identity).
+	CertRemoteID string
+	// FragmentSize is the largest ISAKMP message we send unfragmented to a
+	// peer that announced IKE fragmentation (0: defaultFragmentSize).
+	FragmentSize int
+
 	// DPDInterval is how long the peer may be silent before we send an
 	// R-U-THERE (RFC 3706); after 3 unanswered, one per interval, Run
 	// returns ErrPeerDead. 0 disables dead-peer detection.
@@ -209,9 +221,14 @@ type ResponderConfig struct {
 	// initiator identity accepted (Aggressive Mode: INVALID-ID otherwise).
 	Mode              Mode
 	LocalID, RemoteID *Identity
-	Clock             clock.Clock
-	Logger            *slog.Logger
-	Rand              io.Reader
+	// Cert, if set, authenticates with RSA signatures (RFC 2409 §5.1) and
+	// requires a client certificate issued by one of Cert.CAs.
+	Cert *Certificates
+	// FragmentSize as in Config.
+	FragmentSize int
+	Clock        clock.Clock
+	Logger       *slog.Logger
+	Rand         io.Reader
 }
 
 // PFS says whether our Quick Modes carry a Diffie-Hellman exchange, for
@@ -335,11 +352,17 @@ const (
 )
 
 func p1Attrs(t Phase1Transform, life time.Duration) []attrPair {
+	return p1AttrsAuth(t, life, authPSK)
+}
+
+// p1AttrsAuth is p1Attrs with the Authentication Method attribute given
+// (authPSK or authRSASig).
+func p1AttrsAuth(t Phase1Transform, life time.Duration, method uint64) []attrPair {
 	a := []attrPair{{attrEnc, uint64(t.Enc)}}
 	if t.Enc == EncAESCBC {
 		a = append(a, attrPair{attrKeyLength, uint64(t.KeyBits)})
 	}
-	a = append(a, attrPair{attrHash, uint64(t.Hash)}, attrPair{attrAuth, authPSK}, attrPair{attrGroup, uint64(t.Group)})
+	a = append(a, attrPair{attrHash, uint64(t.Hash)}, attrPair{attrAuth, method}, attrPair{attrGroup, uint64(t.Group)})
 	if secs := uint64(life / time.Second); secs > 0 {
 		a = append(a, attrPair{attrLifeType, lifeSeconds}, attrPair{attrLifeDur, secs})
 	}
@@ -347,11 +370,15 @@ func p1Attrs(t Phase1Transform, life time.Duration) []attrPair {
 }
 
 func encodeP1SA(ts []Phase1Transform, life time.Duration) []byte {
+	return encodeP1SAAuth(ts, life, authPSK)
+}
+
+func encodeP1SAAuth(ts []Phase1Transform, life time.Duration, method uint64) []byte {
 	ids := make([]uint8, len(ts))
 	attrs := make([][]attrPair, len(ts))
 	for i, t := range ts {
 		ids[i] = 1 // KEY_IKE
-		attrs[i] = p1Attrs(t, life)
+		attrs[i] = p1AttrsAuth(t, life, method)
 	}
 	return encodeSA(1, nil, ids, attrs)
 }
@@ -377,6 +404,12 @@ func lifetimeOf(attrs []Attribute, typeAttr, durAttr uint16) time.Duration {
 
 // p1FromTransform decodes a phase-1 transform; auth must be PSK.
 func p1FromTransform(tr *Transform) (Phase1Transform, bool) {
+	return p1FromTransformAuth(tr, authPSK)
+}
+
+// p1FromTransformAuth decodes a phase-1 transform whose Authentication
+// Method must be method.
+func p1FromTransformAuth(tr *Transform, method uint64) (Phase1Transform, bool) {
 	if tr.ID != 1 {
 		return Phase1Transform{}, false
 	}
@@ -384,7 +417,7 @@ func p1FromTransform(tr *Transform) (Phase1Transform, bool) {
 	h, ok2 := tr.Attr(attrHash)
 	auth, ok3 := tr.Attr(attrAuth)
 	g, ok4 := tr.Attr(attrGroup)
-	if !ok1 || !ok2 || !ok3 || !ok4 || auth != authPSK || enc > 0xffff || h > 0xffff || g > 0xffff {
+	if !ok1 || !ok2 || !ok3 || !ok4 || auth != method || enc > 0xffff || h > 0xffff || g > 0xffff {
 		return Phase1Transform{}, false
 	}
 	t := Phase1Transform{Enc: uint16(enc), Hash: uint16(h), Group: uint16(g)}

@@ -64,7 +64,7 @@ func (sa *ikeSA) handleInformational(m *Message) error {
 // onBadEncrypted is called for an encrypted message that did not verify.
 func (sa *ikeSA) onBadEncrypted(m *Message) error {
 	if sa.initiator && sa.mm5Sent() {
-		return fmt.Errorf("%w: peer's reply to MM5 does not decrypt (PSK mismatch likely)", ErrAuthFailed)
+		return mm5Refused(sa.r, "peer's reply to MM5 does not decrypt")
 	}
 	return nil
 }
@@ -112,9 +112,9 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 	}
 	switch {
 	case n.Type == NotifyNoProposalChosen || n.Type == 13: // 13 ATTRIBUTES-NOT-SUPPORTED
-		return fmt.Errorf("%w: phase 1: offered %s", ErrNoProposalChosen, p1List(sa.r.p1Offer))
+		return fmt.Errorf("%w: phase 1: offered %s%s", ErrNoProposalChosen, p1List(sa.r.p1Offer), authMethodNote(sa.r))
 	case sa.mm5Sent() && isAuthNotify(n.Type):
-		return fmt.Errorf("%w: peer says %s after MM5 (PSK mismatch likely)", ErrAuthFailed, notifyName(n.Type))
+		return mm5Refused(sa.r, "peer says "+notifyName(n.Type)+" after MM5")
 	case sa.am != nil && sa.am.state == amI1Sent && isAuthNotify(n.Type):
 		return fmt.Errorf("%w: peer says %s to AM1: it does not accept our identity %s (set --local-id to one the server knows)", ErrAuthFailed, notifyName(n.Type), sa.r.ownIdentity())
 	}

@@ -15,13 +15,17 @@ type Initiator struct {
 
 // NewInitiator validates cfg and returns an Initiator that sends through tr.
 func NewInitiator(cfg Config, tr Transport) (*Initiator, error) {
-	auth, err := newPSKAuth(cfg.PSK)
+	auth, err := initiatorAuth(cfg)
 	if err != nil {
 		return nil, err
 	}
 	e, err := newRunner(true, auth, cfg.LocalAddr, cfg.Clock, cfg.Logger, cfg.Rand, tr)
 	if err != nil {
 		return nil, err
+	}
+	e.fragSize = cfg.FragmentSize
+	if a, ok := auth.(*rsaAuth); ok {
+		a.now = e.clk.Now
 	}
 	if !cfg.RemoteAddr.Addr().IsValid() {
 		return nil, fmt.Errorf("%w: remote address not set", ErrConfig)

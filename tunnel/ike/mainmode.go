@@ -59,11 +59,12 @@ func (r *runner) startMainMode() (*ikeSA, error) {
 		return nil, fmt.Errorf("%w: too many IKE SAs", ErrConfig)
 	}
 	b := newBuilder()
-	b.add(PayloadSA, encodeP1SA(r.p1Offer, r.p1Life))
+	b.add(PayloadSA, encodeP1SAAuth(r.p1Offer, r.p1Life, authMethod(r)))
 	sa.mm.saiB = append([]byte(nil), b.buf[genericHeaderLength:]...)
 	for _, v := range [][]byte{vidRFC3947, vidDraft02N, vidDraft03, vidDraft02, vidDPD} {
 		b.add(PayloadVendorID, v)
 	}
+	addFragmentationVID(r, b)
 	msg := sa.assemble(ExchangeIdentityProtection, 0, b, false)
 	r.log.Debug("ike: sending MM1", "transforms", len(r.p1Offer))
 	sa.sendReliable(0, msg, false, func() error {

@@ -18,11 +18,12 @@ func (mm *mainMode) onMM2(sa *ikeSA, m *Message, raw []byte) error {
 		return fmt.Errorf("%w: MM2 must choose exactly one transform", ErrNoProposalChosen)
 	}
 	tr := &p.Proposals[0].Transforms[0]
-	t, ok := p1FromTransform(tr)
+	t, ok := p1FromTransformAuth(tr, authMethod(r))
 	if !ok || !containsP1(r.p1Offer, t) {
 		return fmt.Errorf("%w: server chose %s which we did not offer (offered %s)", ErrNoProposalChosen, t.short(), p1List(r.p1Offer))
 	}
 	sa.nat, sa.peerDPD = vendorNAT(m.Payloads)
+	sa.peerFrag = hasFragmentationVID(m.Payloads)
 	if sa.nat == natNone {
 		return fmt.Errorf("%w: no NAT-T vendor ID in MM2; ESP-in-UDP is impossible", ErrNATTUnsupported)
 	}
@@ -49,6 +50,7 @@ func (mm *mainMode) onMM2(sa *ikeSA, m *Message, raw []byte) error {
 	b := newBuilder()
 	b.add(PayloadKE, mm.gxi)
 	b.add(PayloadNonce, mm.ni)
+	addCertReqs(r, b)
 	b.add(sa.nat.natdType(), sa.suite.NATD(sa.ckyI[:], sa.ckyR[:], r.remote))
 	b.add(sa.nat.natdType(), fake)
 	mm.state = mmI3Sent
@@ -81,16 +83,17 @@ func (mm *mainMode) onMM4(sa *ikeSA, m *Message, raw []byte) error {
 	}
 	mm.lastIn = append([]byte(nil), raw...)
 	// MM5 (encrypted, port 4500): IDii, HASH_I, N(INITIAL-CONTACT).
-	id := r.ownIDPayload()
+	id := localIDFor(r)
 	pt, proof := r.auth.Proof(mm.proof(sa), true, id)
 	b := newBuilder()
 	b.add(PayloadID, id)
+	addCerts(r, b)
 	b.add(pt, proof)
 	b.add(PayloadNotify, Notify{DOI: 1, Protocol: 1, Type: NotifyInitialContact, SPI: sa.cookies()}.encode())
 	sa.floated = true
 	mm.state = mmI5Sent
 	sa.sendReliableN(0, sa.assemble(ExchangeIdentityProtection, 0, b, true), true, mm5Tries, func() error {
-		return fmt.Errorf("%w: no MM6 after %d tries of MM5: phase-1 authentication failed: PSK mismatch likely", ErrAuthFailed, mm5Tries)
+		return mm5GiveUp(r)
 	})
 	return nil
 }
@@ -99,16 +102,19 @@ func (mm *mainMode) onMM6(sa *ikeSA, m *Message, raw []byte) error {
 	r := sa.r
 	d, err := sa.decryptMsg(m)
 	if err != nil {
-		return fmt.Errorf("%w: MM6 does not decrypt (%v): PSK mismatch likely", ErrAuthFailed, err)
+		return fmt.Errorf("%w: MM6 does not decrypt (%v): %s", ErrAuthFailed, err, authMismatchHint(r))
 	}
 	idP := First(d.payloads, PayloadID)
 	if idP == nil {
-		return fmt.Errorf("%w: MM6 without ID: PSK mismatch likely", ErrAuthFailed)
+		return fmt.Errorf("%w: MM6 without ID: %s", ErrAuthFailed, authMismatchHint(r))
 	}
 	if err := r.checkPeerID(idP.Body, "MM6"); err != nil {
 		return err
 	}
 	if err := r.auth.Verify(mm.proof(sa), false, idP.Body, d.payloads); err != nil {
+		if certAuthOf(r) != nil {
+			return fmt.Errorf("%w (in MM6)", err)
+		}
 		return fmt.Errorf("%w in MM6: PSK mismatch likely", err)
 	}
 	sa.ivs.set(0, d.nextIV)

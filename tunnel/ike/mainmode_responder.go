@@ -31,7 +31,7 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 			continue
 		}
 		for i := range p.Transforms {
-			if c, ok := p1FromTransform(&p.Transforms[i]); ok && containsP1(r.p1Offer, c) {
+			if c, ok := p1FromTransformAuth(&p.Transforms[i], authMethod(r)); ok && containsP1(r.p1Offer, c) {
 				chosen, t = &p.Transforms[i], c
 				break
 			}
@@ -50,6 +50,7 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 		return err
 	}
 	sa.nat, sa.peerDPD = vendorNAT(m.Payloads)
+	sa.peerFrag = hasFragmentationVID(m.Payloads)
 	c, err := r.random(8)
 	if err != nil {
 		return err
@@ -62,7 +63,7 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 	}
 	// MM2: SA with the chosen transform echoed, VIDs.
 	b := newBuilder()
-	b.add(PayloadSA, encodeSA(1, nil, []uint8{1}, [][]attrPair{p1Attrs(t, sa.lifetime)}))
+	b.add(PayloadSA, encodeSA(1, nil, []uint8{1}, [][]attrPair{p1AttrsAuth(t, sa.lifetime, authMethod(r))}))
 	switch sa.nat {
 	case natRFC:
 		b.add(PayloadVendorID, vidRFC3947)
@@ -70,6 +71,7 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 		b.add(PayloadVendorID, vidDraft02N)
 	}
 	b.add(PayloadVendorID, vidDPD)
+	addFragmentationVID(r, b)
 	out := sa.assemble(ExchangeIdentityProtection, 0, b, false)
 	mm.reply(raw, out)
 	mm.state = mmR2Sent
@@ -102,6 +104,7 @@ func (mm *mainMode) onMM3(sa *ikeSA, m *Message, raw []byte) error {
 	b := newBuilder()
 	b.add(PayloadKE, mm.gxr)
 	b.add(PayloadNonce, mm.nr)
+	addCertReqs(r, b)
 	if sa.nat != natNone {
 		// NAT-D of the initiator (destination) is random on purpose so the
 		// initiator is always "behind NAT"; then our own address.
@@ -129,7 +132,7 @@ func (mm *mainMode) onMM5(sa *ikeSA, m *Message, raw []byte) error {
 	if err == nil {
 		idP = First(d.payloads, PayloadID)
 	}
-	if err != nil || idP == nil || First(d.payloads, PayloadHash) == nil {
+	if err != nil || idP == nil || (First(d.payloads, PayloadHash) == nil && First(d.payloads, PayloadSig) == nil) {
 		sa.ack(0)
 		sa.sendCleartextNotify(NotifyPayloadMalformed)
 		return fmt.Errorf("%w: MM5 does not decrypt: PSK mismatch likely", ErrAuthFailed)
@@ -137,14 +140,15 @@ func (mm *mainMode) onMM5(sa *ikeSA, m *Message, raw []byte) error {
 	if err := r.auth.Verify(mm.proof(sa), true, idP.Body, d.payloads); err != nil {
 		sa.ack(0)
 		sa.sendCleartextNotify(NotifyInvalidHashInformation)
-		return fmt.Errorf("%w: PSK mismatch likely", err)
+		return fmt.Errorf("%w: %s", err, authMismatchHint(r))
 	}
 	sa.ivs.set(0, d.nextIV)
 	sa.ack(0)
-	id := r.ownIDPayload()
+	id := localIDFor(r)
 	pt, proof := r.auth.Proof(mm.proof(sa), false, id)
 	b := newBuilder()
 	b.add(PayloadID, id)
+	addCerts(r, b)
 	b.add(pt, proof)
 	out := sa.assemble(ExchangeIdentityProtection, 0, b, true) // advances the M-ID 0 IV to MM6's last block
 	sa.ivs.freeze()

@@ -13,13 +13,17 @@ type Responder struct {
 
 // NewResponder validates cfg and returns a Responder that sends through tr.
 func NewResponder(cfg ResponderConfig, tr Transport) (*Responder, error) {
-	auth, err := newPSKAuth(cfg.PSK)
+	auth, err := responderAuth(cfg)
 	if err != nil {
 		return nil, err
 	}
 	e, err := newRunner(false, auth, cfg.LocalAddr, cfg.Clock, cfg.Logger, cfg.Rand, tr)
 	if err != nil {
 		return nil, err
+	}
+	e.fragSize = cfg.FragmentSize
+	if a, ok := auth.(*rsaAuth); ok {
+		a.now = e.clk.Now
 	}
 	e.p1Offer, e.p2Offer, e.reqPFS = cfg.Phase1, cfg.Phase2, cfg.RequirePFS
 	if err := e.setIdentities(cfg.Mode, cfg.LocalID, cfg.RemoteID); err != nil {

@@ -110,6 +110,10 @@ type runner struct {
 	timerAt time.Time
 	// stopped is set once we deleted the ISAKMP SAs alone: Run returns nil.
 	stopped bool
+
+	frags    reassembler // IKE fragments in (fragment.go)
+	fragID   uint16      // the last fragment ID we sent
+	fragSize int         // largest message sent whole (0: default)
 }
 
 func newRunner(initiator bool, auth Authenticator, local netip.AddrPort, clk clock.Clock, log *slog.Logger, rnd io.Reader, tr Transport) (*runner, error) {
@@ -308,6 +312,18 @@ func (r *runner) handle(raw []byte) error {
 	if err != nil {
 		r.log.Debug("ike: dropping malformed message", "err", err)
 		return nil
+	}
+	if m.NextPayload == PayloadFragment && m.Flags&FlagEncryption == 0 {
+		whole, ok := r.defragment(m)
+		if !ok {
+			return nil
+		}
+		inner, err := Parse(whole)
+		if err != nil || inner.ICookie != m.ICookie || inner.RCookie != m.RCookie || inner.NextPayload == PayloadFragment {
+			r.log.Debug("ike: dropping a reassembled message that does not parse or match its fragments", "err", err)
+			return nil
+		}
+		m, raw = inner, whole
 	}
 	sa := r.sas.lookup(m.ICookie, m.RCookie)
 	if sa == nil {

@@ -39,6 +39,7 @@ type ikeSA struct {
 	ivs        *ivManager
 	nat        natMode
 	peerDPD    bool // the peer sent the RFC 3706 vendor ID
+	peerFrag   bool // the peer sent the FRAGMENTATION vendor ID (fragment.go)
 	floated    bool // send with natt=true (port 4500, non-ESP marker)
 	up         bool // Main Mode finished
 	lifetime   time.Duration
@@ -70,6 +71,9 @@ func (sa *ikeSA) cookies() []byte {
 // ---- sending, retransmission ----
 
 func (sa *ikeSA) write(msg []byte, natt bool) {
+	if sa.writeMaybeFragmented(msg, natt) {
+		return
+	}
 	if err := sa.r.tr.WriteIKE(msg, natt); err != nil {
 		sa.r.log.Debug("ike: write failed", "err", err)
 	}

@@ -39,9 +39,15 @@ import (
 
 // Config of the test server. Zero values give the defaults documented here.
 type Config struct {
-	PSK      []byte // default "testpsk"
-	User     string // default "vpnuser"
-	Password []byte // default "vpnpass"
+	PSK []byte // default "testpsk"
+	// Cert, if set, makes phase 1 RSA signatures with these certificates
+	// (the client's chain must lead to Cert.CAs) instead of PSK.
+	Cert *ike.Certificates
+	// FragmentSize is the largest IKE message sent whole to a client that
+	// announced IKE fragmentation (0: the IKE package's default).
+	FragmentSize int
+	User         string // default "vpnuser"
+	Password     []byte // default "vpnpass"
 	// Auth is the PPP authentication the server asks for (default
 	// MS-CHAPv2): PAP, CHAP-MD5, MS-CHAPv2, EAP-MD5 or EAP-MSCHAPv2.
 	Auth ppp.AuthMethod
@@ -248,17 +254,19 @@ func Start(cfg Config) (*Server, error) {
 func (s *Server) newResponder() (*ike.Responder, error) {
 	local := s.natt.LocalAddr().(*net.UDPAddr).AddrPort()
 	return ike.NewResponder(ike.ResponderConfig{
-		PSK:        s.cfg.PSK,
-		LocalAddr:  netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
-		Phase1:     s.cfg.Phase1,
-		Phase2:     s.cfg.Phase2,
-		RequirePFS: s.cfg.RequirePFS,
-		Mode:       s.cfg.IKEMode,
-		LocalID:    s.cfg.LocalID,
-		RemoteID:   s.cfg.ClientID,
-		Clock:      clock.Real,
-		Logger:     s.log.With("srv", "ike"),
-		Rand:       rand.Reader,
+		PSK:          s.cfg.PSK,
+		Cert:         s.cfg.Cert,
+		FragmentSize: s.cfg.FragmentSize,
+		LocalAddr:    netip.AddrPortFrom(local.Addr().Unmap(), s.IKEAddr().Port()),
+		Phase1:       s.cfg.Phase1,
+		Phase2:       s.cfg.Phase2,
+		RequirePFS:   s.cfg.RequirePFS,
+		Mode:         s.cfg.IKEMode,
+		LocalID:      s.cfg.LocalID,
+		RemoteID:     s.cfg.ClientID,
+		Clock:        clock.Real,
+		Logger:       s.log.With("srv", "ike"),
+		Rand:         rand.Reader,
 	}, serverIKETransport{s})
 }
 

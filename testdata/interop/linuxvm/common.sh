@@ -46,3 +46,38 @@ pid_alive() {
 	pid=$(cat "$1")
 	[ -d "/proc/$pid" ] && grep -q qemu-system "/proc/$pid/cmdline" 2>/dev/null
 }
+
+# make_pki SERVERDIR CLIENTDIR: a throw-away CA (2048-bit) that issues the server's certificate
+# (CN and SAN vpn.interop.test) and the client's, both with 4096-bit keys and digitalSignature key usage
+# (strongSwan refuses IKE end entities without it). SERVERDIR gets ca.pem, server.pem and server.key
+# (PKCS#1, for swanctl's rsa/ directory); CLIENTDIR ca.pem, client.pem, client.key, readable by uid 65534
+# (the interop client). The CA key is deleted afterwards. Nothing here is a secret worth keeping.
+make_pki() {
+	local s=$1 c=$2 tmp
+	tmp=$(mktemp -d)
+	mkdir -p "$s" "$c"
+	local subj="/C=CH/O=l2tpproxy-interop"
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/ca.key" -out "$s/ca.pem" -days 7 \
+		-subj "$subj/CN=l2tpproxy-interop-CA" -addext basicConstraints=critical,CA:true \
+		-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null || return 1
+	local who cn
+	for who in server client; do
+		cn=vpn.interop.test
+		[ "$who" = server ] || cn=l2tpproxy-interop-client
+		openssl req -newkey rsa:4096 -nodes -keyout "$tmp/$who.key" -out "$tmp/$who.csr" -subj "$subj/CN=$cn" 2>/dev/null || return 1
+		printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n%s\n' \
+			"$([ "$who" = server ] && echo "subjectAltName=DNS:vpn.interop.test")" >"$tmp/$who.ext"
+		openssl x509 -req -in "$tmp/$who.csr" -CA "$s/ca.pem" -CAkey "$tmp/ca.key" -CAserial "$tmp/ca.srl" -CAcreateserial -days 7 \
+			-extfile "$tmp/$who.ext" -out "$tmp/$who.pem" 2>/dev/null || return 1
+		openssl rsa -in "$tmp/$who.key" -traditional -out "$tmp/$who.pkcs1" 2>/dev/null || return 1
+	done
+	cp "$tmp/server.pem" "$s/server.pem"
+	cp "$tmp/server.pkcs1" "$s/server.key"
+	cp "$s/ca.pem" "$c/ca.pem"
+	cp "$tmp/client.pem" "$c/client.pem"
+	cp "$tmp/client.key" "$c/client.key" # PKCS#8, as openssl writes it
+	chmod 755 "$c"
+	chmod 644 "$c/ca.pem" "$c/client.pem"
+	chgrp 65534 "$c/client.key" && chmod 640 "$c/client.key"
+	rm -rf "$tmp"
+}

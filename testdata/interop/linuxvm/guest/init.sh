@@ -111,9 +111,9 @@ delete_sas() {
 	strongswan)
 		swanctl --list-sas
 		if [ "$what" = delete-child ]; then
-			swanctl --terminate --child l2tp-psk --timeout 10 && rc=0
+			swanctl --terminate --child "${CONN:-l2tp-psk}" --timeout 10 && rc=0
 		else
-			swanctl --terminate --ike l2tp-psk --timeout 10 && rc=0
+			swanctl --terminate --ike "${CONN:-l2tp-psk}" --timeout 10 && rc=0
 		fi
 		;;
 	esac

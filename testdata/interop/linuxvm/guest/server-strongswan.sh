@@ -32,10 +32,28 @@ esac
 # the old SAs. Everything else as in the default variant.
 IKE_REKEY=0s CHILD_REKEY=0s CHILD_LIFE=24h
 [ "${PROPS:-default}" != rekey ] || IKE_REKEY=60s CHILD_REKEY=6s CHILD_LIFE=30s
+# PROPS=cert: only RSA signatures with certificates (RFC 2409 §5.1), no PSK at all. The CA and the server's
+# certificate and key come from the host (up: make_pki) in /vm/cfg/pki; the client must hold a certificate
+# of the same CA. send_cert = ifasked (the default): the client's CERTREQ makes the server send its own.
+# fragmentation = yes (the default): IKEv1 fragments to a client that announced them, for messages over
+# charon.fragment_size (1280); the 4096-bit certificate and signature in MM6 exceed it.
+AUTH_LOCAL="local { auth = psk }" AUTH_REMOTE="remote { auth = psk }" CONN=l2tp-psk
+if [ "${PROPS:-default}" = cert ]; then
+	mkdir -p /etc/l2tpvm/x509 /etc/l2tpvm/x509ca /etc/l2tpvm/rsa # swanctl: next to --file
+	cp /vm/cfg/pki/server.pem /etc/l2tpvm/x509/server.pem
+	cp /vm/cfg/pki/ca.pem /etc/l2tpvm/x509ca/ca.pem
+	install -m 600 /vm/cfg/pki/server.key /etc/l2tpvm/rsa/server.key
+	AUTH_LOCAL="local { auth = pubkey
+      certs = server.pem }"
+	AUTH_REMOTE="remote { auth = pubkey
+      cacerts = ca.pem }"
+	CONN=l2tp-cert
+fi
 cat >/etc/l2tpvm/swanctl-server.conf <<CONF
 connections {
-  l2tp-psk {
+  $CONN {
     version = 1
+    fragmentation = yes
     remote_addrs = %any
     encap = yes
     proposals = $IKE_PROPOSALS
@@ -46,10 +64,10 @@ connections {
     over_time = 0s
     rand_time = 0s
     unique = never
-    local { auth = psk }
-    remote { auth = psk }
+    $AUTH_LOCAL
+    $AUTH_REMOTE
     children {
-      l2tp-psk {
+      $CONN {
         mode = transport
         local_ts = dynamic[udp/1701]
         remote_ts = dynamic[udp]
@@ -63,7 +81,7 @@ connections {
   }
 }
 secrets {
-  ike-l2tp { secret = "$PSK" }
+$([ "${PROPS:-default}" = cert ] || printf '  ike-l2tp { secret = "%s" }' "$PSK")
 }
 CONF
 STRONGSWAN_CONF=/etc/l2tpvm/strongswan-server.conf /usr/lib/ipsec/charon >"$OUT/charon-stdout.log" 2>&1 &
