@@ -4,7 +4,6 @@ import (
 	"os"
 	"strings"
 
-
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ike"
 )
 
