@@ -913,6 +913,9 @@ func ikeError(err error, server netip.AddrPort) error {
 		e.Hint = "the server accepted none of our algorithms"
 	case errors.Is(err, ike.ErrDeleted):
 		e.Hint = "the server deleted the IKE SA"
+	case errors.Is(err, ike.ErrLostState):
+		e.Class = ErrServerUnreachable
+		e.Hint = "the server forgot the exchange half-way (it restarted or came back from a freeze): try again"
 	case errors.Is(err, ike.ErrPeerDead):
 		e.Class, e.Layer = ErrServerUnreachable, "IKE/ESP"
 		e.Hint = "the server went silent: nothing arrived over IKE or ESP and it did not answer dead-peer detection (--dpd-interval)"

@@ -36,6 +36,11 @@ var (
 	// ErrPeerDead: dead-peer detection (RFC 3706) got no answer and
 	// nothing else arrived from the peer.
 	ErrPeerDead = errors.New("ike: peer is dead")
+	// ErrLostState: during Main Mode the server answered INVALID-COOKIE
+	// (RFC 2408 §3.14.1, type 4): it no longer knows the exchange (it
+	// restarted, or a backlog of our retransmitted MM1s made it start
+	// another). Retransmitting cannot help; a new attempt can.
+	ErrLostState = errors.New("ike: the server lost the exchange")
 )
 
 // Transport sends IKE messages to the peer.

@@ -103,6 +103,9 @@ func isAuthNotify(t uint16) bool {
 	return false
 }
 
+// notifyInvalidCookie is INVALID-COOKIE (RFC 2408 §3.14.1).
+const notifyInvalidCookie = 4
+
 // onCleartextNotify handles an unauthenticated notify. It can only end a
 // negotiation that has not finished yet.
 func (sa *ikeSA) onCleartextNotify(n Notify) error {
@@ -115,6 +118,8 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 		return fmt.Errorf("%w: phase 1: offered %s%s", ErrNoProposalChosen, p1List(sa.r.p1Offer), authMethodNote(sa.r))
 	case sa.mm5Sent() && isAuthNotify(n.Type):
 		return mm5Refused(sa.r, "peer says "+notifyName(n.Type)+" after MM5")
+	case n.Type == notifyInvalidCookie:
+		return fmt.Errorf("%w: INVALID-COOKIE in phase 1", ErrLostState)
 	case sa.am != nil && sa.am.state == amI1Sent && isAuthNotify(n.Type):
 		return fmt.Errorf("%w: peer says %s to AM1: it does not accept our identity %s (set --local-id to one the server knows)", ErrAuthFailed, notifyName(n.Type), sa.r.ownIdentity())
 	}

@@ -351,7 +351,12 @@ func (c *Client) lcpUp() error {
 
 func (c *Client) enterNetwork() {
 	c.phase = phaseNetwork
-	c.openNCPs()
+	// IPCP first, IPv6CP once IPCP is up (clientIPCP.up): SoftEther ignores
+	// both requests when IPv6CP's comes first right after authentication,
+	// which cost 3-5 s of IPv4 connect time. A server's IPv6CP request
+	// before then is discarded (RFC 1661 §4.3, Initial state) and
+	// retransmitted by it.
+	c.ipcp.open()
 }
 
 // ---- authentication, client side ----
@@ -592,5 +597,8 @@ func (h clientIPCP) up() error {
 	}
 	c.log.Debug("ppp: IPCP up", "local", c.local, "peer", c.peer, "dns", dns)
 	c.emit(IPUp{Local: c.local, Peer: c.peer, DNS: dns, PeerMRU: c.peerMRU})
+	if c.ipv6cp != nil && c.ipv6cp.state == stInitial && !c.ipv6cp.stopped {
+		c.ipv6cp.open()
+	}
 	return nil
 }

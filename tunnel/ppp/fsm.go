@@ -72,6 +72,13 @@ type fsm struct {
 	// the peer never answers or negotiation does not converge, the
 	// automaton stops instead of ending the session.
 	optional bool
+	// stopped: an optional protocol given up on (stop); it is not opened
+	// again.
+	stopped bool
+	// early is the peer's Configure-Request that arrived before we opened
+	// an optional protocol (the client opens IPv6CP only once IPCP is up);
+	// open answers it, so the peer need not retransmit.
+	early *packet
 }
 
 // stop gives up on an optional protocol: no more requests or timers.
@@ -80,6 +87,8 @@ func (f *fsm) stop(why string) {
 		return
 	}
 	f.state = stInitial
+	f.stopped = true
+	f.early = nil
 	f.deadline = time.Time{}
 	f.l.log.Info("ppp: "+f.name+" not available; continuing without it", "reason", why)
 }
@@ -96,6 +105,12 @@ func (f *fsm) open() {
 	f.id = f.l.nextID()
 	f.sentReq = f.h.appendRequest(f.sentReq[:0])
 	f.sendRequest()
+	if e := f.early; e != nil {
+		f.early = nil
+		if err := f.input(*e); err != nil {
+			f.l.log.Debug("ppp: the peer's early request", "proto", f.name, "err", err)
+		}
+	}
 }
 
 // resendAfter: see rcvRequest.
@@ -151,7 +166,10 @@ func (f *fsm) timeout(now time.Time) error {
 // input handles Configure-Request/Ack/Nak/Reject of this protocol.
 func (f *fsm) input(p packet) error {
 	if f.state == stInitial {
-		return nil // not started: silently discard (RFC 1661 §4.3)
+		if f.optional && !f.stopped && p.code == codeConfReq {
+			f.early = &packet{code: p.code, id: p.id, data: bytes.Clone(p.data)}
+		}
+		return nil // not started: silently discard (RFC 1661 §4.3), but keep an early request (see early)
 	}
 	switch p.code {
 	case codeConfReq:
