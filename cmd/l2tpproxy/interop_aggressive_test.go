@@ -3,42 +3,16 @@
 package main
 
 import (
-	"bytes"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 )
 
-// runEdited is runBinary with the environment edited first.
+// runEdited is runWith with stdout and stderr together.
 func runEdited(t *testing.T, p peer, edit func(map[string]string), timeout time.Duration, args ...string) (int, string) {
 	t.Helper()
-	cmd := command(t, p, edit, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("%v still running after %v\n%s", args, timeout, out.String())
-	}
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(out.String(), p["PSK"]) || strings.Contains(out.String(), p["VPN_PASSWORD"]) {
-		t.Fatalf("a secret appears in the output of %v", args)
-	}
-	return code, out.String()
+	code, stdout, stderr := runWith(t, p, edit, timeout, args...)
+	return code, stdout + stderr
 }
 
 // TestInteropAggressiveErrors runs against a server that accepts only

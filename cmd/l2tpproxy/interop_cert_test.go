@@ -5,9 +5,7 @@
 package main
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,35 +14,6 @@ import (
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ike/certtest"
 )
-
-// runWith runs the binary with the peer's settings edited by edit and
-// returns its exit code, stdout and stderr.
-func runWith(t *testing.T, p peer, edit func(map[string]string), timeout time.Duration, args ...string) (int, string, string) {
-	t.Helper()
-	cmd := command(t, p, edit, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("%v still running after %v\nstderr:\n%s", args, timeout, stderr.String())
-	}
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return code, stdout.String(), stderr.String()
-}
 
 // TestInteropCert: against a server that accepts only RSA signatures, the
 // handshake uses IKE fragments both ways (the 4096-bit certificates make MM5

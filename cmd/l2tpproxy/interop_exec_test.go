@@ -18,7 +18,13 @@ import (
 // settings and returns its exit code, stdout and stderr, within timeout.
 func runBinary(t *testing.T, p peer, timeout time.Duration, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := command(t, p, nil, args...)
+	return runWith(t, p, nil, timeout, args...)
+}
+
+// runWith is runBinary with the peer's settings edited by edit first.
+func runWith(t *testing.T, p peer, edit func(map[string]string), timeout time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := command(t, p, edit, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
