@@ -3,9 +3,11 @@ package proxy
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,6 +31,21 @@ func (c *Credentials) Valid(user, password string) bool {
 	u := sha256.Sum256([]byte(user))
 	p := sha256.Sum256([]byte(password))
 	return subtle.ConstantTimeCompare(u[:], c.user[:])&subtle.ConstantTimeCompare(p[:], c.pass[:]) == 1
+}
+
+// ValidBasic reports whether an HTTP Basic authorization header value
+// ("Basic base64(user:password)", RFC 7617) carries these credentials.
+func (c *Credentials) ValidBasic(header string) bool {
+	scheme, cred, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
+	if err != nil {
+		return false
+	}
+	user, pass, ok := strings.Cut(string(raw), ":")
+	return ok && c.Valid(user, pass)
 }
 
 // Limiter caps the number of client connections open at once, across the

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -189,19 +188,7 @@ func (h *HTTP) serveHTTP(ctx context.Context, w http.ResponseWriter, r *http.Req
 // authorized checks Proxy-Authorization: Basic (RFC 7617) in constant time.
 func (h *HTTP) authorized(r *http.Request) bool {
 	c := h.opts.Credentials
-	if c == nil {
-		return true
-	}
-	scheme, cred, ok := strings.Cut(r.Header.Get("Proxy-Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Basic") {
-		return false
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
-	if err != nil {
-		return false
-	}
-	user, pass, ok := strings.Cut(string(raw), ":")
-	return ok && c.Valid(user, pass)
+	return c == nil || c.ValidBasic(r.Header.Get("Proxy-Authorization"))
 }
 
 // addressedToSelf: an origin-form request (RFC 9112 §3.2.1), or an

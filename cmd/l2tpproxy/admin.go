@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -102,26 +101,13 @@ func (a *adminServer) Close() error {
 // Basic (RFC 7617), compared in constant time by Credentials.Valid.
 func requireBasic(creds *proxy.Credentials, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !basicValid(creds, r.Header.Get("Authorization")) {
+		if !creds.ValidBasic(r.Header.Get("Authorization")) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="l2tpproxy admin", charset="UTF-8"`)
 			http.Error(w, "authentication required (the proxies' user name and password)", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func basicValid(creds *proxy.Credentials, header string) bool {
-	scheme, cred, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Basic") {
-		return false
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
-	if err != nil {
-		return false
-	}
-	user, pass, ok := strings.Cut(string(raw), ":")
-	return ok && creds.Valid(user, pass)
 }
 
 // service is what the service flags set up for one run of up or exec: the

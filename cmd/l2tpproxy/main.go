@@ -319,6 +319,51 @@ type serveConfig struct {
 	Tunnels []tunnelSpec
 }
 
+// listeners are what serve opens before it connects: the proxies' (nil
+// when disabled) and the port forwards'.
+type listeners struct {
+	socks, http net.Listener
+	fw          *forwarder
+}
+
+// listen opens sc's listeners. Listening comes first: a port already in
+// use, or an open proxy beyond loopback, is a configuration error, found
+// before we bother the VPN server.
+func listen(sc serveConfig) (_ *listeners, err error) {
+	ls := &listeners{}
+	defer func() {
+		if err != nil {
+			ls.Close()
+		}
+	}()
+	if sc.SOCKS5 != "" {
+		if ls.socks, err = listenProxy("SOCKS5", "--socks5", sc.SOCKS5, sc.Proxy, sc.Log); err != nil {
+			return nil, err
+		}
+	}
+	if sc.HTTP != "" {
+		if ls.http, err = listenProxy("HTTP", "--http", sc.HTTP, sc.Proxy, sc.Log); err != nil {
+			return nil, err
+		}
+	}
+	if ls.fw, err = listenForwards(sc.Forwards, sc.Proxy, sc.Log); err != nil {
+		return nil, err
+	}
+	return ls, nil
+}
+
+// Close closes every listener that is open.
+func (ls *listeners) Close() {
+	for _, l := range []net.Listener{ls.socks, ls.http} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if ls.fw != nil {
+		ls.fw.Close()
+	}
+}
+
 // serve connects, starts the proxies and runs until ctx ends (clean
 // teardown, nil). If the tunnel goes down after it was up, serve reconnects
 // with backoff while the proxies keep listening (their new connections wait
@@ -329,28 +374,12 @@ func serve(ctx context.Context, sc serveConfig) error {
 		return serveMulti(ctx, sc, sc.Tunnels)
 	}
 	cfg, log, connectWait := sc.Tunnel, sc.Log, sc.ConnectWait
-	// Listen first: a port already in use, or an open proxy beyond
-	// loopback, is a configuration error, found before we bother the VPN
-	// server.
-	var socksLn, httpLn net.Listener
-	var err error
-	if sc.SOCKS5 != "" {
-		if socksLn, err = listenProxy("SOCKS5", "--socks5", sc.SOCKS5, sc.Proxy, log); err != nil {
-			return err
-		}
-		defer socksLn.Close()
-	}
-	if sc.HTTP != "" {
-		if httpLn, err = listenProxy("HTTP", "--http", sc.HTTP, sc.Proxy, log); err != nil {
-			return err
-		}
-		defer httpLn.Close()
-	}
-	fw, err := listenForwards(sc.Forwards, sc.Proxy, log)
+	ls, err := listen(sc)
 	if err != nil {
 		return err
 	}
-	defer fw.Close()
+	defer ls.Close()
+	socksLn, httpLn, fw := ls.socks, ls.http, ls.fw
 	sc.Proxy.logRoutes(log)
 
 	c, err := dialTunnel(ctx, cfg, log)

@@ -238,31 +238,17 @@ func (p *tunnelPicker) DialContext(ctx context.Context, network, address string)
 
 // serveMulti is serve for a tunnels list: the same listeners, proxies and
 // forwards, one currentTunnel and one reconnect loop per tunnel, and a
-// router that picks the tunnel by destination. (It repeats serve's
-// listener set-up rather than reshape serve; once the admin endpoint is
-// merged the two should share it.)
+// router that picks the tunnel by destination. The listeners are serve's
+// (listen).
 func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 	log := sc.Log
 	sc.Proxy.Routes = unionRoutes(specs, sc.Proxy.Routes.Others)
-	var socksLn, httpLn net.Listener
-	var err error
-	if sc.SOCKS5 != "" {
-		if socksLn, err = listenProxy("SOCKS5", "--socks5", sc.SOCKS5, sc.Proxy, log); err != nil {
-			return err
-		}
-		defer socksLn.Close()
-	}
-	if sc.HTTP != "" {
-		if httpLn, err = listenProxy("HTTP", "--http", sc.HTTP, sc.Proxy, log); err != nil {
-			return err
-		}
-		defer httpLn.Close()
-	}
-	fw, err := listenForwards(sc.Forwards, sc.Proxy, log)
+	ls, err := listen(sc)
 	if err != nil {
 		return err
 	}
-	defer fw.Close()
+	defer ls.Close()
+	socksLn, httpLn, fw := ls.socks, ls.http, ls.fw
 	for _, s := range specs {
 		log.Info("tunnel routes", "tunnel", s.Name, "server", s.Config.Server, "routes", fmt.Sprint(s.Routes.Nets), "domains", strings.Join(s.Routes.Domains, ","))
 	}
