@@ -54,6 +54,7 @@ const (
 )
 
 type token struct {
+	name    string // as written, for errors
 	kind    tokenKind
 	enc     uint16           // phase-1 encryption (tokEnc)
 	espEnc  esp.EncTransform // ESP transform (tokEnc, tokAEAD)
@@ -161,8 +162,19 @@ func splitProposals(list string) ([][]string, error) {
 	return out, nil
 }
 
-func unknown(tok, prop string) error {
-	return badProposal("unknown algorithm %q in %q", tok, prop)
+// classify looks up each token of one proposal (prop, for errors) and groups
+// the tokens by kind, each group in the order written.
+func classify(toks []string, prop string) (map[tokenKind][]token, error) {
+	byKind := make(map[tokenKind][]token, 4)
+	for _, s := range toks {
+		t, ok := lookupToken(s)
+		if !ok {
+			return nil, badProposal("unknown algorithm %q in %q", s, prop)
+		}
+		t.name = s
+		byKind[t.kind] = append(byKind[t.kind], t)
+	}
+	return byKind, nil
 }
 
 // ParsePhase1 reads a phase-1 (IKE) proposal list in strongSwan's syntax,
@@ -176,25 +188,17 @@ func ParsePhase1(list string) ([]Phase1Transform, error) {
 	var out []Phase1Transform
 	for _, toks := range props {
 		prop := strings.Join(toks, "-")
-		var encs, hashes, groups []token
-		for _, s := range toks {
-			t, ok := lookupToken(s)
-			if !ok {
-				return nil, unknown(s, prop)
-			}
-			switch t.kind {
-			case tokEnc:
-				encs = append(encs, t)
-			case tokInteg:
-				hashes = append(hashes, t)
-			case tokGroup:
-				groups = append(groups, t)
-			case tokAEAD:
-				return nil, badProposal("%q in %q: IKEv1 phase 1 has no AEAD ciphers (use it in --esp)", s, prop)
-			default:
-				return nil, badProposal("%q in %q is an ESP option", s, prop)
-			}
+		byKind, err := classify(toks, prop)
+		if err != nil {
+			return nil, err
 		}
+		if t := byKind[tokAEAD]; len(t) > 0 {
+			return nil, badProposal("%q in %q: IKEv1 phase 1 has no AEAD ciphers (use it in --esp)", t[0].name, prop)
+		}
+		if t := byKind[tokNoESN]; len(t) > 0 {
+			return nil, badProposal("%q in %q is an ESP option", t[0].name, prop)
+		}
+		encs, hashes, groups := byKind[tokEnc], byKind[tokInteg], byKind[tokGroup]
 		switch {
 		case len(encs) == 0:
 			return nil, badProposal("no encryption algorithm in %q", prop)
@@ -231,23 +235,14 @@ func ParsePhase2(list string) ([]esp.Algorithm, error) {
 	var out []esp.Algorithm
 	for _, toks := range props {
 		prop := strings.Join(toks, "-")
-		var encs, aeads, integs []token
-		for _, s := range toks {
-			t, ok := lookupToken(s)
-			if !ok {
-				return nil, unknown(s, prop)
-			}
-			switch t.kind {
-			case tokEnc:
-				encs = append(encs, t)
-			case tokAEAD:
-				aeads = append(aeads, t)
-			case tokInteg:
-				integs = append(integs, t)
-			case tokGroup:
-				return nil, badProposal("DH group %q in ESP proposal %q: PFS uses the phase-1 group (--pfs yes)", s, prop)
-			}
+		byKind, err := classify(toks, prop)
+		if err != nil {
+			return nil, err
 		}
+		if t := byKind[tokGroup]; len(t) > 0 {
+			return nil, badProposal("DH group %q in ESP proposal %q: PFS uses the phase-1 group (--pfs yes)", t[0].name, prop)
+		}
+		encs, aeads, integs := byKind[tokEnc], byKind[tokAEAD], byKind[tokInteg]
 		switch {
 		case len(encs) == 0 && len(aeads) == 0:
 			return nil, badProposal("no encryption algorithm in %q", prop)
