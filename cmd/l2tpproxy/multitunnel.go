@@ -243,6 +243,12 @@ func (p *tunnelPicker) DialContext(ctx context.Context, network, address string)
 func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 	log := sc.Log
 	sc.Proxy.Routes = unionRoutes(specs, sc.Proxy.Routes.Others)
+	specs = append([]tunnelSpec(nil), specs...)
+	for i := range specs {
+		if specs[i].Config.Capture == nil {
+			specs[i].Config.Capture = sc.Tunnel.Capture // --pcap: every tunnel's stack into the one file
+		}
+	}
 	ls, err := listen(sc)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,12 @@ func TestMultiTunnelAdmin(t *testing.T) {
 		t.Errorf("/readyz of an unknown tunnel: %d %q, want 404", code, body)
 	}
 
-	mt := startMulti(t, srvA, srvB, m)
+	pcapPath := t.TempDir() + "/multi.pcap"
+	pf, err := createPcap(pcapPath, 64<<20, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := startMulti(t, srvA, srvB, m, pf.stream)
 	for _, path := range []string{"/readyz", "/readyz?tunnel=routed", "/readyz?tunnel=named"} {
 		if code, body := admin.get(t, path); code != 200 {
 			t.Errorf("%s with both tunnels up: %d %q", path, code, body)
@@ -144,5 +150,16 @@ func TestMultiTunnelAdmin(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not return after cancel")
+	}
+	// --pcap with a tunnels list: both tunnels' requests in the one file.
+	pf.Close()
+	b, err := os.ReadFile(pcapPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{testserver.ServerIP.String(), testserver.TargetName} {
+		if !strings.Contains(string(b), "GET /big.bin HTTP/1.1\r\nHost: "+host+"\r\n") {
+			t.Errorf("the capture has no request for /big.bin of %s", host)
+		}
 	}
 }

@@ -82,8 +82,9 @@ type multiRun struct {
 }
 
 // startMulti serves multiConfig(a, b) through `up --config`, reporting to
-// m (nil: no monitor), and waits until the proxies listen.
-func startMulti(t *testing.T, a, b *testserver.Server, m *monitor) *multiRun {
+// m (nil: no monitor) and capturing to capture (nil: none), and waits until
+// the proxies listen.
+func startMulti(t *testing.T, a, b *testserver.Server, m *monitor, capture func() io.Writer) *multiRun {
 	t.Helper()
 	t.Setenv("T_PW", "vpnpass")
 	pskFile := writeFile(t, "psk", "testpsk\n")
@@ -97,7 +98,7 @@ func startMulti(t *testing.T, a, b *testserver.Server, m *monitor) *multiRun {
 	if len(sc.Tunnels) != 2 || sc.Tunnels[1].Config.User != "vpnuser" || string(sc.Tunnels[0].Config.Password) != "vpnpass" || string(sc.Tunnels[1].Config.PSK) != "testpsk" {
 		t.Fatalf("tunnels: %+v", sc.Tunnels)
 	}
-	sc.Monitor = m
+	sc.Monitor, sc.Tunnel.Capture = m, capture
 	var ctx context.Context
 	ctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(r.cancel)
@@ -131,7 +132,7 @@ func TestMultiTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mt := startMulti(t, srvA, srvB, nil)
+	mt := startMulti(t, srvA, srvB, nil, nil)
 	socks, httpA, logBuf, done, cancel := mt.socks, mt.http, mt.log, mt.done, mt.cancel
 
 	// At once: both tunnels carry a download concurrently.
