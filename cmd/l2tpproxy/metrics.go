@@ -140,20 +140,15 @@ func (m *monitor) ready() (bool, string) {
 	for _, t := range m.tunnels {
 		up, why := t.ready()
 		ok = ok && up
-		lines = append(lines, t.name+": "+why)
+		if len(m.tunnels) > 1 {
+			why = t.name + ": " + why
+		}
+		lines = append(lines, why)
 	}
-	switch {
-	case !ok && len(m.tunnels) == 1:
-		_, why := m.tunnels[0].ready()
-		return false, why
-	case !ok:
-		return false, strings.Join(lines, "\n")
-	case !listening:
+	if ok && !listening {
 		return false, "proxies not listening yet"
-	case len(m.tunnels) == 1:
-		return true, "ok"
 	}
-	return true, strings.Join(lines, "\n")
+	return ok, strings.Join(lines, "\n")
 }
 
 // readyTunnel is ready for the named tunnel alone (and the proxies); known
