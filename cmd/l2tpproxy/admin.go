@@ -55,11 +55,19 @@ func listenAdmin(addr string, creds *proxy.Credentials, m *monitor, log *slog.Lo
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		// Every tunnel, or the one ?tunnel=NAME names.
 		ok, why := m.ready()
+		code := http.StatusServiceUnavailable
+		if name, one := r.URL.Query()["tunnel"]; one {
+			var known bool
+			if ok, why, known = m.readyTunnel(name[0]); !known {
+				code = http.StatusNotFound
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
+			w.WriteHeader(code)
 		}
 		io.WriteString(w, why+"\n")
 	})
@@ -118,10 +126,11 @@ type service struct {
 	pcap    *pcapFile
 }
 
-// startService starts what the service flags ask for. Its errors are
-// configuration errors (exit 2).
-func startService(cx *cli.Context, ps proxySettings, log *slog.Logger) (*service, error) {
-	s := &service{monitor: newMonitor()}
+// startService starts what the service flags ask for, the monitor
+// following the named tunnels (tunnelNames). Its errors are configuration
+// errors (exit 2).
+func startService(cx *cli.Context, ps proxySettings, tunnels []string, log *slog.Logger) (*service, error) {
+	s := &service{monitor: newMonitor(tunnels...)}
 	if addr := cx.String("admin"); addr != "" {
 		a, err := listenAdmin(addr, ps.Credentials, s.monitor, log)
 		if err != nil {

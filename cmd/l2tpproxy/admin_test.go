@@ -180,7 +180,7 @@ func TestAdminEndpoint(t *testing.T) {
 		t.Fatalf("/readyz with the tunnel up: %d %q", code, body)
 	}
 	s1 := admin.scrape(t)
-	if s1.value(t, "l2tpproxy_tunnel_up") != 1 || s1.value(t, "l2tpproxy_tunnel_uptime_seconds") <= 0 {
+	if s1.value(t, "l2tpproxy_tunnel_up", "tunnel="+defaultTunnelName) != 1 || s1.value(t, "l2tpproxy_tunnel_uptime_seconds") <= 0 {
 		t.Error("tunnel_up or uptime not set while up")
 	}
 	if n := s1.value(t, "l2tpproxy_tunnel_connect_duration_seconds"); n != 1 {
@@ -232,9 +232,7 @@ func TestAdminEndpoint(t *testing.T) {
 	fetchAuth("socks5h", r.socks, creds, closedPort)
 	fetchAuth("http", r.http, creds, closedPort)
 	// An ESP datagram with an SPI nobody knows, from the server's address.
-	m.mu.Lock()
-	local := m.cur.Info().Local
-	m.mu.Unlock()
+	local := m.only().current().Info().Local
 	if u, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(local)); err == nil {
 		u.Write(append([]byte{0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1}, make([]byte, 56)...))
 		u.Close()

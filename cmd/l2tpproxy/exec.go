@@ -90,7 +90,7 @@ func runExec(cx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	svc, err := startService(cx, ps, log)
+	svc, err := startService(cx, ps, nil, log)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,11 @@ func loadPeer(t *testing.T) peer {
 	if path == "" {
 		t.Skip("L2TPPROXY_INTEROP_ENV not set: run `make interop` (root) to test against real servers")
 	}
+	return loadPeerFile(t, path)
+}
+
+// loadPeerFile reads the KEY=VALUE lines an `up` script printed to path.
+func loadPeerFile(t *testing.T, path string) peer {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

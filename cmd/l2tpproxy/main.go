@@ -155,7 +155,7 @@ func upCommand() *cli.Command {
 				}
 				defer stopProfile()
 			}
-			svc, err := startService(cx, sc.Proxy, log)
+			svc, err := startService(cx, sc.Proxy, tunnelNames(sc.Tunnels), log)
 			if err != nil {
 				return err
 			}
@@ -391,7 +391,8 @@ func serve(ctx context.Context, sc serveConfig) error {
 	}
 	cur := newCurrentTunnel(connectWait)
 	cur.setUp(c)
-	sc.Monitor.tunnelUp(c)
+	tm := sc.Monitor.only()
+	tm.tunnelUp(c)
 	defer func() {
 		cur.setDown(tunnel.ErrClosed)
 		c.Close()
@@ -441,7 +442,7 @@ func serve(ctx context.Context, sc serveConfig) error {
 			err = errors.New("closed")
 		}
 		cur.setDown(err)
-		sc.Monitor.tunnelDown(err)
+		tm.tunnelDown(err)
 		if !retryable(err) {
 			return fmt.Errorf("tunnel went down: %w", err)
 		}
@@ -456,8 +457,8 @@ func serve(ctx context.Context, sc serveConfig) error {
 		}
 		c = next
 		cur.setUp(c)
-		sc.Monitor.tunnelUp(c)
-		sc.Monitor.reconnected(err)
+		tm.tunnelUp(c)
+		tm.reconnected(err)
 		fw.tunnelUp(pctx, c)
 		log.Info("tunnel reconnected", "cause", err.Error(), "outage", time.Since(downAt).Round(time.Millisecond).String())
 	}

@@ -243,6 +243,12 @@ func (p *tunnelPicker) DialContext(ctx context.Context, network, address string)
 func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 	log := sc.Log
 	sc.Proxy.Routes = unionRoutes(specs, sc.Proxy.Routes.Others)
+	specs = append([]tunnelSpec(nil), specs...)
+	for i := range specs {
+		if specs[i].Config.Capture == nil {
+			specs[i].Config.Capture = sc.Tunnel.Capture // --pcap: every tunnel's stack into the one file
+		}
+	}
 	ls, err := listen(sc)
 	if err != nil {
 		return err
@@ -294,6 +300,7 @@ func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 	for i, s := range specs {
 		cur := newCurrentTunnel(sc.ConnectWait)
 		cur.setUp(clients[i])
+		sc.Monitor.tunnel(s.Name).tunnelUp(clients[i])
 		picker.names = append(picker.names, s.Name)
 		picker.routes = append(picker.routes, s.Routes)
 		picker.curs = append(picker.curs, cur)
@@ -303,22 +310,28 @@ func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 	var socksA, httpA net.Addr
 	lim := proxy.NewLimiter(sc.Proxy.MaxConns)
 	if socksLn != nil {
-		s := proxy.NewSOCKS5(router, nil, sc.Proxy.options(log.With("proxy", "socks5"), lim))
+		o := sc.Proxy.options(log.With("proxy", "socks5"), lim)
+		o.Stats = sc.Monitor.proxyStats("socks5")
+		s := proxy.NewSOCKS5(router, nil, o)
 		go func() { errc <- proxyStopped(s.Serve(pctx, socksLn)) }()
 		socksA = socksLn.Addr()
 		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
-		h := proxy.NewHTTP(router, sc.Proxy.options(log.With("proxy", "http"), lim))
+		o := sc.Proxy.options(log.With("proxy", "http"), lim)
+		o.Stats = sc.Monitor.proxyStats("http")
+		h := proxy.NewHTTP(router, o)
 		go func() { errc <- proxyStopped(h.Serve(pctx, httpLn)) }()
 		httpA = httpLn.Addr()
 		log.Info("HTTP proxy listening", "addr", httpA.String())
 	}
 	fw.serveLocal(pctx, router)
+	sc.Monitor.proxiesListening()
 	supervised := make(chan error, len(specs))
 	for i, s := range specs {
 		fw.tunnelUp(pctx, clients[i])
-		go func() { supervised <- superviseTunnel(pctx, s, clients[i], picker.curs[i], fw, sc.ConnectWait) }()
+		tm := sc.Monitor.tunnel(s.Name)
+		go func() { supervised <- superviseTunnel(pctx, s, clients[i], picker.curs[i], tm, fw, sc.ConnectWait) }()
 	}
 	// On the way out, the supervisors close their tunnels as pctx ends.
 	stopAll := func() {
@@ -357,8 +370,8 @@ func proxyStopped(err error) error {
 
 // superviseTunnel is one tunnel's life after it first came up: it
 // reconnects it whenever it goes down, on its own, until ctx ends (nil) or
-// reconnecting cannot help.
-func superviseTunnel(ctx context.Context, s tunnelSpec, c *tunnel.Client, cur *currentTunnel, fw *forwarder, connectWait time.Duration) error {
+// reconnecting cannot help, and reports to tm (the admin endpoint).
+func superviseTunnel(ctx context.Context, s tunnelSpec, c *tunnel.Client, cur *currentTunnel, tm *tunnelMonitor, fw *forwarder, connectWait time.Duration) error {
 	log := s.Config.Logger
 	defer func() { c.Close() }()
 	for {
@@ -372,6 +385,7 @@ func superviseTunnel(ctx context.Context, s tunnelSpec, c *tunnel.Client, cur *c
 			err = errors.New("closed")
 		}
 		cur.setDown(err)
+		tm.tunnelDown(err)
 		if !retryable(err) {
 			return fmt.Errorf("tunnel %s went down: %w", s.Name, err)
 		}
@@ -386,6 +400,8 @@ func superviseTunnel(ctx context.Context, s tunnelSpec, c *tunnel.Client, cur *c
 		}
 		c = next
 		cur.setUp(c)
+		tm.tunnelUp(c)
+		tm.reconnected(err)
 		fw.tunnelUp(ctx, c)
 		log.Info("tunnel reconnected", "cause", err.Error(), "outage", time.Since(downAt).Round(time.Millisecond).String())
 	}

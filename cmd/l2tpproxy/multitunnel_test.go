@@ -73,6 +73,49 @@ func bigLen(socks net.Addr, host string) (int64, error) {
 	return io.Copy(io.Discard, resp.Body)
 }
 
+// multiRun is serve running the two-tunnel configuration of multiConfig.
+type multiRun struct {
+	socks, http net.Addr
+	log         *syncBuffer
+	done        chan error
+	cancel      context.CancelFunc
+}
+
+// startMulti serves multiConfig(a, b) through `up --config`, reporting to
+// m (nil: no monitor) and capturing to capture (nil: none), and waits until
+// the proxies listen.
+func startMulti(t *testing.T, a, b *testserver.Server, m *monitor, capture func() io.Writer) *multiRun {
+	t.Helper()
+	t.Setenv("T_PW", "vpnpass")
+	pskFile := writeFile(t, "psk", "testpsk\n")
+	file := writeFile(t, "multi.yaml", strings.Replace(multiConfig(a, b), "PSKFILE", pskFile, 1))
+	r := &multiRun{log: &syncBuffer{}, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(r.log, nil))
+	sc, err := parseUp(t, log, "--config", file, "--socks5", "127.0.0.1:0", "--http", "127.0.0.1:0", "--connect-wait", "20s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc.Tunnels) != 2 || sc.Tunnels[1].Config.User != "vpnuser" || string(sc.Tunnels[0].Config.Password) != "vpnpass" || string(sc.Tunnels[1].Config.PSK) != "testpsk" {
+		t.Fatalf("tunnels: %+v", sc.Tunnels)
+	}
+	sc.Monitor, sc.Tunnel.Capture = m, capture
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	t.Cleanup(r.cancel)
+	ready := make(chan [2]net.Addr, 1)
+	sc.Ready = func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }
+	go func() { r.done <- serve(ctx, sc) }()
+	select {
+	case a := <-ready:
+		r.socks, r.http = a[0], a[1]
+	case err := <-r.done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	return r
+}
+
 // TestMultiTunnel: two in-process servers, told apart by the size of their
 // /big.bin, one taking an address range and one a domain, used at once
 // through one SOCKS5 proxy; a destination in neither is refused; the PAC
@@ -89,34 +132,8 @@ func TestMultiTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("T_PW", "vpnpass")
-	pskFile := writeFile(t, "psk", "testpsk\n")
-	file := writeFile(t, "multi.yaml", strings.Replace(multiConfig(srvA, srvB), "PSKFILE", pskFile, 1))
-
-	logBuf := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logBuf, nil))
-	sc, err := parseUp(t, log, "--config", file, "--socks5", "127.0.0.1:0", "--http", "127.0.0.1:0", "--connect-wait", "20s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(sc.Tunnels) != 2 || sc.Tunnels[1].Config.User != "vpnuser" || string(sc.Tunnels[0].Config.Password) != "vpnpass" || string(sc.Tunnels[1].Config.PSK) != "testpsk" {
-		t.Fatalf("tunnels: %+v", sc.Tunnels)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan [2]net.Addr, 1)
-	done := make(chan error, 1)
-	sc.Ready = func(s, h net.Addr) { ready <- [2]net.Addr{s, h} }
-	go func() { done <- serve(ctx, sc) }()
-	var socks, httpA net.Addr
-	select {
-	case a := <-ready:
-		socks, httpA = a[0], a[1]
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
+	mt := startMulti(t, srvA, srvB, nil, nil)
+	socks, httpA, logBuf, done, cancel := mt.socks, mt.http, mt.log, mt.done, mt.cancel
 
 	// At once: both tunnels carry a download concurrently.
 	var wg sync.WaitGroup
