@@ -443,12 +443,18 @@ func (c *Client) teardown(graceful bool) {
 		if s := c.stack.Load(); s != nil {
 			s.Close()
 		}
-		errs := []error{c.pppRun.stop(wait), c.l2tpRun.stop(wait)}
+		// A server found dead cannot acknowledge PPP's Terminate-Request
+		// nor L2TP's StopCCN: those layers stop at once.
+		var pppWhy, l2tpWhy error
+		if !graceful {
+			pppWhy, l2tpWhy = ppp.ErrPeerUnreachable, l2tp.ErrPeerUnreachable
+		}
+		errs := []error{c.pppRun.stop(wait, pppWhy), c.l2tpRun.stop(wait, l2tpWhy)}
 		c.ikeMu.Lock() // no new IKE SA starts once closing is set
 		ikeRun := c.ikeRun
 		c.ikeMu.Unlock()
 		if ikeRun != nil {
-			errs = append(errs, ikeRun.stop(wait))
+			errs = append(errs, ikeRun.stop(wait, nil))
 		}
 		c.conn.Close()
 		close(c.done)

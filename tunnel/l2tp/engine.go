@@ -3,6 +3,7 @@ package l2tp
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -152,6 +153,10 @@ func (e *engine) run(ctx context.Context) error {
 	for err == nil {
 		select {
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), ErrPeerUnreachable) {
+				e.log.Info("shutting down without goodbye: the peer is unreachable", "state", e.st)
+				return nil
+			}
 			e.log.Info("shutting down", "state", e.st)
 			why := "client shutting down"
 			if e.role == roleLNS {
