@@ -63,3 +63,49 @@ func TestNoGoodbyeToUnreachablePeer(t *testing.T) {
 		})
 	}
 }
+
+// TestSCCRPToEarlierSCCRQ: the server's first SCCRP is lost and it does not
+// answer our next SCCRQ (xl2tpd takes it for a duplicate if the tunnel ID
+// repeats; ours does not, but the test LNS answers only the first one it
+// saw), then its own retransmitted SCCRP for our first tunnel ID arrives:
+// the LAC takes it, and the tunnel and session come up within the first
+// retransmission interval.
+func TestSCCRPToEarlierSCCRQ(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := clock.NewFake(time.Unix(1_700_000_000, 0))
+		up, down := &link{clk: fake}, &link{clk: fake}
+		lac := NewLAC(Config{HostName: "lac", Clock: clock.Real}, up)
+		lns := NewLNS(Config{HostName: "lns", Clock: clock.Real}, down)
+		up.to, down.to = lns, lac
+		down.setFilter(func(n int, m *ControlMessage) linkAction {
+			if n == 0 && m.Type == MsgSCCRP {
+				return drop
+			}
+			return pass
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		lacErr, lnsErr := make(chan error, 1), make(chan error, 1)
+		go func() { lnsErr <- lns.Run(ctx) }()
+		go func() { lacErr <- lac.Run(ctx) }()
+		start := time.Now()
+		s := waitSessionUp(t, lac.Events())
+		took := time.Since(start)
+		var tids []uint16
+		for _, p := range up.packets() {
+			if p.m.Type == MsgSCCRQ {
+				tid, _ := p.m.Uint16(AVPAssignedTunnelID)
+				tids = append(tids, tid)
+			}
+		}
+		if len(tids) != 2 || tids[0] == tids[1] || s.LocalTunnelID != tids[0] {
+			t.Errorf("SCCRQ tunnel IDs %v, session on %d: want two different ones, the session on the first", tids, s.LocalTunnelID)
+		}
+		if took > 2*time.Second {
+			t.Errorf("session up after %v, want within ~1 s (the LNS's SCCRP retransmission)", took)
+		}
+		cancel()
+		<-lacErr
+		<-lnsErr
+	})
+}
