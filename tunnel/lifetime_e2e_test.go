@@ -40,10 +40,13 @@ func TestClientHonoursKilobyteLifetime(t *testing.T) {
 	default:
 	}
 	// 8 MiB of payload in ESP datagrams is over 8 lifetimes of 1 MiB; we
-	// rekey at 90 %.
+	// ask for a rekey at 90 %, but on loopback the upload runs at tens of
+	// MB/s, so while a Quick Mode is under way (longer on a loaded
+	// machine) the SA carries on: 9 SAs alone, 5 under `make test`'s
+	// parallel load. Without the byte lifetime there is 1.
 	n := srv.IPsecSAs()
 	t.Logf("%d IPsec SAs for %d bytes with a %d KB lifetime", n, len(body), lifeKB)
-	if n < 8 {
-		t.Errorf("%d IPsec SAs after an 8 MiB upload with a 1 MiB byte lifetime, want >= 8", n)
+	if n < 4 {
+		t.Errorf("%d IPsec SAs after an 8 MiB upload with a 1 MiB byte lifetime, want >= 4", n)
 	}
 }
