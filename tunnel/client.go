@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -338,6 +339,12 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 			}
 		},
 		SeqSoftLimit: cfg.espSeqSoftLimit,
+		// So is one whose kilobyte lifetime runs low (RFC 2407 §4.5).
+		BytesLow: func(spi uint32) {
+			if ini := c.ike.Load(); ini != nil {
+				ini.RekeyChild(spi)
+			}
+		},
 	})
 	c.data.SetPeer(c.nattTo)
 	return c, nil
@@ -443,12 +450,18 @@ func (c *Client) teardown(graceful bool) {
 		if s := c.stack.Load(); s != nil {
 			s.Close()
 		}
-		errs := []error{c.pppRun.stop(wait), c.l2tpRun.stop(wait)}
+		// A server found dead cannot acknowledge PPP's Terminate-Request
+		// nor L2TP's StopCCN: those layers stop at once.
+		var pppWhy, l2tpWhy error
+		if !graceful {
+			pppWhy, l2tpWhy = ppp.ErrPeerUnreachable, l2tp.ErrPeerUnreachable
+		}
+		errs := []error{c.pppRun.stop(wait, pppWhy), c.l2tpRun.stop(wait, l2tpWhy)}
 		c.ikeMu.Lock() // no new IKE SA starts once closing is set
 		ikeRun := c.ikeRun
 		c.ikeMu.Unlock()
 		if ikeRun != nil {
-			errs = append(errs, ikeRun.stop(wait))
+			errs = append(errs, ikeRun.stop(wait, nil))
 		}
 		c.conn.Close()
 		close(c.done)
@@ -717,6 +730,7 @@ func (c *Client) onIKESetup(ev ike.Event, phase *setupPhase, timer *time.Timer) 
 	if err := c.data.InstallSA(child.Inbound, child.Outbound); err != nil {
 		return &Error{Class: ErrIKE, Layer: "ESP", Err: err}
 	}
+	c.data.SetByteLifetime(child.Inbound.SPI, child.Outbound.SPI, lifeBytes(child))
 	c.info.ESPSuite, c.info.PFS = child.Inbound.Alg.String(), child.PFS
 	c.learnPFS(child)
 	pfs := child.PFS
@@ -865,6 +879,7 @@ func (c *Client) onIKEEvent(ev ike.Event) {
 			c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 			return
 		}
+		c.data.SetByteLifetime(ev.Child.Inbound.SPI, ev.Child.Outbound.SPI, lifeBytes(ev.Child))
 		c.counters.espRekeys.Add(1)
 		c.log.Info("IPsec SA rekeyed", "spi_in", fmt.Sprintf("%08x", ev.Child.Inbound.SPI))
 	case ike.ChildSADeleted:
@@ -874,6 +889,15 @@ func (c *Client) onIKEEvent(ev ike.Event) {
 			c.log.Info("IPsec SA deleted by the server", "spi_in", fmt.Sprintf("%08x", ev.InboundSPI))
 		}
 	}
+}
+
+// lifeBytes is a pair's kilobyte lifetime in bytes (0: none), saturated
+// (a server may send any 64-bit value).
+func lifeBytes(child ike.ChildSA) uint64 {
+	if child.LifeKilobytes > math.MaxUint64>>10 {
+		return math.MaxUint64
+	}
+	return child.LifeKilobytes << 10
 }
 
 // learnPFS keeps PFS on for later IKE SAs once the server chose it.

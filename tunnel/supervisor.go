@@ -100,13 +100,13 @@ func (s *supervisor) Wait(timeout time.Duration) error {
 // top-down (PPP, then L2TP, then IKE), each layer saying goodbye in turn.
 type layerRun struct {
 	name   string
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	done   chan struct{}
 	err    error // valid after done is closed
 }
 
 func (r *layerRun) start(sup *supervisor, name string, run func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	r.name, r.cancel = name, cancel
 	r.done = make(chan struct{})
 	sup.Go(name, func() {
@@ -115,13 +115,14 @@ func (r *layerRun) start(sup *supervisor, name string, run func(context.Context)
 	})
 }
 
-// stop cancels the layer and waits up to timeout for its goodbye to finish.
-// A layer still running then is an error (ErrStopTimeout).
-func (r *layerRun) stop(timeout time.Duration) error {
+// stop cancels the layer with cause (nil: context.Canceled; a layer's
+// ErrPeerUnreachable: no goodbye) and waits up to timeout for its goodbye
+// to finish. A layer still running then is an error (ErrStopTimeout).
+func (r *layerRun) stop(timeout time.Duration, cause error) error {
 	if r.done == nil {
 		return nil
 	}
-	r.cancel()
+	r.cancel(cause)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {

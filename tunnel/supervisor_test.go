@@ -46,7 +46,7 @@ func TestLayerRunStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var s supervisor
 		var polite, deaf layerRun
-		if err := polite.stop(time.Second); err != nil {
+		if err := polite.stop(time.Second, nil); err != nil {
 			t.Fatalf("stop of a layer never started: %v", err)
 		}
 		polite.start(&s, "PPP", func(ctx context.Context) error {
@@ -56,10 +56,10 @@ func TestLayerRunStop(t *testing.T) {
 		})
 		release := make(chan struct{})
 		deaf.start(&s, "L2TP", func(context.Context) error { <-release; return nil })
-		if err := polite.stop(time.Second); err != nil || polite.err == nil {
+		if err := polite.stop(time.Second, nil); err != nil || polite.err == nil {
 			t.Fatalf("polite stop = %v (err %v)", err, polite.err)
 		}
-		err := deaf.stop(time.Second)
+		err := deaf.stop(time.Second, nil)
 		if !errors.Is(err, ErrStopTimeout) || !strings.Contains(err.Error(), "L2TP") {
 			t.Fatalf("deaf stop = %v, want ErrStopTimeout naming L2TP", err)
 		}

@@ -104,6 +104,10 @@ type Config struct {
 	// (RFC 4303 §3.3.3: the counter must not cycle).
 	SeqLow       func(outboundSPI uint32)
 	SeqSoftLimit uint64 // default DefaultSeqSoftLimit
+	// BytesLow, like SeqLow (and under the same constraints), is called
+	// with the outbound SPI of the current pair when a byte lifetime set
+	// by SetByteLifetime runs low (see byteLife).
+	BytesLow func(outboundSPI uint32)
 }
 
 // DefaultSeqSoftLimit leaves 2^26 (67 million) packets for the rekey: at a
@@ -134,6 +138,7 @@ type Path struct {
 	// inbound SA (a responder may do that only when QM3 arrives).
 	nextOut   atomic.Pointer[esp.Outbound]
 	nextOutAt atomic.Int64
+	life      atomic.Pointer[byteLife] // the newest pair's kilobyte lifetime, nil: none
 	session   atomic.Pointer[l2tp.Session]
 	control   atomic.Pointer[ControlSink]
 	frames    atomic.Pointer[FrameSink]
@@ -195,6 +200,7 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 	if err != nil {
 		return err
 	}
+	p.life.Store(nil) // SetByteLifetime sets the new pair's
 	if old := p.in.Swap(i); old != nil {
 		for i := prevInbound - 1; i > 0; i-- {
 			p.prevIn[i].Store(p.prevIn[i-1].Load())
@@ -461,6 +467,9 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 	u[6], u[7] = 0, 0
 	binary.BigEndian.PutUint16(u[6:], udpChecksum(p.srcIP, p.dstIP, u))
 	pkt, err := out.Seal(buf, start, protoUDP)
+	if err == nil {
+		p.countTx(out.SPI(), len(pkt))
+	}
 	if p.cfg.SeqLow != nil {
 		if n := out.SentSeq(); n >= p.seqSoftLimit() && (n-p.seqSoftLimit())%4096 == 0 || err != nil {
 			p.cfg.SeqLow(out.SPI())
@@ -522,6 +531,7 @@ func (p *Path) Receive(dg []byte) {
 	}
 	p.RxESP.Add(1)
 	p.rxBurst.esp.count(len(dg))
+	p.countRx(in.SPI(), len(dg))
 	// The inner UDP checksum is not verified: behind NAT it covers addresses
 	// we never see (RFC 3948 §3.1.2), and the ESP ICV already protects it.
 	if ul := int(binary.BigEndian.Uint16(payload[4:])); ul >= udpHeaderLen && ul <= len(payload) {

@@ -234,6 +234,11 @@ type ResponderConfig struct {
 	Clock        clock.Clock
 	Logger       *slog.Logger
 	Rand         io.Reader
+
+	// Phase2LifeKilobytes, if set, is the ESP SA lifetime in kilobytes
+	// (RFC 2407 §4.5) the responder answers with and offers in its own
+	// Quick Modes (tests of the client's byte-limited rekeys).
+	Phase2LifeKilobytes uint64
 }
 
 // PFS says whether our Quick Modes carry a Diffie-Hellman exchange, for
@@ -305,6 +310,11 @@ type ChildSA struct {
 	// Initiated: we started its Quick Mode, so the peer installs the pair
 	// only when our QM3 arrives; it may not take packets on it yet.
 	Initiated bool
+
+	// LifeKilobytes is the pair's lifetime in kilobytes (RFC 2407 §4.5
+	// SA Life Type 2), 0 for none: each SA of the pair may protect this
+	// many kilobytes; the owner rekeys before (datapath byte counts).
+	LifeKilobytes uint64
 }
 
 func p1List(ts []Phase1Transform) string {
@@ -407,6 +417,31 @@ func lifetimeOf(attrs []Attribute, typeAttr, durAttr uint16) time.Duration {
 	return d
 }
 
+// lifeKilobytesOf is lifetimeOf for the kilobytes life type: the value,
+// 0 if none.
+func lifeKilobytesOf(attrs []Attribute, typeAttr, durAttr uint16) uint64 {
+	var curType, kb uint64
+	for _, a := range attrs {
+		switch a.Type {
+		case typeAttr:
+			curType, _ = a.Uint()
+		case durAttr:
+			if v, ok := a.Uint(); ok && curType == lifeKilobytes {
+				kb = v
+			}
+		}
+	}
+	return kb
+}
+
+// minLife is the shorter of two limits, 0 meaning none.
+func minLife(a, b uint64) uint64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
 // p1FromTransform decodes a phase-1 transform; auth must be PSK.
 func p1FromTransform(tr *Transform) (Phase1Transform, bool) {
 	return p1FromTransformAuth(tr, authPSK)
@@ -446,10 +481,13 @@ func containsP1(list []Phase1Transform, t Phase1Transform) bool {
 }
 
 // p2Attrs are an ESP transform's attributes; group is the PFS group (0: none).
-func p2Attrs(a esp.Algorithm, life time.Duration, encap, group uint16) []attrPair {
+func p2Attrs(a esp.Algorithm, life time.Duration, lifeKB uint64, encap, group uint16) []attrPair {
 	var out []attrPair
 	if secs := uint64(life / time.Second); secs > 0 {
 		out = append(out, attrPair{p2LifeType, lifeSeconds}, attrPair{p2LifeDur, secs})
+	}
+	if lifeKB > 0 {
+		out = append(out, attrPair{p2LifeType, lifeKilobytes}, attrPair{p2LifeDur, lifeKB})
 	}
 	if group != 0 {
 		out = append(out, attrPair{p2Group, uint64(group)})
@@ -464,12 +502,12 @@ func p2Attrs(a esp.Algorithm, life time.Duration, encap, group uint16) []attrPai
 	return out
 }
 
-func encodeP2SA(spi uint32, algs []esp.Algorithm, life time.Duration, encap, group uint16) []byte {
+func encodeP2SA(spi uint32, algs []esp.Algorithm, life time.Duration, lifeKB uint64, encap, group uint16) []byte {
 	ids := make([]uint8, len(algs))
 	attrs := make([][]attrPair, len(algs))
 	for i, a := range algs {
 		ids[i] = uint8(a.Enc)
-		attrs[i] = p2Attrs(a, life, encap, group)
+		attrs[i] = p2Attrs(a, life, lifeKB, encap, group)
 	}
 	return encodeSA(3, be32(spi), ids, attrs)
 }

@@ -65,7 +65,7 @@ func (h *qmReplyHarness) reply(tb testing.TB, first uint8, chain []byte) {
 // the selectors, a RESPONDER-LIFETIME notify.
 func validQM2() *builder {
 	b := newBuilder()
-	b.add(PayloadSA, encodeP2SA(0x12345678, []esp.Algorithm{DefaultPhase2[0]}, time.Hour, EncapUDPTransport, 0))
+	b.add(PayloadSA, encodeP2SA(0x12345678, []esp.Algorithm{DefaultPhase2[0]}, time.Hour, 0, EncapUDPTransport, 0))
 	b.add(PayloadNonce, make([]byte, 32))
 	b.add(PayloadID, idFor(clientAddr, 17, 1701).encode())
 	b.add(PayloadID, idFor(serverAddr, 17, 1701).encode())

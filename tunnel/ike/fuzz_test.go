@@ -166,7 +166,7 @@ func FuzzEstablished(f *testing.F) {
 	del := newBuilder()
 	del.add(PayloadDelete, Delete{DOI: 1, Protocol: 1, SPIs: [][]byte{rSA.cookies()}}.encode())
 	qm := newBuilder()
-	qm.add(PayloadSA, encodeP2SA(0x1234, DefaultPhase2, time.Hour, EncapUDPTransport, 0))
+	qm.add(PayloadSA, encodeP2SA(0x1234, DefaultPhase2, time.Hour, 0, EncapUDPTransport, 0))
 	qm.add(PayloadNonce, make([]byte, 32))
 	for _, b := range []*builder{ruThere, del} {
 		f.Add(false, b.first, b.buf, uint32(7))

@@ -23,6 +23,7 @@ type quickMode struct {
 	alg       esp.Algorithm
 	encap     uint16
 	lifetime  time.Duration
+	lifeKB    uint64 // 0: no kilobyte lifetime
 	lastIn    []byte // last message received (duplicate detection)
 	lastOut   []byte // our last message (resent on duplicates)
 	done      bool
@@ -92,7 +93,7 @@ func (sa *ikeSA) startQM(rekeyOf uint32) error {
 	}
 	// HDR*, HASH(1), SA, Ni [, KE] [, IDci, IDcr] (RFC 2409 §5.5), NAT-OAs.
 	rest := newBuilder()
-	rest.add(PayloadSA, encodeP2SA(spi, sa.r.p2Offer, sa.r.p2Life, sa.nat.encap(), q.group))
+	rest.add(PayloadSA, encodeP2SA(spi, sa.r.p2Offer, sa.r.p2Life, sa.r.p2LifeKB, sa.nat.encap(), q.group))
 	rest.add(PayloadNonce, ni)
 	if q.dh != nil {
 		rest.add(PayloadKE, q.dh.Public())
@@ -208,6 +209,7 @@ func (sa *ikeSA) qmInitiatorQM2(q *quickMode, raw []byte, d *decrypted, hash, re
 	if l := lifetimeOf(prop.Transforms[0].Attrs, p2LifeType, p2LifeDur); l > 0 && l < q.lifetime {
 		q.lifetime = l
 	}
+	q.lifeKB = minLife(sa.r.p2LifeKB, lifeKilobytesOf(prop.Transforms[0].Attrs, p2LifeType, p2LifeDur))
 	for _, p := range All(d.payloads, PayloadNotify) {
 		n, err := ParseNotify(p.Body)
 		if err != nil || n.Type != NotifyResponderLifetime {
@@ -220,6 +222,7 @@ func (sa *ikeSA) qmInitiatorQM2(q *quickMode, raw []byte, d *decrypted, hash, re
 		if l := lifetimeOf(attrs, p2LifeType, p2LifeDur); l > 0 && l < q.lifetime {
 			q.lifetime = l
 		}
+		q.lifeKB = minLife(q.lifeKB, lifeKilobytesOf(attrs, p2LifeType, p2LifeDur))
 	}
 	// QM3: HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b).
 	h3 := sa.suite.QMHash3(sa.keys.A, q.mid, q.ni, q.nr)
@@ -316,12 +319,13 @@ func (sa *ikeSA) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	if l := lifetimeOf(chosen.Attrs, p2LifeType, p2LifeDur); l > 0 && (q.lifetime == 0 || l < q.lifetime) {
 		q.lifetime = l
 	}
+	q.lifeKB = minLife(sa.r.p2LifeKB, lifeKilobytesOf(chosen.Attrs, p2LifeType, p2LifeDur))
 	if q.outSPI < 256 {
 		return reject("reserved SPI")
 	}
 	// QM2: HASH(2), SA (the chosen transform, our SPI), Nr, [KE,] IDci, IDcr echoed.
 	out := newBuilder()
-	out.add(PayloadSA, encodeSA(3, be32(spi), []uint8{chosen.ID}, [][]attrPair{p2Attrs(alg, q.lifetime, encap, q.group)}))
+	out.add(PayloadSA, encodeSA(3, be32(spi), []uint8{chosen.ID}, [][]attrPair{p2Attrs(alg, q.lifetime, q.lifeKB, encap, q.group)}))
 	out.add(PayloadNonce, nr)
 	if q.dh != nil {
 		out.add(PayloadKE, q.dh.Public())
@@ -383,7 +387,7 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 			old.rekeying = true
 		}
 	}
-	c := &child{sa: ChildSA{Inbound: keys(q.inSPI), Outbound: keys(q.outSPI), Lifetime: q.lifetime, EncapMode: q.encap, Initiated: q.initiator}}
+	c := &child{sa: ChildSA{Inbound: keys(q.inSPI), Outbound: keys(q.outSPI), Lifetime: q.lifetime, LifeKilobytes: q.lifeKB, EncapMode: q.encap, Initiated: q.initiator}}
 	if q.group != 0 {
 		c.sa.PFS = groupName(q.group)
 	}
@@ -392,7 +396,7 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 	}
 	sa.children = append(sa.children, c)
 	sa.r.log.Debug("ike: ESP SA up", "alg", q.alg.String(), "in_spi", fmt.Sprintf("%08x", q.inSPI),
-		"out_spi", fmt.Sprintf("%08x", q.outSPI), "lifetime", q.lifetime, "encap", q.encap)
+		"out_spi", fmt.Sprintf("%08x", q.outSPI), "lifetime", q.lifetime, "life_kb", q.lifeKB, "encap", q.encap)
 	sa.r.emit(ChildSAUp{Child: c.sa})
 	if q.rekeyOf != 0 {
 		sa.retireChild(q.rekeyOf)

@@ -93,6 +93,8 @@ type runner struct {
 	localID   *Identity // our IDii/IDir (nil: our address)
 	remoteID  *Identity // the peer's expected identity (nil: not checked)
 
+	p2LifeKB uint64 // ESP SA lifetime in kilobytes (responder: ResponderConfig.Phase2LifeKilobytes)
+
 	in       chan []byte
 	dropped  atomic.Uint64
 	dpdAcks  atomic.Uint64 // R-U-THERE-ACKs received

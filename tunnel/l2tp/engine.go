@@ -3,9 +3,11 @@ package l2tp
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
@@ -105,6 +107,10 @@ type engine struct {
 	rtx, hello  clock.Timer
 	closing     *closeReq
 	peerStopped bool
+	// triedTIDs are the Assigned Tunnel IDs of the SCCRQs this LAC sent
+	// before the current one (see freshSCCRQ): an SCCRP to any of them
+	// is taken.
+	triedTIDs []uint16
 }
 
 func newEngine(cfg Config, tr Transport, r role) *engine {
@@ -152,6 +158,10 @@ func (e *engine) run(ctx context.Context) error {
 	for err == nil {
 		select {
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), ErrPeerUnreachable) {
+				e.log.Info("shutting down without goodbye: the peer is unreachable", "state", e.st)
+				return nil
+			}
 			e.log.Info("shutting down", "state", e.st)
 			why := "client shutting down"
 			if e.role == roleLNS {
@@ -237,6 +247,10 @@ func (e *engine) receive(pkt []byte) error {
 	if err != nil {
 		e.log.Debug("dropping control packet", "err", err)
 		return nil
+	}
+	if e.st == stWaitCtlReply && h.TunnelID != e.localTID && slices.Contains(e.triedTIDs, h.TunnelID) {
+		e.log.Debug("answer to an earlier SCCRQ", "tunnel", h.TunnelID)
+		e.localTID = h.TunnelID // each SCCRQ had Ns 0: the delivery state is the same
 	}
 	if h.TunnelID != e.localTID && (e.role != roleLNS || h.TunnelID != 0) {
 		e.log.Debug("dropping control packet for another tunnel", "tunnel", h.TunnelID, "ours", e.localTID)
@@ -390,6 +404,13 @@ func (e *engine) retransmit() error {
 		e.retries = e.cfg.MaxRetries
 		e.log.Debug("unacknowledged, but the peer's data still arrives", "type", e.out[0].mt, "ns", e.out[0].ns)
 	}
+	if e.role == roleLAC && e.st == stWaitCtlReply {
+		if err := e.freshSCCRQ(); err != nil {
+			return err
+		}
+		resetTimer(e.rtx, e.backoff())
+		return nil
+	}
 	e.log.Debug("retransmitting", "count", e.sent, "retry", e.retries)
 	for i := 0; i < e.sent; i++ {
 		e.write(e.out[i])
@@ -397,6 +418,31 @@ func (e *engine) retransmit() error {
 	resetTimer(e.rtx, e.backoff())
 	return nil
 }
+
+// freshSCCRQ replaces an unanswered SCCRQ by a new one with a new Assigned
+// Tunnel ID instead of retransmitting it. xl2tpd takes an SCCRQ whose
+// tunnel ID it has seen from our address for a duplicate and ignores it
+// ("Peer requested tunnel N twice, ignoring second one"): its SCCRP is
+// only resent on its own timer. The first SCCRP is lost whenever our
+// SCCRQ overtakes the server's installing of its outbound IPsec SA (we
+// send it right after QM3; pluto installs that SA when QM3 is processed),
+// and after a server VM was frozen and thawed that timer ran ~8 s late,
+// so the tunnel came up 8 s late. A new tunnel ID is a new control
+// connection to the server, answered at once; the half-open ones it leaves
+// time out there. An SCCRP to any of our tunnel IDs is taken (triedTIDs).
+func (e *engine) freshSCCRQ() error {
+	if len(e.triedTIDs) == maxTriedTIDs {
+		e.triedTIDs = e.triedTIDs[1:]
+	}
+	e.triedTIDs = append(e.triedTIDs, e.localTID)
+	clear(e.out)
+	e.out, e.sent, e.una, e.nextNs = e.out[:0], 0, 0, 0
+	e.log.Debug("SCCRQ unanswered: a new one with a new tunnel ID", "retry", e.retries)
+	return e.sendSCCRQ()
+}
+
+// maxTriedTIDs bounds triedTIDs (MaxRetries is 5 by default).
+const maxTriedTIDs = 16
 
 func (e *engine) backoff() time.Duration {
 	limit := max(maxRetryInterval, e.cfg.RetryInitial)

@@ -23,6 +23,11 @@ var (
 	// AVP, RFC 2661 §5.1.1) or hidden AVPs (§4.3). We have no tunnel secret.
 	// Errors of this class also wrap ErrProtocol.
 	ErrTunnelAuthUnsupported = errors.New("l2tp: tunnel authentication is not supported (no tunnel secret configured)")
+	// ErrPeerUnreachable is a cancellation cause, not a Run result: Run's
+	// context cancelled with it (context.WithCancelCause) means the peer
+	// can no longer be reached (the IPsec layer found it dead), so Run
+	// returns at once, without a CDN/StopCCN that could not arrive.
+	ErrPeerUnreachable = errors.New("l2tp: peer unreachable")
 )
 
 // Pre-built errors for the allocation-free data path.

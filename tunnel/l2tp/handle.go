@@ -1,6 +1,9 @@
 package l2tp
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Firmware Revision we advertise (M=0, like xl2tpd).
 const firmwareRevision = 0x0100
@@ -144,6 +147,9 @@ func (e *engine) tunnelUp() {
 // xl2tpd sends them (Firmware Revision and Vendor Name with M=0).
 func (e *engine) sendSCCRQ() error {
 	tid, err := e.randID()
+	for err == nil && slices.Contains(e.triedTIDs, tid) {
+		tid, err = e.randID()
+	}
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ func (c *LAC) HandleControl(pkt []byte) { c.e.handleControl(pkt) }
 // (ICRQ/ICRP/ICCN), emitting TunnelUp and SessionUp, then keeps the control
 // connection alive (reliable delivery, HELLO) until ctx is cancelled or the
 // peer closes. On cancellation it sends CDN and StopCCN, waits up to ~2 s
-// for their acknowledgement and returns nil. Otherwise it returns an error
+// for their acknowledgement and returns nil; cancelled with the cause
+// ErrPeerUnreachable, it returns nil at once. Otherwise it returns an error
 // wrapping ErrTimeout, ErrTunnelClosed, ErrSessionClosed, ErrMalformed or
 // ErrProtocol. Run must be called once.
 func (c *LAC) Run(ctx context.Context) error { return c.e.run(ctx) }

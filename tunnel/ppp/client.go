@@ -125,7 +125,7 @@ func (c *Client) Events() <-chan Event { return c.events }
 // Run negotiates LCP, authenticates, negotiates IPCP and then keeps the link
 // (answers Echo-Requests, rejects unknown protocols) until ctx is cancelled
 // (then it sends Terminate-Request, waits briefly for the Ack and returns
-// nil) or the link fails (wrapped ErrAuthFailed, ErrAuthRejected, ErrNoIP,
+// nil; with the cause ErrPeerUnreachable it returns nil at once) or the link fails (wrapped ErrAuthFailed, ErrAuthRejected, ErrNoIP,
 // ErrTimeout, ErrTerminated). A server that requires a method the policy
 // does not allow gives an *AuthRefusedError (which is ErrAuthRejected).
 func (c *Client) Run(ctx context.Context) error {

@@ -190,6 +190,9 @@ func (l *link) run(ctx context.Context) error {
 		var err error
 		select {
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), ErrPeerUnreachable) {
+				return nil
+			}
 			return l.terminate(timer, l.role.closeReason(), nil)
 		case fr := <-l.in:
 			err = l.input(fr)

@@ -94,6 +94,11 @@ var (
 	ErrTimeout      = errors.New("ppp: peer not responding")
 	ErrTerminated   = errors.New("ppp: link terminated by peer")
 	ErrMalformed    = errors.New("ppp: malformed frame")
+	// ErrPeerUnreachable is a cancellation cause, not a Run result: Run's
+	// context cancelled with it (context.WithCancelCause) means the peer
+	// can no longer be reached (the IPsec layer found it dead), so Run
+	// returns at once, without a Terminate-Request that could not arrive.
+	ErrPeerUnreachable = errors.New("ppp: peer unreachable")
 )
 
 // Event is something that happened on the link; see Events.

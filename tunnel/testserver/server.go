@@ -60,6 +60,9 @@ type Config struct {
 	Phase2 []esp.Algorithm
 	// RequirePFS refuses Quick Modes without PFS (Libreswan's pfs=yes).
 	RequirePFS bool
+	// Phase2LifeKilobytes, if set, is the ESP SA lifetime in kilobytes the
+	// server answers Quick Modes with (and offers in its own).
+	Phase2LifeKilobytes uint64
 	// IKEMode is the only phase-1 exchange accepted (default Main Mode;
 	// the other one is answered with NO-PROPOSAL-CHOSEN). LocalID is the
 	// server's identity (default its address), ClientID the only client
@@ -253,7 +256,7 @@ func Start(cfg Config) (*Server, error) {
 // newResponder makes an IKE responder for one ISAKMP SA.
 func (s *Server) newResponder() (*ike.Responder, error) {
 	local := s.natt.LocalAddr().(*net.UDPAddr).AddrPort()
-	return ike.NewResponder(ike.ResponderConfig{
+	rc := ike.ResponderConfig{
 		PSK:          s.cfg.PSK,
 		Cert:         s.cfg.Cert,
 		FragmentSize: s.cfg.FragmentSize,
@@ -267,7 +270,9 @@ func (s *Server) newResponder() (*ike.Responder, error) {
 		Clock:        clock.Real,
 		Logger:       s.log.With("srv", "ike"),
 		Rand:         rand.Reader,
-	}, serverIKETransport{s})
+	}
+	rc.Phase2LifeKilobytes = s.cfg.Phase2LifeKilobytes
+	return ike.NewResponder(rc, serverIKETransport{s})
 }
 
 // TCPStats are the far-side stack's TCP counters (its sender serves the
