@@ -627,6 +627,11 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 				pppEv = nil
 				break
 			}
+			if _, is := ev.(ppp.IPv6Down); is { // IPv6CP closed after it had opened
+				ip6 = nil
+				c.ipv6Down()
+				break
+			}
 			if v6, is := ev.(ppp.IPv6Up); is { // IPv6CP opened: before IPCP, or any time after
 				if c.stack.Load() != nil {
 					c.ipv6Up(v6)
@@ -844,6 +849,15 @@ func (c *Client) ipv6Up(ev ppp.IPv6Up) {
 	ll[0], ll[1] = 0xfe, 0x80
 	copy(ll[8:], ev.Local[:])
 	c.log.Info("IPv6CP up", "link_local", netip.AddrFrom16(ll).String())
+}
+
+// ipv6Down disables IPv6 on the stack when the server closes IPv6CP:
+// IPv6 destinations then fail at once instead of timing out.
+func (c *Client) ipv6Down() {
+	if st := c.stack.Load(); st != nil {
+		st.DisableIPv6()
+		c.log.Info("IPv6CP down: IPv6 disabled in the tunnel")
+	}
 }
 
 // onIKEEvent handles what IKE reports once the first IPsec SA is installed,
