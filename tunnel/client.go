@@ -1046,7 +1046,8 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 // left as they are.
 func (c *Client) phase1Hint(err error) error {
 	var e *Error
-	if c.cfg.IKEMode != ike.ModeMain || !errors.As(err, &e) || errors.Is(e.Err, ike.ErrRemoteID) {
+	// Aggressive Mode here is PSK only: no hint for certificate failures.
+	if c.cfg.IKEMode != ike.ModeMain || c.cfg.Cert != nil || !errors.As(err, &e) || errors.Is(e.Err, ike.ErrRemoteID) {
 		return err
 	}
 	switch {
