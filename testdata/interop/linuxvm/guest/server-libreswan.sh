@@ -16,6 +16,8 @@ LS_LEFTID=$SERVER_IP LS_AGGR=no LS_RIGHTID='# rightid: the default'
 # PROPS=cert: only RSA signatures with certificates (authby=rsasig, no PSK). The CA and the server's
 # certificate and key (server.p12, from the host's make_pki) go into pluto's NSS database; the server's ID is
 # its DN (%fromcert) and the client's certificate must be issued by the same CA (rightca=%same).
+# fragmentation=force: with =yes pluto sent its 1.8 KB MM6 whole (as IP fragments) although our MM5 came in
+# IKE fragments (2026-12-02); force makes it fragment too, so our reassembly is tested against Libreswan.
 LS_AUTH="authby=secret"
 if [ "${PROPS:-default}" = cert ]; then
 	LS_LEFTID=%fromcert
@@ -26,7 +28,7 @@ if [ "${PROPS:-default}" = cert ]; then
   leftrsasigkey=%cert
   rightrsasigkey=%cert
   rightca=%same
-  fragmentation=yes"
+  fragmentation=force"
 fi
 cat >/etc/ipsec.conf <<CONF
 config setup
