@@ -107,6 +107,25 @@ func (s *Stack) EnableIPv6(iid [8]byte, static ...netip.Prefix) error {
 	return nil
 }
 
+// DisableIPv6 takes IPv6 down again (IPv6CP closed after it had opened):
+// the endpoint stops (gVisor then drops what SLAAC and the Router
+// Advertisements installed), the link-local and static addresses and their
+// routes go, and IPv6 destinations are no longer dialled. EnableIPv6 may
+// bring it up again.
+func (s *Stack) DisableIPv6() {
+	s.v6mu.Lock()
+	defer s.v6mu.Unlock()
+	if !s.v6on.Swap(false) {
+		return
+	}
+	s.disableIPv6()
+	for _, p := range s.IPv6Addrs() {
+		s.stack.RemoveAddress(nicID, tcpip.AddrFrom16(p.Addr().As16()))
+	}
+	s.stack.RemoveRoutes(func(r tcpip.Route) bool { return r.Destination.ID().BitLen() == 128 })
+	s.logger.Debug("netstack: IPv6 disabled")
+}
+
 // IPv6Addrs returns the stack's IPv6 addresses (link-local first as
 // added, then any from SLAAC).
 func (s *Stack) IPv6Addrs() []netip.Prefix {

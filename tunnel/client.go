@@ -640,6 +640,11 @@ func (c *Client) loop(ctx context.Context, ini *ike.Initiator, up chan<- error) 
 				pppEv = nil
 				break
 			}
+			if _, is := ev.(ppp.IPv6Down); is { // IPv6CP closed after it had opened
+				ip6 = nil
+				c.ipv6Down()
+				break
+			}
 			if v6, is := ev.(ppp.IPv6Up); is { // IPv6CP opened: before IPCP, or any time after
 				if c.stack.Load() != nil {
 					c.ipv6Up(v6)
@@ -860,6 +865,15 @@ func (c *Client) ipv6Up(ev ppp.IPv6Up) {
 	c.log.Info("IPv6CP up", "link_local", netip.AddrFrom16(ll).String())
 }
 
+// ipv6Down disables IPv6 on the stack when the server closes IPv6CP:
+// IPv6 destinations then fail at once instead of timing out.
+func (c *Client) ipv6Down() {
+	if st := c.stack.Load(); st != nil {
+		st.DisableIPv6()
+		c.log.Info("IPv6CP down: IPv6 disabled in the tunnel")
+	}
+}
+
 // onIKEEvent handles what IKE reports once the first IPsec SA is installed,
 // during setup as afterwards: a new IKE SA, a new IPsec SA (a rekey by
 // either side: install it at once, or L2TP is cut off when the server
@@ -1056,7 +1070,8 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 // left as they are.
 func (c *Client) phase1Hint(err error) error {
 	var e *Error
-	if c.cfg.IKEMode != ike.ModeMain || !errors.As(err, &e) || errors.Is(e.Err, ike.ErrRemoteID) {
+	// Aggressive Mode here is PSK only: no hint for certificate failures.
+	if c.cfg.IKEMode != ike.ModeMain || c.cfg.Cert != nil || !errors.As(err, &e) || errors.Is(e.Err, ike.ErrRemoteID) {
 		return err
 	}
 	switch {

@@ -124,3 +124,38 @@ func TestIPv6ServerWithout(t *testing.T) {
 		})
 	}
 }
+
+// TestIPv6CPClosedByServer: a server that closes IPv6CP after it had opened
+// it takes IPv6 away: the client drops its IPv6 addresses, dials to IPv6
+// literals fail at once and names resolve to their A records only, while
+// IPv4 keeps working.
+func TestIPv6CPClosedByServer(t *testing.T) {
+	srv := startServer(t, testserver.Config{IPv6: true})
+	c := dial(t, clientConfig(t, srv))
+	globalIPv6(t, c)
+	if err := srv.CloseIPv6CP(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.Stack().IPv6Addrs()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("IPv6 addresses after IPv6CP closed: %v", c.Stack().IPv6Addrs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.DialContext(ctx, "tcp", "["+testserver.ServerIP6.String()+"]:80"); !errors.Is(err, netstack.ErrDial) || time.Since(start) > 2*time.Second {
+		t.Errorf("IPv6 dial after IPv6CP closed: %v after %v, want ErrDial at once", err, time.Since(start))
+	}
+	addrs, err := c.LookupHost(ctx, testserver.TargetName)
+	if err != nil || !slices.Equal(addrs, []netip.Addr{testserver.ServerIP}) {
+		t.Errorf("LookupHost = %v, %v; want only the A record", addrs, err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	if body := get(t, hc, srv.URL("/hello.txt")); string(body) != srv.HelloBody() {
+		t.Errorf("IPv4 GET = %q", body)
+	}
+}

@@ -260,7 +260,7 @@ func proxyUserinfo(cx *cli.Context) (*url.Userinfo, error) {
 
 // secretFlags are the flags whose values are secrets; exec removes their
 // environment variables from CMD's environment.
-var secretFlags = map[string]bool{"psk": true, "password": true, "proxy-password": true}
+var secretFlags = map[string]bool{"psk": true, "password": true, "proxy-password": true, "p12-password": true}
 
 func secretEnvNames(cx *cli.Context) []string {
 	var names []string

@@ -293,6 +293,7 @@ func TestInterop(t *testing.T) {
 
 	socksURL, _ := url.Parse("socks5h://" + socks)
 	httpURL, _ := url.Parse("http://" + httpAddr)
+	interopIPv6(t, p, pc, map[string]*url.URL{"socks5": socksURL, "http": httpURL})
 	bigSize, _ := strconv.ParseInt(p["BIG_SIZE"], 10, 64)
 	for _, via := range []struct {
 		name string

@@ -77,6 +77,9 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`", EnvVars: env("L2TPPROXY_PSK_FILE")},
 		&cli.StringFlag{Name: "cert", Usage: "authenticate IKE with this certificate instead of a PSK: PEM `FILE`, ours first, then any intermediates", EnvVars: env("L2TPPROXY_CERT")},
 		&cli.StringFlag{Name: "key", Usage: "the certificate's RSA private key, PEM `FILE` (PKCS#1 or PKCS#8, unencrypted)", EnvVars: env("L2TPPROXY_KEY")},
+		&cli.StringFlag{Name: "p12", Usage: "the certificate and its RSA key in one PKCS#12 `FILE` (.p12/.pfx) instead of --cert and --key; its CA certificates are trusted unless --ca is given", EnvVars: env("L2TPPROXY_P12")},
+		&cli.StringFlag{Name: "p12-password", Usage: "the --p12 file's password (empty if not given)", EnvVars: env("L2TPPROXY_P12_PASSWORD")},
+		&cli.StringFlag{Name: "p12-password-file", Usage: "read the --p12 file's password from `FILE`", EnvVars: env("L2TPPROXY_P12_PASSWORD_FILE")},
 		&cli.StringFlag{Name: "ca", Usage: "PEM `FILE` of the CA certificates the server's certificate must lead to", EnvVars: env("L2TPPROXY_CA")},
 		&cli.StringFlag{Name: "user", Usage: "VPN user name", EnvVars: env("L2TPPROXY_USER", "VPN_USER")},
 		&cli.StringFlag{Name: "password", Usage: "VPN password", EnvVars: env("L2TPPROXY_PASSWORD", "VPN_PASSWORD")},
@@ -234,7 +237,7 @@ func tunnelConfig(cx flagValues, log *slog.Logger) (tunnel.Config, error) {
 	}
 	var ids [2]*ike.Identity
 	for i, name := range []string{"local-id", "remote-id"} {
-		if name == "remote-id" && cx.String("cert") != "" {
+		if name == "remote-id" && (cx.String("cert") != "" || cx.String("p12") != "") {
 			continue // a certificate's identity: checked against it (below)
 		}
 		if v := cx.String(name); v != "" {

@@ -72,7 +72,8 @@ type entryValues struct {
 var notInherited = map[string]bool{"server": true, "route": true, "domain": true, "name": true}
 
 // secretPair is the other flag of a secret's flag/file pair.
-var secretPair = map[string]string{"psk": "psk-file", "psk-file": "psk", "password": "password-file", "password-file": "password"}
+var secretPair = map[string]string{"psk": "psk-file", "psk-file": "psk", "password": "password-file", "password-file": "password",
+	"p12-password": "p12-password-file", "p12-password-file": "p12-password"}
 
 func (e entryValues) inherits(name string) bool {
 	if notInherited[name] {

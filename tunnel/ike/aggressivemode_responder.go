@@ -25,29 +25,12 @@ func (am *aggressiveMode) onAM1(sa *ikeSA, m *Message, raw []byte) error {
 		r.sas.remove(sa)
 		return nil
 	}
-	var chosen *Transform
-	var t Phase1Transform
-	for _, p := range p.Proposals {
-		if p.Protocol != 1 {
-			continue
-		}
-		for i := range p.Transforms {
-			c, ok := p1FromTransform(&p.Transforms[i])
-			if !ok || !containsP1(r.p1Offer, c) {
-				continue
-			}
-			// The KE in AM1 fixes the group: a transform of another group
-			// cannot be chosen (RFC 2409 §5.4).
-			if n, err := dhPublicLen(c.Group); err != nil || len(ke.Body) != n {
-				continue
-			}
-			chosen, t = &p.Transforms[i], c
-			break
-		}
-		if chosen != nil {
-			break
-		}
-	}
+	// The KE in AM1 fixes the group: a transform of another group cannot be
+	// chosen (RFC 2409 §5.4).
+	chosen, t := chooseP1(r, p, authPSK, func(c Phase1Transform) bool {
+		n, err := dhPublicLen(c.Group)
+		return err == nil && len(ke.Body) == n
+	})
 	if chosen == nil {
 		r.log.Warn("ike: no acceptable phase-1 transform in AM1")
 		sa.sendCleartextNotify(NotifyNoProposalChosen)
@@ -63,12 +46,9 @@ func (am *aggressiveMode) onAM1(sa *ikeSA, m *Message, raw []byte) error {
 	if err := am.choose(sa, t); err != nil {
 		return err
 	}
-	sa.nat, sa.peerDPD = vendorNAT(m.Payloads)
-	c, err := r.random(8)
-	if err != nil {
+	if err := sa.acceptPhase1(m, chosen); err != nil {
 		return err
 	}
-	copy(sa.ckyR[:], c)
 	am.saiB = append([]byte(nil), saP.Body...)
 	am.idI = append([]byte(nil), idP.Body...)
 	am.gxi = append([]byte(nil), ke.Body...)
@@ -82,10 +62,6 @@ func (am *aggressiveMode) onAM1(sa *ikeSA, m *Message, raw []byte) error {
 		r.sas.remove(sa)
 		return nil
 	}
-	sa.lifetime = r.p1Life
-	if l := lifetimeOf(chosen.Attrs, attrLifeType, attrLifeDur); l > 0 {
-		sa.lifetime = l
-	}
 	idR := r.ownIDPayload()
 	pt, proof := r.auth.Proof(am.proof(sa), false, idR)
 	// AM2: SA (the chosen transform), KE, Nr, IDir, HASH_R, VIDs, NAT-D x2
@@ -96,13 +72,7 @@ func (am *aggressiveMode) onAM1(sa *ikeSA, m *Message, raw []byte) error {
 	b.add(PayloadNonce, am.nr)
 	b.add(PayloadID, idR)
 	b.add(pt, proof)
-	switch sa.nat {
-	case natRFC:
-		b.add(PayloadVendorID, vidRFC3947)
-	case natDraft:
-		b.add(PayloadVendorID, vidDraft02N)
-	}
-	b.add(PayloadVendorID, vidDPD)
+	sa.addResponderVIDs(b)
 	if sa.nat != natNone {
 		natdPeer, natdUs, err := sa.natdPair()
 		if err != nil {

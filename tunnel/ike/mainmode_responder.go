@@ -24,22 +24,7 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 		r.log.Debug("ike: bad MM1 SA", "err", err)
 		return nil
 	}
-	var chosen *Transform
-	var t Phase1Transform
-	for _, p := range p.Proposals {
-		if p.Protocol != 1 {
-			continue
-		}
-		for i := range p.Transforms {
-			if c, ok := p1FromTransformAuth(&p.Transforms[i], authMethod(r)); ok && containsP1(r.p1Offer, c) {
-				chosen, t = &p.Transforms[i], c
-				break
-			}
-		}
-		if chosen != nil {
-			break
-		}
-	}
+	chosen, t := chooseP1(r, p, authMethod(r), nil)
 	if chosen == nil {
 		r.log.Warn("ike: no acceptable phase-1 transform")
 		sa.sendCleartextNotify(NotifyNoProposalChosen)
@@ -49,28 +34,15 @@ func (mm *mainMode) onMM1(sa *ikeSA, m *Message, raw []byte) error {
 	if err := mm.choose(sa, t); err != nil {
 		return err
 	}
-	sa.nat, sa.peerDPD = vendorNAT(m.Payloads)
-	sa.peerFrag = hasFragmentationVID(m.Payloads)
-	c, err := r.random(8)
-	if err != nil {
+	if err := sa.acceptPhase1(m, chosen); err != nil {
 		return err
 	}
-	copy(sa.ckyR[:], c)
+	sa.peerFrag = hasFragmentationVID(m.Payloads)
 	mm.saiB = append([]byte(nil), saP.Body...)
-	sa.lifetime = r.p1Life
-	if l := lifetimeOf(chosen.Attrs, attrLifeType, attrLifeDur); l > 0 {
-		sa.lifetime = l
-	}
 	// MM2: SA with the chosen transform echoed, VIDs.
 	b := newBuilder()
 	b.add(PayloadSA, encodeSA(1, nil, []uint8{1}, [][]attrPair{p1AttrsAuth(t, sa.lifetime, authMethod(r))}))
-	switch sa.nat {
-	case natRFC:
-		b.add(PayloadVendorID, vidRFC3947)
-	case natDraft:
-		b.add(PayloadVendorID, vidDraft02N)
-	}
-	b.add(PayloadVendorID, vidDPD)
+	sa.addResponderVIDs(b)
 	addFragmentationVID(r, b)
 	out := sa.assemble(ExchangeIdentityProtection, 0, b, false)
 	mm.reply(raw, out)

@@ -94,3 +94,52 @@ func (r *Responder) StartQuickMode(ctx context.Context) error {
 		}
 	})
 }
+
+// chooseP1 is a phase-1 responder's choice (MM1, AM1): the first transform
+// of the initiator's SA, in its order, that has the Authentication Method
+// method, is in our offer and passes fits (nil: any), with its decoded form;
+// nil if there is none.
+func chooseP1(r *runner, p *SA, method uint64, fits func(Phase1Transform) bool) (*Transform, Phase1Transform) {
+	for _, pr := range p.Proposals {
+		if pr.Protocol != 1 {
+			continue
+		}
+		for i := range pr.Transforms {
+			c, ok := p1FromTransformAuth(&pr.Transforms[i], method)
+			if ok && containsP1(r.p1Offer, c) && (fits == nil || fits(c)) {
+				return &pr.Transforms[i], c
+			}
+		}
+	}
+	return nil, Phase1Transform{}
+}
+
+// acceptPhase1 is what a phase-1 responder does once it has chosen: note
+// the initiator's NAT-T and DPD support from the first message's vendor
+// IDs, pick our cookie, and take the lifetime the initiator proposed (ours
+// if it gave none).
+func (sa *ikeSA) acceptPhase1(first *Message, chosen *Transform) error {
+	sa.nat, sa.peerDPD = vendorNAT(first.Payloads)
+	c, err := sa.r.random(8)
+	if err != nil {
+		return err
+	}
+	copy(sa.ckyR[:], c)
+	sa.lifetime = sa.r.p1Life
+	if l := lifetimeOf(chosen.Attrs, attrLifeType, attrLifeDur); l > 0 {
+		sa.lifetime = l
+	}
+	return nil
+}
+
+// addResponderVIDs adds the vendor IDs of a phase-1 responder's first
+// message: the NAT-T variant the initiator announced, and DPD.
+func (sa *ikeSA) addResponderVIDs(b *builder) {
+	switch sa.nat {
+	case natRFC:
+		b.add(PayloadVendorID, vidRFC3947)
+	case natDraft:
+		b.add(PayloadVendorID, vidDraft02N)
+	}
+	b.add(PayloadVendorID, vidDPD)
+}

@@ -97,7 +97,7 @@ func NewClient(cfg Config, send func(frame []byte) error) *Client {
 	c.lcp.renegotiate = c.lcpRenegotiate
 	c.ipcp = newFSM(&c.link, protoIPCP, "IPCP", clientIPCP{c})
 	if !cfg.NoIPv6 {
-		c.newIPv6CP(func(ev IPv6Up) { c.emit(ev) })
+		c.newIPv6CP(func(ev IPv6Up) { c.emit(ev) }, func() { c.emit(IPv6Down{}) })
 	}
 	var m [4]byte
 	if _, err := io.ReadFull(cfg.Rand, m[:]); err != nil {

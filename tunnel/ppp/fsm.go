@@ -79,6 +79,9 @@ type fsm struct {
 	// an optional protocol (the client opens IPv6CP only once IPCP is up);
 	// open answers it, so the peer need not retransmit.
 	early *packet
+	// down, if set, is called when the automaton leaves Opened (This-Layer-Down):
+	// the peer closed or rejected the protocol, or restarted its negotiation.
+	down func()
 }
 
 // stop gives up on an optional protocol: no more requests or timers.
@@ -86,11 +89,15 @@ func (f *fsm) stop(why string) {
 	if f.state == stInitial {
 		return
 	}
+	wasOpen := f.state == stOpened
 	f.state = stInitial
 	f.stopped = true
 	f.early = nil
 	f.deadline = time.Time{}
 	f.l.log.Info("ppp: "+f.name+" not available; continuing without it", "reason", why)
+	if wasOpen && f.down != nil {
+		f.down()
+	}
 }
 
 func newFSM(l *link, proto uint16, name string, h optionHandler) *fsm {
@@ -237,6 +244,9 @@ func (f *fsm) rcvRequest(p packet) error {
 			return fmt.Errorf("%w: peer restarted %s negotiation", ErrTerminated, f.name)
 		}
 		f.state = stReqSent
+		if f.down != nil {
+			f.down()
+		}
 		f.newRequest()
 	}
 	if err := checkOptions(p.data); err != nil {

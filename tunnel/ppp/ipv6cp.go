@@ -29,6 +29,13 @@ type IPv6Up struct {
 
 func (IPv6Up) pppEvent() {}
 
+// IPv6Down: an opened IPv6CP left the Opened state (the peer closed it with
+// a Terminate-Request, Protocol-Rejected it or restarted its negotiation):
+// IPv6 is no longer usable on the link until the next IPv6Up.
+type IPv6Down struct{}
+
+func (IPv6Down) pppEvent() {}
+
 // ipv6State is what both roles keep for IPv6CP.
 type ipv6State struct {
 	iid         [IIDLen]byte // ours (non-zero unless we had no randomness)

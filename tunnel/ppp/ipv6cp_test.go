@@ -33,6 +33,36 @@ func TestIPv6CPOpens(t *testing.T) {
 	}
 }
 
+// The server closes an opened IPv6CP with a Terminate-Request: the client
+// acks it, reports IPv6Down once and keeps the link (IPv4) up.
+func TestIPv6CPClosedByPeer(t *testing.T) {
+	clk := newFake()
+	cc, sc := baseConfigs(clk)
+	sc.IPv6 = true
+	w := &wire{}
+	ss := start(t, cc, sc, w)
+	ss.waitUp(0)
+	pump(t, clk, 0, func() bool { return clientIPv6Up(ss, false) != nil })
+	isDown := func(e Event) bool { _, ok := e.(IPv6Down); return ok }
+	if ss.event(false, isDown) != nil {
+		t.Fatal("IPv6Down before the close")
+	}
+	ss.c.HandleFrame(appendPacket(nil, protoIPV6CP, codeTermReq, 0x77, nil))
+	pump(t, clk, 0, func() bool { return ss.event(false, isDown) != nil })
+	acked := false
+	for _, p := range w.frames(0, protoIPV6CP) {
+		acked = acked || p.code == codeTermAck && p.id == 0x77
+	}
+	if !acked {
+		t.Error("no Terminate-Ack for the IPv6CP Terminate-Request")
+	}
+	select {
+	case err := <-ss.cErr:
+		t.Fatalf("client ended: %v", err)
+	default:
+	}
+}
+
 // RFC 5072 §4.1: the client takes the identifier the server Naks to it.
 func TestIPv6CPTakesSuggestedIID(t *testing.T) {
 	clk := newFake()

@@ -123,8 +123,9 @@ func (l *link) init(clk clock.Clock, log *slog.Logger, rnd io.Reader, send func(
 func (l *link) nextID() byte { l.id++; return l.id }
 
 // newIPv6CP sets up IPv6CP (RFC 5072) with a random Interface-Identifier.
-// Without randomness IPv6CP stays off (Protocol-Rejected).
-func (l *link) newIPv6CP(onUp func(IPv6Up)) {
+// Without randomness IPv6CP stays off (Protocol-Rejected). onUp is called
+// when it opens, onDown when it leaves Opened.
+func (l *link) newIPv6CP(onUp func(IPv6Up), onDown func()) {
 	id, ok := randomIID(l.rnd, [IIDLen]byte{})
 	if !ok {
 		return
@@ -132,6 +133,7 @@ func (l *link) newIPv6CP(onUp func(IPv6Up)) {
 	l.ipv6.iid = id
 	l.ipv6cp = newFSM(l, protoIPV6CP, "IPv6CP", ipv6Handler{l: l, st: &l.ipv6, onUp: onUp})
 	l.ipv6cp.optional = true
+	l.ipv6cp.down = onDown
 	l.ipv6cp.renegotiate = func() bool { return true }
 }
 

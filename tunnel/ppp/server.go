@@ -110,7 +110,7 @@ func NewServer(cfg ServerConfig, send func([]byte) error) *Server {
 	s.lcp = newFSM(&s.link, protoLCP, "LCP", serverLCP{s})
 	s.ipcp = newFSM(&s.link, protoIPCP, "IPCP", serverIPCP{s})
 	if cfg.IPv6 {
-		s.newIPv6CP(func(ev IPv6Up) { s.emit(ev) })
+		s.newIPv6CP(func(ev IPv6Up) { s.emit(ev) }, func() { s.emit(IPv6Down{}) })
 		if s.ipv6cp != nil && cfg.SuggestIID != ([IIDLen]byte{}) {
 			s.ipv6cp.h = suggestingIPv6{ipv6Handler: s.ipv6cp.h.(ipv6Handler), iid: cfg.SuggestIID, left: new(int)}
 			*s.ipv6cp.h.(suggestingIPv6).left = 1

@@ -98,3 +98,11 @@ func (s *Server) startServices6(ctx context.Context) error {
 	})
 	return nil
 }
+
+// CloseIPv6CP sends the client an IPv6CP Terminate-Request (RFC 1661 §5.5),
+// as a server does that takes IPv6 down while IPv4 stays: the client must
+// stop using IPv6. The server's own side keeps its IPv6 configuration.
+func (s *Server) CloseIPv6CP() error {
+	// protocol 0x8057, code 5 Terminate-Request, identifier, length 4.
+	return s.data.SendPPP([]byte{0x80, 0x57, 5, 0xe1, 0, 4})
+}

@@ -50,7 +50,7 @@ pid_alive() {
 # make_pki SERVERDIR CLIENTDIR: a throw-away CA (2048-bit) that issues the server's certificate
 # (CN and SAN vpn.interop.test) and the client's, both with 4096-bit keys and digitalSignature key usage
 # (strongSwan refuses IKE end entities without it). SERVERDIR gets ca.pem, server.pem and server.key
-# (PKCS#1, for swanctl's rsa/ directory); CLIENTDIR ca.pem, client.pem, client.key, readable by uid 65534
+# (PKCS#1, for swanctl's rsa/ directory) and server.p12 (both, for Libreswan); CLIENTDIR ca.pem, client.pem, client.key, readable by uid 65534
 # (the interop client). The CA key is deleted afterwards. Nothing here is a secret worth keeping.
 make_pki() {
 	local s=$1 c=$2 tmp
@@ -73,6 +73,9 @@ make_pki() {
 	done
 	cp "$tmp/server.pem" "$s/server.pem"
 	cp "$tmp/server.pkcs1" "$s/server.key"
+	# The same for Libreswan's NSS database (pk12util): no password, ciphers NSS reads, nickname l2tpvm-server.
+	openssl pkcs12 -export -in "$tmp/server.pem" -inkey "$tmp/server.key" -name l2tpvm-server -passout pass: \
+		-keypbe PBE-SHA1-3DES -certpbe PBE-SHA1-3DES -macalg sha1 -out "$s/server.p12" 2>/dev/null || return 1
 	cp "$s/ca.pem" "$c/ca.pem"
 	cp "$tmp/client.pem" "$c/client.pem"
 	cp "$tmp/client.key" "$c/client.key" # PKCS#8, as openssl writes it

@@ -42,6 +42,17 @@ ip route add default via 10.0.2.2 dev eth0
 ip link add tgt0 type dummy
 ip link set tgt0 up
 ip addr add "$TARGET_IP/32" dev tgt0
+# IPV6=yes: IPv6 on the PPP links only (eth0 keeps it off; "all" above also set "default", which new ppp
+# interfaces copy), the target's IPv6 address on tgt0, and Router Advertisements (ra.py) that give each PPP
+# link a /64 of $PREFIX6, as radvd would after pppd's IPv6CP.
+target6=()
+if [ "${IPV6:-no}" = yes ]; then
+	sysctl -qw net.ipv6.conf.default.disable_ipv6=0 net.ipv6.conf.default.accept_ra=0 net.ipv6.conf.default.autoconf=0 \
+		net.ipv6.conf.lo.disable_ipv6=0 net.ipv6.conf.tgt0.disable_ipv6=0 || fail "IPv6 sysctls"
+	ip -6 addr add "$TARGET_IP6/128" dev tgt0 nodad || fail "IPv6 target address"
+	python3 "$G/ra.py" --prefix "$PREFIX6" >"$OUT/ra.log" 2>&1 &
+	target6=(--addr6 "$TARGET_IP6")
+fi
 
 # Firewall (iptables, nft backend): the target and the PPP addresses only from ppp+, and no L2TP outside IPsec.
 iptables -N L2TPVM
@@ -67,7 +78,7 @@ iptables -A INPUT -i eth0 -j DROP
 iptables -P FORWARD DROP
 
 # Target services: HTTP + UDP echo (python), DNS (dnsmasq), all bound to the target address.
-python3 "$G/target.py" --addr "$TARGET_IP" --big-size "$BIG_SIZE" --big-file "$R/big.bin" \
+python3 "$G/target.py" --addr "$TARGET_IP" "${target6[@]}" --big-size "$BIG_SIZE" --big-file "$R/big.bin" \
 	--sha-file "$OUT/big.sha256" >"$OUT/target.log" 2>&1 &
 dnsmasq --no-resolv --no-hosts --bind-interfaces --listen-address="$TARGET_IP" --except-interface=lo \
 	--user=root --group=root --pid-file="$R/dnsmasq.pid" --local=/vpn.test/ \

@@ -44,6 +44,7 @@ name l2tpd
 nodefaultroute
 debug
 logfile $OUT/pppd-server.log
+$([ "${IPV6:-no}" = yes ] && echo "+ipv6")
 CONF
 printf '"%s" l2tpd "%s" *\n' "$VPN_USER" "$VPN_PASSWORD" >/etc/ppp/chap-secrets
 printf '"%s" * "%s" *\n' "$VPN_USER" "$VPN_PASSWORD" >/etc/ppp/pap-secrets

@@ -20,6 +20,10 @@ esac
 SELF_SS_AGGR=no SELF_SS_RID= SELF_MODE="Main Mode"
 SELF_SS_LID=
 [ "${PROPS:-default}" != aggressive ] || SELF_SS_AGGR=yes SELF_SS_RID="id = @$SERVER_ID" SELF_SS_LID="id = @$CLIENT_ID" SELF_MODE="Aggressive Mode"
+# The same for the Libreswan client (against strongSwan): aggressive=yes, both FQDN IDs, one DH group.
+SELF_LS_AGGR="aggressive=no" SELF_LS_IDS=
+[ "${PROPS:-default}" != aggressive ] || SELF_LS_AGGR="aggressive=yes" SELF_LS_IDS="leftid=@$CLIENT_ID
+  rightid=@$SERVER_ID"
 CP=${CLI_PREFIX:-10.232.0} # the client netns subnet (its address goes into IDci / NAT-OA)
 C=/run/l2tpvm/cli
 rm -rf "$C"
@@ -138,6 +142,8 @@ conn vpn
   leftprotoport=17/1701
   right=$SERVER_IP
   rightprotoport=17/1701
+  $SELF_LS_AGGR
+  $SELF_LS_IDS
   ike=$SELF_LS_IKE
   phase2alg=$SELF_LS_ESP
   pfs=${PFS:-no}
@@ -151,7 +157,7 @@ CONF
 	in_cli ipsec whack --listen >/dev/null 2>&1
 	in_cli ipsec auto --add vpn >/dev/null 2>&1
 	timeout 90 ip netns exec cli ipsec auto --up vpn >"$OUT/selftest-ike.log" 2>&1
-	check ike-up $? "Libreswan client: IKEv1 Main Mode + Quick Mode (t=$(elapsed) s)"
+	check ike-up $? "Libreswan client: IKEv1 $SELF_MODE + Quick Mode (t=$(elapsed) s)"
 fi
 
 # --- xl2tpd LAC + pppd

@@ -13,6 +13,23 @@ esac
 # Mode instance wants the client's address, "Peer ID ... mismatched", and answers INVALID-ID-INFORMATION).
 LS_LEFTID=$SERVER_IP LS_AGGR=no LS_RIGHTID='# rightid: the default'
 [ "${PROPS:-default}" != aggressive ] || LS_LEFTID=@$SERVER_ID LS_AGGR=yes LS_RIGHTID="rightid=@$CLIENT_ID"
+# PROPS=cert: only RSA signatures with certificates (authby=rsasig, no PSK). The CA and the server's
+# certificate and key (server.p12, from the host's make_pki) go into pluto's NSS database; the server's ID is
+# its DN (%fromcert) and the client's certificate must be issued by the same CA (rightca=%same).
+# fragmentation=force: with =yes pluto sent its 1.8 KB MM6 whole (as IP fragments) although our MM5 came in
+# IKE fragments (2026-12-02); force makes it fragment too, so our reassembly is tested against Libreswan.
+LS_AUTH="authby=secret"
+if [ "${PROPS:-default}" = cert ]; then
+	LS_LEFTID=%fromcert
+	LS_RIGHTID="rightid=%fromcert"
+	LS_AUTH="authby=rsasig
+  leftcert=l2tpvm-server
+  leftsendcert=always
+  leftrsasigkey=%cert
+  rightrsasigkey=%cert
+  rightca=%same
+  fragmentation=force"
+fi
 cat >/etc/ipsec.conf <<CONF
 config setup
   ikev1-policy=accept
@@ -29,7 +46,7 @@ conn shared
   right=%any
   $LS_RIGHTID
   encapsulation=yes
-  authby=secret
+  $LS_AUTH
   pfs=${PFS:-no}
   rekey=no
   keyingtries=5
@@ -50,10 +67,19 @@ conn l2tp-psk
   type=transport
   also=shared
 CONF
-printf '%%any %%any : PSK "%s"\n' "$PSK" >/etc/ipsec.secrets
+if [ "${PROPS:-default}" = cert ]; then
+	: >/etc/ipsec.secrets # no PSK at all: the key is in NSS
+else
+	printf '%%any %%any : PSK "%s"\n' "$PSK" >/etc/ipsec.secrets
+fi
 chmod 600 /etc/ipsec.secrets
 mkdir -p /run/pluto /var/lib/ipsec/nss
 [ -f /var/lib/ipsec/nss/cert9.db ] || ipsec initnss --nssdir /var/lib/ipsec/nss >"$OUT/initnss.log" 2>&1
+if [ "${PROPS:-default}" = cert ]; then
+	certutil -A -d sql:/var/lib/ipsec/nss -n l2tpvm-ca -t CT,, -i /vm/cfg/pki/ca.pem >>"$OUT/initnss.log" 2>&1 &&
+		pk12util -i /vm/cfg/pki/server.p12 -d sql:/var/lib/ipsec/nss -W '' -K '' >>"$OUT/initnss.log" 2>&1 ||
+		{ cat "$OUT/initnss.log"; false; }
+fi
 ipsec pluto --config /etc/ipsec.conf >"$OUT/pluto-start.log" 2>&1 || { cat "$OUT/pluto-start.log"; false; }
 for _ in $(seq 1 100); do [ -S /run/pluto/pluto.ctl ] && break; sleep 0.2; done
 [ -S /run/pluto/pluto.ctl ] || { echo "pluto control socket missing"; false; }

@@ -6,6 +6,9 @@ charon {
   load = random nonce openssl aes sha1 sha2 md5 hmac gmp kdf pem pkcs1 pubkey x509 kernel-netlink socket-default vici
   install_routes = no
   install_virtual_ip = no
+  # PROPS=aggressive: strongSwan answers Aggressive Mode with a PSK only with this (it exposes a hash of
+  # the PSK to offline guessing; the variant exists to test exactly that server).
+  i_dont_care_about_security_and_use_aggressive_mode_psk = $([ "${PROPS:-default}" = aggressive ] && echo yes || echo no)
   filelog {
     charon {
       path = $OUT/charon.log
@@ -49,10 +52,21 @@ if [ "${PROPS:-default}" = cert ]; then
       cacerts = ca.pem }"
 	CONN=l2tp-cert
 fi
+# PROPS=aggressive: only Aggressive Mode (aggressive = yes: charon then finds no config for a Main Mode), the
+# server's ID the FQDN $SERVER_ID and the client's the FQDN $CLIENT_ID (checked, as a group name is).
+AGGR=no
+if [ "${PROPS:-default}" = aggressive ]; then
+	AGGR=yes
+	AUTH_LOCAL="local { auth = psk
+      id = $SERVER_ID }"
+	AUTH_REMOTE="remote { auth = psk
+      id = $CLIENT_ID }"
+fi
 cat >/etc/l2tpvm/swanctl-server.conf <<CONF
 connections {
   $CONN {
     version = 1
+    aggressive = $AGGR
     fragmentation = yes
     remote_addrs = %any
     encap = yes

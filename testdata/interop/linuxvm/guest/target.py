@@ -3,6 +3,7 @@
 
 HTTP on port 80: GET /hello.txt, GET /big.bin (deterministic bytes, sha256 in --sha-file),
 POST /upload -> "<bytes> <sha256hex>\n", GET /whoami -> client address. UDP echo on port 7.
+With --addr6, the same HTTP service on that IPv6 address too.
 """
 import argparse
 import hashlib
@@ -112,6 +113,10 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
 def udp_echo(addr, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, port))
@@ -123,6 +128,7 @@ def udp_echo(addr, port):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--addr", required=True)
+    ap.add_argument("--addr6", default="")
     ap.add_argument("--http-port", type=int, default=80)
     ap.add_argument("--udp-port", type=int, default=7)
     ap.add_argument("--big-size", type=int, default=64 << 20)
@@ -132,6 +138,9 @@ def main():
     Handler.big_file = a.big_file
     httpd = Server((a.addr, a.http_port), Handler)
     threading.Thread(target=udp_echo, args=(a.addr, a.udp_port), daemon=True).start()
+    if a.addr6:
+        httpd6 = Server6((a.addr6, a.http_port), Handler)
+        threading.Thread(target=httpd6.serve_forever, daemon=True).start()
     make_big(a.big_file, a.big_size, a.sha_file)
     sys.stderr.write("target ready on %s (http %d, udp echo %d)\n" % (a.addr, a.http_port, a.udp_port))
     sys.stderr.flush()
