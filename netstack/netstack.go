@@ -257,8 +257,9 @@ func (s *Stack) setTCPOptions() error {
 		// without waiting for an RTO. Off (RFC 6675 SACK recovery) was
 		// far worse through 5 % loss each way (BenchmarkLossy,
 		// 2026-12-02: 0.40/0.18 MB/s and 124/153 RTOs per 16 MiB against
-		// 2.7/2.6 MB/s and 20/24). Most RTOs that remain come from the
-		// sender's Outstanding count in gVisor (README, Performance).
+		// 2.7/2.6 MB/s and 20/24). The RTOs that remain come from gVisor's
+		// sender: no probe during recovery, stale Outstanding on entering
+		// it, no new data after the reorder timer (README, Performance).
 		{"recovery", ptr(tcpip.TCPRACKLossDetection)},
 		// NewReno (RFC 5681/6582), not CUBIC. CUBIC would suit long-RTT
 		// Internet paths better, but gVisor's CUBIC at this version can
