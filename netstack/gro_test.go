@@ -69,10 +69,49 @@ func TestFlushInboundDeliversEveryFlow(t *testing.T) {
 			if d.n != 0 {
 				t.Fatalf("%d segments delivered before the flush; the test expects GRO to hold them", d.n)
 			}
+			s.groHeld = flows // as groEnqueue would count them
 			tc.flush(&s)
 			if !tc.want(d.n) {
 				t.Errorf("delivered %d of %d held segments", d.n, flows)
 			}
 		})
+	}
+}
+
+// TestGROHoldsAtMostGROMaxHeld: consecutive segments of one flow are held
+// (and coalesced) only until groMaxHeld of them are waiting; then they go up
+// without a FlushInbound, so the receiver acknowledges every groMaxHeld
+// segments rather than once per burst.
+func TestGROHoldsAtMostGROMaxHeld(t *testing.T) {
+	var s Stack
+	d := &countingDispatcher{}
+	s.gro.Init(true)
+	const size = 1000
+	enqueue := func(i int) {
+		pkt := tcpSegment(10000, uint32(1000+i*size), make([]byte, size))
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		pb.NetworkProtocolNumber = ipv4.ProtocolNumber
+		s.groEnqueue(d, pb)
+		pb.DecRef()
+	}
+	for i := range groMaxHeld - 1 {
+		enqueue(i)
+	}
+	if d.n != 0 {
+		t.Fatalf("%d delivered with %d held; GRO should still hold them", d.n, groMaxHeld-1)
+	}
+	enqueue(groMaxHeld - 1)
+	if d.n == 0 {
+		t.Fatalf("nothing delivered with %d segments held", groMaxHeld)
+	}
+	if s.groHeld != 0 {
+		t.Errorf("groHeld = %d after the flush, want 0", s.groHeld)
+	}
+	s.FlushInbound()
+	n := d.n
+	enqueue(groMaxHeld)
+	s.FlushInbound()
+	if d.n != n+1 {
+		t.Errorf("a lone held segment: delivered %d by FlushInbound, want 1", d.n-n)
 	}
 }

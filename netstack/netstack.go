@@ -104,6 +104,8 @@ type Stack struct {
 	// gro coalesces inbound TCP segments; used only by the inbound caller
 	// (EnqueueInbound, FlushInbound).
 	gro gro.GRO
+	// groHeld counts the packets given to gro since the last flush.
+	groHeld int
 
 	closeOnce sync.Once
 
@@ -255,8 +257,9 @@ func (s *Stack) setTCPOptions() error {
 		// without waiting for an RTO. Off (RFC 6675 SACK recovery) was
 		// far worse through 5 % loss each way (BenchmarkLossy,
 		// 2026-12-02: 0.40/0.18 MB/s and 124/153 RTOs per 16 MiB against
-		// 2.7/2.6 MB/s and 20/24). Most RTOs that remain come from the
-		// sender's Outstanding count in gVisor (README, Performance).
+		// 2.7/2.6 MB/s and 20/24). The RTOs that remain come from gVisor's
+		// sender: no probe during recovery, stale Outstanding on entering
+		// it, no new data after the reorder timer (README, Performance).
 		{"recovery", ptr(tcpip.TCPRACKLossDetection)},
 		// NewReno (RFC 5681/6582), not CUBIC. CUBIC would suit long-RTT
 		// Internet paths better, but gVisor's CUBIC at this version can
@@ -358,8 +361,7 @@ func (s *Stack) EnqueueInbound(pkt []byte) error {
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	pb.NetworkProtocolNumber = ipv4.ProtocolNumber
 	if checksumsValid(pkt) {
-		s.gro.Dispatcher = d
-		s.gro.Enqueue(pb)
+		s.groEnqueue(d, pb)
 	} else {
 		// Not verified here (a fragment, another protocol, a bad
 		// checksum): gVisor checks every checksum itself (see
@@ -389,6 +391,32 @@ func (s *Stack) deliverIPv6(pkt []byte) error {
 	return nil
 }
 
+// groEnqueue hands pb to GRO, and flushes once groMaxHeld packets are held.
+func (s *Stack) groEnqueue(d stack.NetworkDispatcher, pb *stack.PacketBuffer) {
+	s.gro.Dispatcher = d
+	s.gro.Enqueue(pb)
+	s.groHeld++
+	if s.groHeld >= groMaxHeld {
+		s.FlushInbound()
+	}
+}
+
+// groMaxHeld bounds what GRO coalesces: at most this many segments (of all
+// flows together) are held before they are delivered. gVisor's receiver
+// sends one ACK per segment it is handed, so a segment coalesced from a
+// whole burst (up to 64 KiB) is acknowledged by a single ACK; when that
+// ACK is lost the sender hears nothing for the burst, and if its one
+// tail-loss probe (or the probe's ACK) is lost as well it waits for the
+// 200 ms RTO. Through 5 % loss each way (BenchmarkLossy, 16 MiB,
+// 2026-12-02, load 0.4-3.6) unbounded GRO gave 2.2-3.4 MB/s down with
+// 15.5-26 RTOs per transfer and 1.7-2.4 MB/s up; at most 2 held 4.2 MB/s
+// down (11.5-12 RTOs) and 2.8-3.2 up; no GRO 3.2-5.7 down (9.5-15 RTOs)
+// and 2.5-4.8 up. Two is what a receiver without GRO acknowledges with
+// delayed ACKs (RFC 5681 §4.2: every second full-sized segment); the CPU
+// GRO saved goes with the ACKs it saved (testdata/bench/e2e, GCM download,
+// load 4-5: unbounded 5.4-7.0 CPU-s/GiB, 2 held 7.0-8.1, none 6.7-8.5).
+const groMaxHeld = 2
+
 // FlushInbound delivers the packets EnqueueInbound held back.
 //
 // gVisor's GRO.Flush (this version and v0.0.0-20260701204157) delivers only
@@ -398,13 +426,16 @@ func (s *Stack) deliverIPv6(pkt []byte) error {
 // held until a later burst, or until that flow's next segment arrives: the
 // receiver ACKs late and the sender times out. A bucket holds at most
 // groBucketSize (8) packets, so flushing that many times empties them all
-// (each call costs 8 bucket looks when there is nothing left).
+// (each call costs 8 bucket looks when there is nothing left); fewer calls
+// do when fewer packets were held.
 func (s *Stack) FlushInbound() {
-	if s.gro.Dispatcher != nil {
-		for range groBucketSize {
-			s.gro.Flush()
-		}
+	if s.groHeld == 0 {
+		return // nothing held (and nothing written: InjectInbound after Close only reads)
 	}
+	for range min(s.groHeld, groBucketSize) {
+		s.gro.Flush()
+	}
+	s.groHeld = 0
 }
 
 // groBucketSize is gVisor's GRO bucket capacity (gro.groBucketSize).
