@@ -333,6 +333,9 @@ func (s *Stack) emit(bps []*[]byte) {
 // from one goroutine at a time. It never blocks on the outbound queue.
 func (s *Stack) InjectInbound(pkt []byte) error {
 	err := s.EnqueueInbound(pkt)
+	if errors.Is(err, ErrClosed) {
+		return err // after Close: GRO's state is not touched (another goroutine may have been the last to)
+	}
 	s.FlushInbound()
 	return err
 }
