@@ -3,6 +3,7 @@ package ike
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // TestSessionKilobyteLifetime: a server with an ESP SA lifetime of 4,096
@@ -34,5 +35,38 @@ func TestSessionKilobyteLifetime(t *testing.T) {
 	q.start(t)
 	if c := waitEvent[ChildSAUp](t, q, q.ini.Events(), false).Child; c.LifeKilobytes != 0 {
 		t.Errorf("LifeKilobytes %d without a byte lifetime, want 0", c.LifeKilobytes)
+	}
+}
+
+// TestSessionServerStartedIKESALeftToServer: an ISAKMP SA the server
+// started (its re-authentication) is not rekeyed by us at 90% of its
+// lifetime, since deleting it after our rekey made charon delete its IPsec
+// SAs; only if the server lets it run out do we make a new one, 10% after.
+func TestSessionServerStartedIKESALeftToServer(t *testing.T) {
+	p := newPair(t, Config{Phase1Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.resp.r.remote = clientAddr // the server's NAT-D of us
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	old := onRun(p.resp.r, func() *ikeSA {
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		return old
+	})
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	onRun(p.resp.r, func() bool {
+		old.sendDeleteISAKMP()
+		p.resp.r.sas.remove(old)
+		return true
+	})
+	waitTable(t, p.ini.r, 1, 2)
+	start := p.clk.Now()
+	waitEvent[Phase1Up](t, p, p.ini.Events(), true) // our own new IKE SA
+	if d := p.clk.Now().Sub(start); d < 100*time.Second || d > 115*time.Second {
+		t.Errorf("we replaced the server's IKE SA after %v, want between its 100 s lifetime and 110 %% of it", d)
 	}
 }

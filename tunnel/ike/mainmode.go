@@ -195,10 +195,17 @@ func (sa *ikeSA) adopt(old *ikeSA) {
 }
 
 // rekeyP1At is when the client replaces this ISAKMP SA: at 90% of its
-// lifetime, if it is the current one (zero: never).
+// lifetime, if it is the current one (zero: never). One the server started
+// (its re-authentication) is left to the server until 10% after its
+// lifetime: strongSwan re-authenticates it itself, and when our rekey
+// deleted it first, charon deleted its IPsec SAs with it (without Deletes),
+// so ESP went into a void (strongswan:rekey, 2026-12-02).
 func (sa *ikeSA) rekeyP1At() time.Time {
 	if !sa.r.initiator || !sa.up || sa.lifetime <= 0 || sa.replacing || sa != sa.r.sas.current() {
 		return time.Time{}
+	}
+	if !sa.initiator {
+		return sa.upAt.Add(sa.lifetime + sa.lifetime/10)
 	}
 	return sa.upAt.Add(sa.lifetime - sa.lifetime/10)
 }
