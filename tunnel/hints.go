@@ -19,11 +19,17 @@ func timeoutError(layer string, class error, ctx context.Context) error {
 		Hint: "the server stopped answering during setup"}
 }
 
-func ikeError(err error, server netip.AddrPort) error {
+// layerError is the Error of a layer that ended with err (ErrClosed when it
+// gave none), before its hint is chosen.
+func layerError(class error, layer string, err error) *Error {
 	if err == nil {
 		err = ErrClosed
 	}
-	e := &Error{Class: ErrIKE, Layer: "IKE", Err: err}
+	return &Error{Class: class, Layer: layer, Err: err}
+}
+
+func ikeError(err error, server netip.AddrPort) error {
+	e := layerError(ErrIKE, "IKE", err)
 	switch {
 	case errors.Is(err, ike.ErrTimeout):
 		e.Class = ErrServerUnreachable
@@ -55,10 +61,7 @@ func ikeError(err error, server netip.AddrPort) error {
 }
 
 func l2tpError(err error) error {
-	if err == nil {
-		err = ErrClosed
-	}
-	e := &Error{Class: ErrL2TP, Layer: "L2TP", Err: err}
+	e := layerError(ErrL2TP, "L2TP", err)
 	switch {
 	case errors.Is(err, l2tp.ErrTimeout):
 		e.Hint = "IPsec is up but the L2TP server does not answer: check that the server runs an L2TP service (xl2tpd) for IPsec clients"
@@ -69,10 +72,7 @@ func l2tpError(err error) error {
 }
 
 func pppError(err error) error {
-	if err == nil {
-		err = ErrClosed
-	}
-	e := &Error{Class: ErrPPP, Layer: "PPP", Err: err}
+	e := layerError(ErrPPP, "PPP", err)
 	switch {
 	case errors.Is(err, ppp.ErrAuthFailed):
 		e.Hint = "check --user and --password"
