@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
 )
 
@@ -17,23 +16,8 @@ import (
 // without a limit asks nothing, and packets sealed with another SA do not
 // count.
 func TestByteLifetimeAsksForRekey(t *testing.T) {
-	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	ca, err := net.ListenUDP("udp4", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.Close()
-	cb, err := net.ListenUDP("udp4", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
-	alg := esp.Algorithm{Enc: esp.EncAESGCM16, EncKeyBits: 128}
-	key := func(spi uint32) esp.Keys {
-		k := make([]byte, 20)
-		rand.Read(k)
-		return esp.Keys{SPI: spi, Alg: alg, EncKey: k}
-	}
+	ca, cb := loopbackPair(t)
+	key := gcmKeys
 	var asked []uint32 // BytesLow calls of a (all from this goroutine)
 	ab, ba := key(0x1111), key(0x2222)
 	a := New(Config{Conn: ca, Rand: rand.Reader, LocalIP: netip.MustParseAddr("10.0.0.1"), PeerIP: netip.MustParseAddr("10.0.0.2"),

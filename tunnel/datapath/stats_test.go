@@ -24,23 +24,8 @@ func (c *ipCollector) InjectInbound(pkt []byte) error {
 // replays a datagram, corrupts one and sends one with an unknown SPI, and
 // checks each lands on its own drop reason.
 func TestStatsCountLayersAndDrops(t *testing.T) {
-	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	ca, err := net.ListenUDP("udp4", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.Close()
-	cb, err := net.ListenUDP("udp4", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
-	alg := esp.Algorithm{Enc: esp.EncAESGCM16, EncKeyBits: 128}
-	key := func(spi uint32) esp.Keys {
-		k := make([]byte, 20)
-		rand.Read(k)
-		return esp.Keys{SPI: spi, Alg: alg, EncKey: k}
-	}
+	ca, cb := loopbackPair(t)
+	key := gcmKeys
 	ab, ba := key(0x1111), key(0x2222)
 	a := New(Config{Conn: ca, Rand: rand.Reader, LocalIP: netip.MustParseAddr("10.0.0.1"), PeerIP: netip.MustParseAddr("10.0.0.2"), LocalPort: 1701, PeerPort: 1701, NoGSO: true})
 	b := New(Config{Conn: cb, Rand: rand.Reader, LocalIP: netip.MustParseAddr("10.0.0.2"), PeerIP: netip.MustParseAddr("10.0.0.1"), LocalPort: 1701, PeerPort: 1701, NoGSO: true})
@@ -147,4 +132,27 @@ func BenchmarkRxCounters(b *testing.B) {
 			p.publishRx()
 		}
 	}
+}
+
+// loopbackPair is two UDP sockets on 127.0.0.1, closed when the test ends.
+func loopbackPair(t *testing.T) (*net.UDPConn, *net.UDPConn) {
+	t.Helper()
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	var cs [2]*net.UDPConn
+	for i := range cs {
+		c, err := net.ListenUDP("udp4", lo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cs[i] = c
+	}
+	return cs[0], cs[1]
+}
+
+// gcmKeys is one direction's AES-GCM-128 keys under spi, freshly random.
+func gcmKeys(spi uint32) esp.Keys {
+	k := make([]byte, 20)
+	rand.Read(k)
+	return esp.Keys{SPI: spi, Alg: esp.Algorithm{Enc: esp.EncAESGCM16, EncKeyBits: 128}, EncKey: k}
 }
