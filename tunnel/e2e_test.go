@@ -505,9 +505,21 @@ func TestClientRekeysOnSequenceNumbers(t *testing.T) {
 	cfg := clientConfig(t, srv)
 	tunnel.SetESPSeqSoftLimit(&cfg, 300)
 	c := dial(t, cfg)
+	uploadIntact(t, c, srv, "l2tpproxy sequence numbers ")
+	t.Logf("%d IPsec SAs", srv.IPsecSAs())
+	if n := srv.IPsecSAs(); n < 4 {
+		t.Errorf("%d IPsec SAs after ~7,000 packets with a 300-packet soft limit, want >= 4", n)
+	}
+}
+
+// uploadIntact posts 8 MiB of text repeated to the server's /upload through
+// c and fails the test unless it arrives intact and the tunnel stays up. It
+// returns the bytes sent.
+func uploadIntact(t *testing.T, c *tunnel.Client, srv *testserver.Server, text string) int {
+	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
-	body := bytes.Repeat([]byte("l2tpproxy sequence numbers "), (8<<20)/27)
+	body := bytes.Repeat([]byte(text), (8<<20)/len(text))
 	sum := sha256.Sum256(body)
 	resp, err := hc.Post(srv.URL("/upload"), "application/octet-stream", bytes.NewReader(body))
 	if err != nil {
@@ -523,8 +535,5 @@ func TestClientRekeysOnSequenceNumbers(t *testing.T) {
 		t.Fatalf("tunnel went down: %v", c.Err())
 	default:
 	}
-	t.Logf("%d IPsec SAs", srv.IPsecSAs())
-	if n := srv.IPsecSAs(); n < 4 {
-		t.Errorf("%d IPsec SAs after ~7,000 packets with a 300-packet soft limit, want >= 4", n)
-	}
+	return len(body)
 }

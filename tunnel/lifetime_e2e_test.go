@@ -1,13 +1,7 @@
 package tunnel_test
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"fmt"
-	"io"
-	"net/http"
 	"testing"
-	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -21,31 +15,14 @@ func TestClientHonoursKilobyteLifetime(t *testing.T) {
 	const lifeKB = 1024
 	srv := startServer(t, testserver.Config{Phase2LifeKilobytes: lifeKB})
 	c := dial(t, clientConfig(t, srv))
-	hc := &http.Client{Transport: &http.Transport{DialContext: c.DialContext}, Timeout: 30 * time.Second}
-	defer hc.CloseIdleConnections()
-	body := bytes.Repeat([]byte("l2tpproxy kilobyte lifetimes "), (8<<20)/29)
-	sum := sha256.Sum256(body)
-	resp, err := hc.Post(srv.URL("/upload"), "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := fmt.Sprintf("%d %x\n", len(body), sum); string(got) != want {
-		t.Fatalf("the server got %q, we sent %q", got, want)
-	}
-	select {
-	case <-c.Done():
-		t.Fatalf("tunnel went down: %v", c.Err())
-	default:
-	}
+	sent := uploadIntact(t, c, srv, "l2tpproxy kilobyte lifetimes ")
 	// 8 MiB of payload in ESP datagrams is over 8 lifetimes of 1 MiB; we
 	// ask for a rekey at 90 %, but on loopback the upload runs at tens of
 	// MB/s, so while a Quick Mode is under way (longer on a loaded
 	// machine) the SA carries on: 9 SAs alone, 5 under `make test`'s
 	// parallel load. Without the byte lifetime there is 1.
 	n := srv.IPsecSAs()
-	t.Logf("%d IPsec SAs for %d bytes with a %d KB lifetime", n, len(body), lifeKB)
+	t.Logf("%d IPsec SAs for %d bytes with a %d KB lifetime", n, sent, lifeKB)
 	if n < 4 {
 		t.Errorf("%d IPsec SAs after an 8 MiB upload with a 1 MiB byte lifetime, want >= 4", n)
 	}
