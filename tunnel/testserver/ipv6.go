@@ -2,9 +2,7 @@ package testserver
 
 import (
 	"context"
-	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/netstack"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
@@ -86,17 +84,7 @@ func (s *Server) sendRA() {
 // startServices6 serves HTTP on [ServerIP6]:80 (DNS stays on ServerIP,
 // and answers AAAA).
 func (s *Server) startServices6(ctx context.Context) error {
-	ln, err := s.stack.ListenTCP(netip.AddrPortFrom(ServerIP6, HTTPPort))
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-	s.goRun(func() { srv.Serve(ln) })
-	s.goRun(func() {
-		<-ctx.Done()
-		srv.Close()
-	})
-	return nil
+	return s.serveHTTP(ctx, netip.AddrPortFrom(ServerIP6, HTTPPort))
 }
 
 // CloseIPv6CP sends the client an IPv6CP Terminate-Request (RFC 1661 §5.5),

@@ -19,16 +19,9 @@ import (
 
 // startServices runs HTTP, DNS and UDP echo on the far-side stack.
 func (s *Server) startServices(ctx context.Context) error {
-	ln, err := s.stack.ListenTCP(netip.AddrPortFrom(ServerIP, HTTPPort))
-	if err != nil {
+	if err := s.serveHTTP(ctx, netip.AddrPortFrom(ServerIP, HTTPPort)); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-	s.goRun(func() { srv.Serve(ln) })
-	s.goRun(func() {
-		<-ctx.Done()
-		srv.Close()
-	})
 
 	dns, err := s.stack.ListenUDP(netip.AddrPortFrom(ServerIP, DNSPort))
 	if err != nil {
@@ -40,6 +33,21 @@ func (s *Server) startServices(ctx context.Context) error {
 		return err
 	}
 	s.goRun(func() { serveEcho(ctx, echo) })
+	return nil
+}
+
+// serveHTTP serves httpHandler on a of the far-side stack until ctx ends.
+func (s *Server) serveHTTP(ctx context.Context, a netip.AddrPort) error {
+	ln, err := s.stack.ListenTCP(a)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.goRun(func() { srv.Serve(ln) })
+	s.goRun(func() {
+		<-ctx.Done()
+		srv.Close()
+	})
 	return nil
 }
 
