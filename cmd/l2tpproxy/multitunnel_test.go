@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,7 +168,17 @@ func TestMultiTunnel(t *testing.T) {
 
 	// Server B restarts: A keeps working while B is down; B comes back.
 	srvB.Close()
-	srvB2, err := testserver.Start(testserver.Config{BigSize: sizeB, IKEAddr: srvB.IKEAddr(), NATTAddr: srvB.NATTAddr()})
+	// The freed ports are ephemeral ones: another socket of this process (the client's
+	// reconnect to B) can take one first (seen once: "bind: address already in use").
+	// A few bounded tries, as an administrator's restart would retry.
+	var srvB2 *testserver.Server
+	for try := 0; ; try++ {
+		srvB2, err = testserver.Start(testserver.Config{BigSize: sizeB, IKEAddr: srvB.IKEAddr(), NATTAddr: srvB.NATTAddr()})
+		if !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("restarting B: %v", err)
 	}
