@@ -27,12 +27,12 @@ func (s *Server) startServices(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.goRun(func() { serveDNS(ctx, dns) })
+	s.servePackets(ctx, dns, 1500, answerDNS)
 	echo, err := s.stack.ListenUDP(netip.AddrPortFrom(ServerIP, UDPEchoPort))
 	if err != nil {
 		return err
 	}
-	s.goRun(func() { serveEcho(ctx, echo) })
+	s.servePackets(ctx, echo, 65535, func(q []byte) []byte { return q })
 	return nil
 }
 
@@ -85,66 +85,65 @@ func (p *pattern) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func serveEcho(ctx context.Context, pc net.PacketConn) {
-	go func() { <-ctx.Done(); pc.Close() }()
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
+// servePackets answers each datagram on pc with answer's reply (nil: none)
+// until ctx ends; both goroutines are the server's.
+func (s *Server) servePackets(ctx context.Context, pc net.PacketConn, size int, answer func(query []byte) []byte) {
+	s.goRun(func() { <-ctx.Done(); pc.Close() })
+	s.goRun(func() {
+		buf := make([]byte, size)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if reply := answer(buf[:n]); reply != nil {
+				pc.WriteTo(reply, from)
+			}
 		}
-		pc.WriteTo(buf[:n], from)
-	}
+	})
 }
 
-// serveDNS answers A queries for TargetName with ServerIP, AAAA queries for
-// TargetName and Target6Name with ServerIP6, NXDOMAIN else.
-func serveDNS(ctx context.Context, pc net.PacketConn) {
-	go func() { <-ctx.Done(); pc.Close() }()
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		var p dnsmessage.Parser
-		hdr, err := p.Start(buf[:n])
-		if err != nil {
-			continue
-		}
-		q, err := p.Question()
-		if err != nil {
-			continue
-		}
-		rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionDesired: hdr.RecursionDesired}
-		b := dnsmessage.NewBuilder(nil, rh)
-		b.EnableCompression()
-		name := q.Name.String()
-		match := name == TargetName+"." || name == TargetName
-		only6 := name == Target6Name+"."
-		match = match || only6
-		if !match {
-			rh.RCode = dnsmessage.RCodeNameError
-			b = dnsmessage.NewBuilder(nil, rh)
-		}
-		b.StartQuestions()
-		b.Question(q)
-		if match && q.Type == dnsmessage.TypeAAAA {
-			b.StartAnswers()
-			b.AAAAResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
-				dnsmessage.AAAAResource{AAAA: ServerIP6.As16()})
-		}
-		if match && !only6 && q.Type == dnsmessage.TypeA {
-			b.StartAnswers()
-			b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
-				dnsmessage.AResource{A: ServerIP.As4()})
-		}
-		out, err := b.Finish()
-		if err != nil {
-			continue
-		}
-		pc.WriteTo(out, from)
+// answerDNS answers A queries for TargetName with ServerIP, AAAA queries for
+// TargetName and Target6Name with ServerIP6, NXDOMAIN else; nil for what is
+// not a query it can parse.
+func answerDNS(query []byte) []byte {
+	var p dnsmessage.Parser
+	hdr, err := p.Start(query)
+	if err != nil {
+		return nil
 	}
+	q, err := p.Question()
+	if err != nil {
+		return nil
+	}
+	rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionDesired: hdr.RecursionDesired}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	name := q.Name.String()
+	match := name == TargetName+"." || name == TargetName
+	only6 := name == Target6Name+"."
+	match = match || only6
+	if !match {
+		rh.RCode = dnsmessage.RCodeNameError
+		b = dnsmessage.NewBuilder(nil, rh)
+	}
+	b.StartQuestions()
+	b.Question(q)
+	if match && q.Type == dnsmessage.TypeAAAA {
+		b.StartAnswers()
+		b.AAAAResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+			dnsmessage.AAAAResource{AAAA: ServerIP6.As16()})
+	}
+	if match && !only6 && q.Type == dnsmessage.TypeA {
+		b.StartAnswers()
+		b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+			dnsmessage.AResource{A: ServerIP.As4()})
+	}
+	out, err := b.Finish()
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // DialContext dials from the far side of the tunnel (the server's stack, as
