@@ -10,6 +10,8 @@ SE_HOST_IP=10.231.0.1          # /30 on the host end
 SE_SERVER_IP=10.231.0.2        # /30 in the namespace: the VPN server
 SE_TARGET_IP=10.231.1.1        # /32 on the namespace's lo: reachable only through the VPN
 SE_TARGET_NAME=target.vpn.test # answered by the target's DNS responder (via SecureNAT's DNS relay)
+SE_BRIDGE_DEV=l2tpx            # bridge mode: the hub's tap is tap_l2tpx in the netns
+SE_BRIDGE_GW=192.168.30.254    # bridge mode: the tap's address, the VPN clients' gateway
 SE_ADMIN_PORT=5555             # vpncmd admin listener (TCP, namespace only)
 SE_HUB=VPN
 SE_USER=vpnuser
@@ -40,7 +42,9 @@ leftovers() {
 	for p in /proc/[0-9]*; do
 		cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
 		case "$cmd" in
-		"$SE_VPNSERVER"* | *"$SE_DIR/target.py"* | *"$SE_STATE"*)
+		# up's sh -c wrappers name the state dir; other commands may too (a flock waiting to run a
+		# benchmark with BENCH_ENV=.../kv) and are not ours
+		"$SE_VPNSERVER"* | *"$SE_DIR/target.py"* | "sh -c "*"$SE_STATE"*)
 			echo "process ${p#/proc/}: $cmd"
 			found=1
 			;;
@@ -56,6 +60,10 @@ leftovers() {
 		found=1
 	fi
 	if [ -e "/etc/netns/$SE_NS" ]; then echo "dir /etc/netns/$SE_NS"; found=1; fi
+	if command -v nft >/dev/null && nft list table ip l2tpx_loss >/dev/null 2>&1; then
+		echo "nftables table ip l2tpx_loss (./loss)"
+		found=1
+	fi
 	if findmnt -rn -o TARGET | grep -E "softether|$SE_NS" >/dev/null; then
 		echo "mounts: $(findmnt -rn -o TARGET | grep -E "softether|$SE_NS" | tr '\n' ' ')"
 		found=1
