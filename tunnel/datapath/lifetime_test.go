@@ -94,7 +94,7 @@ func TestByteLifetimeEarlyAtRate(t *testing.T) {
 			t.Fatalf("first SA asked at %v, want at the first check (20)", at)
 		}
 		time.Sleep(rekey - time.Millisecond) // asksAt slept 1 ms after the ask
-		h.rekey(false, limit) // the rekey took 150 ms from the ask
+		h.rekey(false, limit)                // the rekey took 150 ms from the ask
 		if d := h.a.rekeyTime(); d != rekey {
 			t.Fatalf("rekey time %v, want %v", d, rekey)
 		}
