@@ -344,6 +344,13 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 				ini.RekeyChild(spi)
 			}
 		},
+		// No new SA came while senders were held at an exhausted one:
+		// the tunnel is set up again (`up` reconnects).
+		Exhausted: func(spi uint32) {
+			c.fail(&Error{Class: ErrIKE, Layer: "ESP", Err: fmt.Errorf("outbound SA %08x: %w", spi, datapath.ErrSAExhausted),
+				Hint: "the server did not complete a rekey in time"})
+		},
+		Clock: cfg.Clock,
 	})
 	c.data.SetPeer(c.nattTo)
 	return c, nil
@@ -417,6 +424,7 @@ func (c *Client) teardown(graceful bool) {
 		if !graceful {
 			wait = time.Second
 		}
+		c.data.Close() // senders held at an exhausted SA give up now
 		if s := c.stack.Load(); s != nil {
 			s.Close()
 		}

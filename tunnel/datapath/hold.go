@@ -22,13 +22,17 @@ import (
 // the same packet with it, and gives up after HoldTimeout with
 // ErrSAExhausted (and tells Config.Exhausted, whose owner reconnects).
 //
-// A held sender does not take a rekey's new SA the moment it is installed:
-// it waits, as everyone does, for the switch (the peer sent on the new
-// pair or deleted the old one, or OutboundSwitchDelay passed). Before
-// that the peer may not have its inbound SA yet (a responder installs it
-// when our QM3 arrives), and the held packets would be the very ones lost.
-// Against a server that sends anything at all (TCP's ACKs) the switch
-// comes within a round trip.
+// A held sender does not take our own rekey's new SA the moment it is
+// installed: before the peer has its inbound SA (a responder installs it
+// when our QM3 arrives) the held packets would be the very ones lost. It
+// waits for the switch (the peer sent on the new pair or deleted the old
+// one), but not for all of OutboundSwitchDelay: a peer that has nothing
+// to send would stall us for that long (TCP's retransmission timer fires
+// meanwhile). The time from an install to the peer's first packet on the
+// new pair is measured at each switch (peerLag); a held sender switches
+// at four times that after the install (at least 20 ms). That bounds the peer's install from
+// above: its first packet on the new pair left after it installed, and
+// had the way back to travel.
 
 // Errors of a held sender.
 var (
@@ -61,6 +65,10 @@ type holdState struct {
 	// took from there to the switch (ns, decaying maximum, 0: none yet).
 	askedAt   atomic.Int64
 	rekeyTime atomic.Int64
+	// peerLag is how long the peer took to show it had our last rekey's
+	// pair: from InstallSAPeerMayLag to its first packet on it (ns,
+	// decaying maximum, 0: not measured yet).
+	peerLag atomic.Int64
 
 	holds, timeouts atomic.Uint64
 }
@@ -93,6 +101,39 @@ func (p *Path) setOut(o *esp.Outbound) {
 	}
 	p.hold.signal()
 }
+
+// peerSwitched is told that an authentic packet came on the newest
+// inbound SA while our new outbound SA waits: the peer has the pair.
+func (p *Path) peerSwitched() {
+	if p.nextOut.Load() == nil {
+		return
+	}
+	lag := p.now().UnixNano() - (p.nextOutAt.Load() - int64(OutboundSwitchDelay))
+	p.SwitchOutbound()
+	if lag > 0 {
+		p.hold.peerLag.Store(max(lag, p.hold.peerLag.Load()/4*3))
+	}
+}
+
+// heldSwitchAt is when a held sender takes the pending outbound SA without
+// word from the peer (unix ns): heldLagFactor times the peer's measured
+// lag after the install, at least minHeldSwitch, at most
+// OutboundSwitchDelay (also before any lag was measured).
+func (p *Path) heldSwitchAt() int64 {
+	at := p.nextOutAt.Load()
+	if lag := p.hold.peerLag.Load(); lag > 0 {
+		wait := min(max(heldLagFactor*time.Duration(lag), minHeldSwitch), OutboundSwitchDelay)
+		at = at - int64(OutboundSwitchDelay) + int64(wait)
+	}
+	return at
+}
+
+// The margin on the measured lag: it is measured from our install, which
+// comes a little after our QM3 left, and the peer's install time varies.
+const (
+	heldLagFactor = 4
+	minHeldSwitch = 20 * time.Millisecond
+)
 
 // rekeyTime is what the next rekey is expected to take.
 func (p *Path) rekeyTime() time.Duration {
@@ -133,6 +174,9 @@ func (p *Path) awaitOutbound(old *esp.Outbound, why error) (*esp.Outbound, error
 	deadline := p.now().Add(HoldTimeout)
 	for {
 		changed := *p.hold.changed.Load()
+		if p.nextOut.Load() != nil && p.now().UnixNano() >= p.heldSwitchAt() {
+			p.SwitchOutbound()
+		}
 		if o := p.outbound(); o != nil && o != old {
 			return o, nil
 		}
@@ -146,7 +190,7 @@ func (p *Path) awaitOutbound(old *esp.Outbound, why error) (*esp.Outbound, error
 			return nil, ErrSAExhausted
 		}
 		if p.nextOut.Load() != nil {
-			wait = max(min(wait, time.Duration(p.nextOutAt.Load()-now.UnixNano())), 0)
+			wait = max(min(wait, time.Duration(p.heldSwitchAt()-now.UnixNano())), 0)
 		}
 		t := p.cfg.Clock.NewTimer(wait)
 		select {

@@ -404,3 +404,56 @@ func TestCloseReleasesHeld(t *testing.T) {
 		}
 	})
 }
+
+// TestHeldSwitchAfterPeerLag: once the peer has shown a rekey's pair 30 ms
+// after our install, a sender held at the next exhausted SA goes on 4 x
+// 30 ms after that pair's install, without waiting for the peer; a peer
+// quicker than 5 ms still gets 20 ms.
+func TestHeldSwitchAfterPeerLag(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHoldPair(t)
+		// Our rekey; the peer's first packet on it 30 ms later.
+		peerSends := func() {
+			if err := h.b.SendIP(ipPacket(0), Headroom); err != nil {
+				t.Fatal(err)
+			}
+			for _, dg := range h.cb.take() {
+				h.a.Receive(dg)
+			}
+		}
+		h.rekey(true, 2*dgLen)
+		time.Sleep(30 * time.Millisecond)
+		peerSends()
+		if lag := time.Duration(h.a.hold.peerLag.Load()); lag != 30*time.Millisecond {
+			t.Fatalf("peer lag %v, want 30ms", lag)
+		}
+		held := func(want time.Duration) {
+			t.Helper()
+			h.send()
+			h.send()
+			done := make(chan error, 1)
+			go func() { done <- h.send() }()
+			synctest.Wait()
+			h.rekey(true, 2*dgLen)
+			installed := time.Now()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(installed); d != want {
+				t.Fatalf("held sender went on %v after the install, want %v", d, want)
+			}
+			if spis := h.deliver(); len(spis) != 3 || spis[2] != h.ab.SPI {
+				t.Fatalf("SPIs %x, want the 3rd on %x", spis, h.ab.SPI)
+			}
+		}
+		held(120 * time.Millisecond)
+		// A quick peer: the lag decays to what it measures, the floor stays.
+		for range 20 {
+			h.rekey(true, 2*dgLen)
+			time.Sleep(time.Millisecond)
+			peerSends()
+		}
+		held(minHeldSwitch)
+		h.checkAllArrived()
+	})
+}

@@ -551,7 +551,7 @@ func (p *Path) Receive(dg []byte) {
 	if in != prevIn && p.nextOut.Load() != nil {
 		// An authentic packet on the newest inbound SA: the peer has the
 		// new pair, so it can take what we send on it.
-		p.SwitchOutbound()
+		p.peerSwitched()
 	}
 	p.RxESP.Add(1)
 	p.rxBurst.esp.count(len(dg))
