@@ -23,8 +23,8 @@ func TestClientHonoursKilobyteLifetime(t *testing.T) {
 	// Without the byte lifetime there is 1 SA.
 	n := srv.IPsecSAs()
 	cs, ss := c.Stats(), srv.DataStats()
-	t.Logf("%d IPsec SAs for %d bytes with a %d KB lifetime; client: %d rekeys, %d holds, TCP %+v",
-		n, sent, lifeKB, cs.ESPRekeys, cs.Holds, c.Stack().TCPStats())
+	t.Logf("%d IPsec SAs for %d bytes with a %d KB lifetime; client: %d rekeys, %d holds (%v), TCP %+v",
+		n, sent, lifeKB, cs.ESPRekeys, cs.Holds, cs.HoldTime, c.Stack().TCPStats())
 	if n < 9 {
 		t.Errorf("%d IPsec SAs after an 8 MiB upload with a 1 MiB byte lifetime, want >= 9", n)
 	}

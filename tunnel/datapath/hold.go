@@ -70,7 +70,7 @@ type holdState struct {
 	// decaying maximum, 0: not measured yet).
 	peerLag atomic.Int64
 
-	holds, timeouts atomic.Uint64
+	holds, timeouts, heldNanos atomic.Uint64
 }
 
 func (h *holdState) init() {
@@ -171,7 +171,9 @@ func (p *Path) awaitOutbound(old *esp.Outbound, why error) (*esp.Outbound, error
 		ask = p.cfg.SeqLow
 	}
 	p.askRekey(old.SPI(), ask)
-	deadline := p.now().Add(HoldTimeout)
+	start := p.now()
+	defer func() { p.hold.heldNanos.Add(uint64(p.now().Sub(start))) }()
+	deadline := start.Add(HoldTimeout)
 	for {
 		changed := *p.hold.changed.Load()
 		if p.nextOut.Load() != nil && p.now().UnixNano() >= p.heldSwitchAt() {

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 )
@@ -15,9 +16,13 @@ import (
 //
 // Soft limit: the owner is asked to rekey (Config.BytesLow) at 90 % of the
 // limit, or earlier when the rate the SA is used at would carry it past
-// the limit during a rekey (rate over the last 2 % of the limit, times
-// twice the time the last rekeys took: hold.go measures it), then again
-// every 2 % until a new pair takes over.
+// the limit during a rekey (the rate, times twice the time the last
+// rekeys took: hold.go measures it), then again every 2 % until a new
+// pair takes over. The rate is measured over windows at least as long as
+// a rekey: over shorter ones it is the rate of one burst (a TCP stack
+// sends 64 KiB at once), which a rekey's duration averages out. Until the
+// first window is complete, the bytes so far count as sent in one rekey's
+// time.
 //
 // Hard limit, outbound: the SA seals nothing past it (esp.Outbound's byte
 // limit); senders are held until the new SA is current (hold.go).
@@ -38,10 +43,14 @@ type byteLife struct {
 
 // lifeCount is one direction's count.
 type lifeCount struct {
-	bytes  atomic.Uint64
-	next   atomic.Uint64 // the count of the next check
-	lastAt atomic.Int64  // unix ns of the previous check
-	asked  atomic.Bool   // asked already: ask at every check from now on
+	bytes atomic.Uint64
+	next  atomic.Uint64 // the count of the next check
+	asked atomic.Bool   // asked already: ask at every check from now on
+	// The rate window: it began at winAt (unix ns) with winBytes counted;
+	// rate is the last complete window's (bytes per second, 0: none yet).
+	winAt    atomic.Int64
+	winBytes atomic.Uint64
+	rate     atomic.Uint64
 }
 
 // softLifeShare is the share of a byte lifetime after which we rekey at
@@ -67,7 +76,7 @@ func (p *Path) SetByteLifetime(inSPI, outSPI uint32, bytes uint64) {
 	now := p.now().UnixNano()
 	for _, c := range [...]*lifeCount{&l.tx, &l.rx} {
 		c.next.Store(l.step)
-		c.lastAt.Store(now)
+		c.winAt.Store(now)
 	}
 	p.life.Store(l)
 }
@@ -99,20 +108,23 @@ func (p *Path) due(l *byteLife, c *lifeCount, n int) bool {
 			break
 		}
 	}
-	now := p.now().UnixNano()
-	prev := c.lastAt.Swap(now)
 	if c.asked.Load() || v >= l.soft {
 		c.asked.Store(true)
 		return true
 	}
-	// Bytes the SA would carry while a rekey runs, at the rate of the
-	// last step, with a margin of 2: at the limit, senders wait.
-	dt := now - prev
-	if dt <= 0 {
-		dt = 1
+	// Bytes the SA would carry while a rekey runs, with a margin of 2: at
+	// the limit, senders wait.
+	rekey := p.rekeyTime()
+	now := p.now().UnixNano()
+	elapsed := time.Duration(now - c.winAt.Load())
+	inWin := float64(v - c.winBytes.Load())
+	if elapsed >= rekey {
+		c.rate.Store(uint64(inWin / elapsed.Seconds()))
+		c.winAt.Store(now)
+		c.winBytes.Store(v)
 	}
-	during := 2 * float64(l.step) * float64(p.rekeyTime()) / float64(dt)
-	if float64(v)+during >= float64(l.limit) {
+	rate := max(float64(c.rate.Load()), inWin/max(elapsed, rekey).Seconds())
+	if during := 2 * rate * rekey.Seconds(); float64(v)+during >= float64(l.limit) {
 		c.asked.Store(true)
 		return true
 	}

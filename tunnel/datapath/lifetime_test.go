@@ -81,17 +81,20 @@ func TestByteLifetimeAsksForRekey(t *testing.T) {
 // at the rate the SA is used and with the time the last rekey took, it
 // completes before the limit. Limit 1,000 datagrams (checks every 20),
 // one sent per millisecond, rekeys of 150 ms: the bytes sent while one
-// runs are 150 datagrams, doubled: ask at 700. At one per 10 ms, 30:
-// the 90 % mark comes first.
+// runs are 150 datagrams, doubled: ask at 700. The same average rate in
+// bursts of 50 asks at the same point (the rate is measured over windows
+// of a rekey's length, not per burst). At one per 10 ms, 30: the 90 %
+// mark comes first.
 func TestByteLifetimeEarlyAtRate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldPair(t)
 		const limit = 1000 * dgLen
 		const rekey = 150 * time.Millisecond
 		h.rekey(false, limit)
-		// No rekey measured yet (1 s assumed): the first check asks.
-		if at := h.asksAt(20, time.Millisecond); len(at) != 1 || at[0] != 20 {
-			t.Fatalf("first SA asked at %v, want at the first check (20)", at)
+		// No rekey measured yet (1 s assumed), so no complete rate window
+		// in the first second: the bytes so far count as sent in 1 s, x2.
+		if at := h.asksAt(340, time.Millisecond); len(at) != 1 || at[0] != 340 {
+			t.Fatalf("first SA asked at %v, want at 340 (3 x 340 > 1000)", at)
 		}
 		time.Sleep(rekey - time.Millisecond) // asksAt slept 1 ms after the ask
 		h.rekey(false, limit)                // the rekey took 150 ms from the ask
@@ -102,7 +105,22 @@ func TestByteLifetimeEarlyAtRate(t *testing.T) {
 		if len(at) == 0 || at[0] != 700 {
 			t.Fatalf("fast sender: asked at %v, want from the 700th packet", at)
 		}
+		// (asksAt went on past the ask: a rekey measured now would take
+		// longer. Set it back to 150 ms, as if it had been.)
 		h.rekey(false, limit)
+		h.a.hold.rekeyTime.Store(int64(rekey))
+		at = nil
+		for burst := range 20 {
+			for _, a := range h.asksAt(50, 0) {
+				at = append(at, burst*50+a)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(at) == 0 || at[0] < 700 || at[0] > 720 {
+			t.Fatalf("bursty sender: asked at %v, want from about the 700th packet", at)
+		}
+		h.rekey(false, limit)
+		h.a.hold.rekeyTime.Store(int64(rekey))
 		at = h.asksAt(1000, 10*time.Millisecond)
 		if len(at) == 0 || at[0] != 900 {
 			t.Fatalf("slow sender: asked at %v, want from the 900th packet (90 %%)", at)

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 )
@@ -51,9 +52,11 @@ type Stats struct {
 	// SendFailed counts the packets a send could not seal (IP bytes, 0 if
 	// unknown): for want of room, or no new SA within HoldTimeout. Holds
 	// counts the times a sender was held at an exhausted outbound SA,
-	// HoldTimeouts those it gave up (hold.go).
+	// HoldTimeouts those it gave up, HoldTime the time they were held in
+	// all (hold.go).
 	SendFailed          Traffic
 	Holds, HoldTimeouts uint64
+	HoldTime            time.Duration
 }
 
 // Add adds o's counts to s.
@@ -69,6 +72,7 @@ func (s *Stats) Add(o Stats) {
 	}
 	s.Holds += o.Holds
 	s.HoldTimeouts += o.HoldTimeouts
+	s.HoldTime += o.HoldTime
 }
 
 // trafficCounter is Traffic, counted with atomics.
@@ -149,6 +153,7 @@ func (p *Path) Stats() Stats {
 		IPIn: p.rxc.ip.load(), IPOut: p.txc.ip.load(),
 		L2TPControlIn: p.rxc.l2tpControl.load(), L2TPControlOut: p.txc.l2tpControl.load(),
 		SendFailed: p.txc.failed.load(), Holds: p.hold.holds.Load(), HoldTimeouts: p.hold.timeouts.Load(),
+		HoldTime: time.Duration(p.hold.heldNanos.Load()),
 	}
 	for i := range s.Drops {
 		s.Drops[i] = p.rxc.drops[i].Load()
