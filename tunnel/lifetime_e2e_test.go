@@ -1,8 +1,14 @@
 package tunnel_test
 
 import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
 	"testing"
+	"time"
 
+	"github.com/l2tpproxy/l2tpproxy/tunnel"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -45,5 +51,47 @@ func TestClientHonoursKilobyteLifetime(t *testing.T) {
 		if d := ss.Drops[r]; d != 0 {
 			t.Errorf("server dropped %d datagrams (%v)", d, r)
 		}
+	}
+}
+
+// TestExhaustedSAFailsTunnel: when the server stops answering (frozen)
+// while we send, the outbound SA reaches its 64 KB lifetime and the
+// rekey never completes: senders are held for the hold timeout (here
+// 500 ms), then the tunnel goes down with datapath.ErrSAExhausted (which
+// `up` answers by reconnecting), well before dead-peer detection.
+func TestExhaustedSAFailsTunnel(t *testing.T) {
+	const lifeKB = 64
+	srv := startServer(t, testserver.Config{Phase2LifeKilobytes: lifeKB})
+	cfg := clientConfig(t, srv)
+	tunnel.SetESPHoldTimeout(&cfg, 500*time.Millisecond)
+	c := dial(t, cfg)
+	conn, err := c.DialContext(context.Background(), "udp", net.JoinHostPort(testserver.ServerIP.String(), strconv.Itoa(testserver.UDPEchoPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	payload := make([]byte, 1000)
+	for c.Err() == nil && time.Since(frozen) < 5*time.Second {
+		conn.Write(payload) // held at the exhausted SA, then failing
+	}
+	err = c.Err()
+	took := time.Since(frozen)
+	if !errors.Is(err, datapath.ErrSAExhausted) || !errors.Is(err, tunnel.ErrIKE) {
+		t.Fatalf("tunnel error %v after %v, want datapath.ErrSAExhausted (class IKE)", err, took)
+	}
+	s := c.Stats()
+	t.Logf("down %v after the freeze: %v; %d holds (%v), %d timed out, %d packets failed", took.Round(time.Millisecond), err,
+		s.Holds, s.HoldTime.Round(time.Millisecond), s.HoldTimeouts, s.SendFailed.Packets)
+	if s.HoldTimeouts == 0 || s.ESPOut.Bytes == 0 {
+		t.Errorf("HoldTimeouts %d, ESP out %d bytes", s.HoldTimeouts, s.ESPOut.Bytes)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the tunnel was not down 5 s after it failed")
 	}
 }

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -173,7 +174,7 @@ func (p *Path) awaitOutbound(old *esp.Outbound, why error) (*esp.Outbound, error
 	p.askRekey(old.SPI(), ask)
 	start := p.now()
 	defer func() { p.hold.heldNanos.Add(uint64(p.now().Sub(start))) }()
-	deadline := start.Add(HoldTimeout)
+	deadline := start.Add(cmp.Or(p.cfg.HoldTimeout, HoldTimeout))
 	for {
 		changed := *p.hold.changed.Load()
 		if p.nextOut.Load() != nil && p.now().UnixNano() >= p.heldSwitchAt() {

@@ -113,6 +113,8 @@ type Config struct {
 	// exhausted outbound SA gave up after HoldTimeout (see hold.go): the
 	// owner sets the tunnel up again.
 	Exhausted func(outboundSPI uint32)
+	// HoldTimeout overrides the package's HoldTimeout (0: that).
+	HoldTimeout time.Duration
 	// Clock times the switch to a rekey's SA and held senders (default
 	// clock.Real).
 	Clock clock.Clock
