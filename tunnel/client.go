@@ -427,7 +427,7 @@ func (c *Client) teardown(graceful bool) {
 		if !graceful {
 			wait = time.Second
 		}
-		c.data.Close() // senders held at an exhausted SA give up now
+		c.data.ReleaseHeld() // senders held at an exhausted SA give up now
 		if s := c.stack.Load(); s != nil {
 			s.Close()
 		}

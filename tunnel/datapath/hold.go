@@ -41,8 +41,8 @@ var (
 	// limit and no new SA took over within HoldTimeout: the tunnel must be
 	// set up again.
 	ErrSAExhausted = errors.New("datapath: outbound IPsec SA exhausted and not replaced in time")
-	// ErrClosed: the path was closed while the sender was held.
-	ErrClosed = errors.New("datapath: path closed")
+	// ErrHoldReleased: ReleaseHeld was called while the sender was held.
+	ErrHoldReleased = errors.New("datapath: held sender released: the tunnel is closing")
 )
 
 // HoldTimeout bounds how long a sender waits for a new outbound SA once
@@ -86,10 +86,10 @@ func (h *holdState) signal() {
 	close(*h.changed.Swap(&ch))
 }
 
-// Close releases held senders with ErrClosed; later holds fail at once.
-// The owner calls it when it tears the tunnel down, so that no sender
-// waits out HoldTimeout. The path stays usable otherwise.
-func (p *Path) Close() { p.hold.stopped.Do(func() { close(p.hold.stop) }) }
+// ReleaseHeld releases held senders with ErrHoldReleased; later holds fail at
+// once. The owner calls it when it tears the tunnel down, so that no
+// sender waits out HoldTimeout. The path stays usable otherwise.
+func (p *Path) ReleaseHeld() { p.hold.stopped.Do(func() { close(p.hold.stop) }) }
 
 func (p *Path) now() time.Time { return p.cfg.Clock.Now() }
 
@@ -161,7 +161,7 @@ func exhausted(err error) bool { return err == esp.ErrByteLimit || err == esp.Er
 
 // awaitOutbound holds the caller (who has txMu) until an outbound SA newer
 // than old, which refused a packet with why, is current; or HoldTimeout
-// passed (ErrSAExhausted), or the path was closed (ErrClosed).
+// passed (ErrSAExhausted), or ReleaseHeld was called (ErrHoldReleased).
 func (p *Path) awaitOutbound(old *esp.Outbound, why error) (*esp.Outbound, error) {
 	if o := p.outbound(); o != nil && o != old {
 		return o, nil // a sender before us waited already
@@ -201,7 +201,7 @@ func (p *Path) awaitOutbound(old *esp.Outbound, why error) (*esp.Outbound, error
 		case <-t.C():
 		case <-p.hold.stop:
 			t.Stop()
-			return nil, ErrClosed
+			return nil, ErrHoldReleased
 		}
 		t.Stop()
 	}

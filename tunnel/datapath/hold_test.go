@@ -388,8 +388,8 @@ func TestBatchHoldKeepsOrder(t *testing.T) {
 	})
 }
 
-// TestCloseReleasesHeld: Close ends a hold at once with ErrClosed.
-func TestCloseReleasesHeld(t *testing.T) {
+// TestReleaseHeld: ReleaseHeld ends a hold at once with ErrHoldReleased.
+func TestReleaseHeld(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldPair(t)
 		h.rekey(false, dgLen)
@@ -398,9 +398,9 @@ func TestCloseReleasesHeld(t *testing.T) {
 		go func() { done <- h.send() }()
 		synctest.Wait()
 		start := time.Now()
-		h.a.Close()
-		if err := <-done; !errors.Is(err, ErrClosed) || time.Since(start) != 0 {
-			t.Fatalf("after Close: %v after %v, want ErrClosed at once", err, time.Since(start))
+		h.a.ReleaseHeld()
+		if err := <-done; !errors.Is(err, ErrHoldReleased) || time.Since(start) != 0 {
+			t.Fatalf("after ReleaseHeld: %v after %v, want ErrHoldReleased at once", err, time.Since(start))
 		}
 	})
 }
