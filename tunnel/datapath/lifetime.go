@@ -27,13 +27,14 @@ import (
 // Hard limit, outbound: the SA seals nothing past it (esp.Outbound's byte
 // limit); senders are held until the new SA is current (hold.go).
 //
-// Hard limit, inbound: none. A packet the server sent on an SA we count
-// past its limit is opened and counted: the server enforces its own
-// outbound limit, and by its count, which is lower than ours (see above);
-// dropping at ours would lose packets that were within the SA's lifetime.
-// RFC 4301 §4.4.2.1 leaves what happens at a hard lifetime to the
-// implementation ("replaced with a new SA ... or terminated"): we replace
-// it, and keep it for the late packets until the rekey is complete.
+// Hard limit, inbound: none of ours. A packet the server sent on an SA past
+// the limit by our count is opened and counted: RFC 4301 §4.4.2.1 has the
+// count be of the bytes the cipher is applied to, fewer than our datagram
+// count, so a server that enforces its own outbound limit by its own count
+// may rightly send past ours, and dropping there would lose packets sent
+// within the SA's lifetime. At its lifetime's end an SA is "replaced with
+// a new SA ... or terminated" (ibid.): we replace it, and keep it for the
+// late packets until the rekey is complete.
 type byteLife struct {
 	inSPI, outSPI uint32
 	limit, soft   uint64

@@ -32,7 +32,8 @@ func (h *holdPair) asksAt(n int, gap time.Duration) []int {
 // TestByteLifetimeAsksForRekey: a pair limited to 100 datagrams per SA,
 // used slowly (a rekey would carry little), asks for a rekey (BytesLow
 // with its outbound SPI) once 90 % went out, then every 2 % more, up to
-// the limit exactly; the same for what comes in; a newly installed pair
+// the limit exactly; the same for what comes in, which is taken past the
+// limit; a newly installed pair
 // without a limit asks nothing.
 func TestByteLifetimeAsksForRekey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -52,10 +53,14 @@ func TestByteLifetimeAsksForRekey(t *testing.T) {
 			t.Fatalf("SA sealed %d bytes, limit %d", got, limit)
 		}
 
-		// Inbound counts alone: a fresh limit, traffic from b only.
+		// Inbound counts alone: a fresh limit, traffic from b only, 20 %
+		// past the limit by our count: all of it is taken (the server
+		// enforces its own limit, by a lower count).
 		h.rekey(false, limit)
 		h.asks = nil
-		for range 100 {
+		got := &ipSink{}
+		h.a.SetIP(got)
+		for range 120 {
 			if err := h.b.SendIP(ipPacket(0), Headroom); err != nil {
 				t.Fatal(err)
 			}
@@ -67,6 +72,9 @@ func TestByteLifetimeAsksForRekey(t *testing.T) {
 		h.a.Flush()
 		if len(h.asks) == 0 || h.asks[0] != h.ab.SPI {
 			t.Fatalf("asks %x after the inbound SA carried its byte lifetime, want %08x", h.asks, h.ab.SPI)
+		}
+		if got.count() != 120 || h.a.RxDropped.Load() != 0 {
+			t.Fatalf("a took %d of 120 packets past its inbound limit, dropped %d", got.count(), h.a.RxDropped.Load())
 		}
 
 		// A new pair without a limit: nothing asked however much flows.
