@@ -76,6 +76,8 @@ type Config struct {
 	Phase2Lifetime time.Duration
 	// espSeqSoftLimit overrides datapath.DefaultSeqSoftLimit (tests).
 	espSeqSoftLimit uint64
+	// espHoldTimeout overrides datapath.HoldTimeout (tests).
+	espHoldTimeout time.Duration
 	// PFS is whether Quick Mode carries a Diffie-Hellman exchange (default
 	// ike.PFSAuto: only if the server refuses a Quick Mode without).
 	PFS ike.PFS
@@ -344,6 +346,14 @@ func newClient(ctx context.Context, cfg Config) (*Client, error) {
 				ini.RekeyChild(spi)
 			}
 		},
+		// No new SA came while senders were held at an exhausted one:
+		// the tunnel is set up again (`up` reconnects).
+		Exhausted: func(spi uint32) {
+			c.fail(&Error{Class: ErrIKE, Layer: "ESP", Err: fmt.Errorf("outbound SA %08x: %w", spi, datapath.ErrSAExhausted),
+				Hint: "the server did not complete a rekey in time"})
+		},
+		HoldTimeout: cfg.espHoldTimeout,
+		Clock:       cfg.Clock,
 	})
 	c.data.SetPeer(c.nattTo)
 	return c, nil
@@ -403,8 +413,8 @@ func (c *Client) fail(err error) {
 	}
 	c.errMu.Unlock()
 	// A server that went silent will not answer our goodbyes: do not wait
-	// for them.
-	graceful := !errors.Is(err, ike.ErrPeerDead)
+	// for them; nor can PPP's and L2TP's go out on an exhausted SA.
+	graceful := !errors.Is(err, ike.ErrPeerDead) && !errors.Is(err, datapath.ErrSAExhausted)
 	c.sup.Go("teardown", func() { c.teardown(graceful) })
 }
 
@@ -417,6 +427,7 @@ func (c *Client) teardown(graceful bool) {
 		if !graceful {
 			wait = time.Second
 		}
+		c.data.ReleaseHeld() // senders held at an exhausted SA give up now
 		if s := c.stack.Load(); s != nil {
 			s.Close()
 		}

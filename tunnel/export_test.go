@@ -1,5 +1,10 @@
 package tunnel
 
+import "time"
+
 // SetESPSeqSoftLimit lowers the sequence-number soft limit at which an
 // outbound ESP SA is rekeyed, so tests reach it with a few packets.
 func SetESPSeqSoftLimit(c *Config, n uint64) { c.espSeqSoftLimit = n }
+
+// SetESPHoldTimeout shortens how long senders wait at an exhausted SA.
+func SetESPHoldTimeout(c *Config, d time.Duration) { c.espHoldTimeout = d }

@@ -289,6 +289,12 @@ var (
 		[]string{"tunnel", "reason"}, nil)
 	descRekeys = prometheus.NewDesc("l2tpproxy_esp_rekeys_total",
 		"IPsec SAs that replaced the current one (our rekey at 90% of the lifetime, or one the server started).", []string{"tunnel"}, nil)
+	descHolds = prometheus.NewDesc("l2tpproxy_esp_send_holds_total",
+		"Times a sender was held because the outbound IPsec SA had reached its byte lifetime or sequence number limit before the new SA took over.", []string{"tunnel"}, nil)
+	descHoldSeconds = prometheus.NewDesc("l2tpproxy_esp_send_hold_seconds_total",
+		"Time senders were held at an exhausted outbound IPsec SA, in all.", []string{"tunnel"}, nil)
+	descSendFailed = prometheus.NewDesc("l2tpproxy_esp_send_failed_packets_total",
+		"Packets that could not be sent: no room to seal them, or no new IPsec SA within the hold timeout.", []string{"tunnel"}, nil)
 	descESPDeleted = prometheus.NewDesc("l2tpproxy_esp_deleted_by_server_total",
 		"IPsec SAs the server deleted.", []string{"tunnel"}, nil)
 	descIKERenewals = prometheus.NewDesc("l2tpproxy_ike_renewals_total",
@@ -308,7 +314,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (m *monitor) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytes, descPackets, descDrops, descRekeys, descESPDeleted, descIKERenewals,
+	for _, d := range []*prometheus.Desc{descBytes, descPackets, descDrops, descRekeys, descHolds, descHoldSeconds, descSendFailed, descESPDeleted, descIKERenewals,
 		descUp, descUptime, descConnOpen, descConnTotal, descRefused} {
 		ch <- d
 	}
@@ -341,6 +347,9 @@ func (m *monitor) Collect(ch chan<- prometheus.Metric) {
 			counter(descDrops, s.Drops[r], n, r.String())
 		}
 		counter(descRekeys, s.ESPRekeys, n)
+		counter(descHolds, s.Holds, n)
+		ch <- prometheus.MustNewConstMetric(descHoldSeconds, prometheus.CounterValue, s.HoldTime.Seconds(), n)
+		counter(descSendFailed, s.SendFailed.Packets, n)
 		counter(descESPDeleted, s.ESPDeletedByPeer, n)
 		counter(descIKERenewals, s.IKERenewals, n)
 		if up {

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/ppp"
@@ -108,6 +109,15 @@ type Config struct {
 	// with the outbound SPI of the current pair when a byte lifetime set
 	// by SetByteLifetime runs low (see byteLife).
 	BytesLow func(outboundSPI uint32)
+	// Exhausted, if set, is called (like SeqLow) when a sender held at an
+	// exhausted outbound SA gave up after HoldTimeout (see hold.go): the
+	// owner sets the tunnel up again.
+	Exhausted func(outboundSPI uint32)
+	// HoldTimeout overrides the package's HoldTimeout (0: that).
+	HoldTimeout time.Duration
+	// Clock times the switch to a rekey's SA and held senders (default
+	// clock.Real).
+	Clock clock.Clock
 }
 
 // DefaultSeqSoftLimit leaves 2^26 (67 million) packets for the rekey: at a
@@ -158,6 +168,8 @@ type Path struct {
 	tx     *sender  // batched sends (sendmmsg + UDP GSO on Linux)
 	txPkts [][]byte // sealed datagrams of the batch in progress
 
+	hold holdState // senders held at an exhausted SA (hold.go)
+
 	// Counters, for diagnostics and tests.
 	RxESP, RxDropped, TxESP atomic.Uint64
 	// Per layer and per drop reason (Stats). The reader counts a burst's
@@ -170,11 +182,15 @@ type Path struct {
 
 // New returns a path with no SA, session or sinks yet.
 func New(cfg Config) *Path {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real
+	}
 	p := &Path{cfg: cfg, srcIP: cfg.LocalIP.As4(), dstIP: cfg.PeerIP.As4(), tx: newSender(cfg.Conn, !cfg.NoGSO)}
 	p.bufs.New = func() any {
 		b := make([]byte, Headroom+maxDatagram+Tailroom)
 		return &b
 	}
+	p.hold.init()
 	return p
 }
 
@@ -209,11 +225,12 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 	}
 	if !peerMayLag || p.out.Load() == nil { // the first SA: nothing to carry on with
 		p.nextOut.Store(nil)
-		p.out.Store(o)
+		p.setOut(o)
 		return nil
 	}
-	p.nextOutAt.Store(time.Now().Add(OutboundSwitchDelay).UnixNano())
+	p.nextOutAt.Store(p.now().Add(OutboundSwitchDelay).UnixNano())
 	p.nextOut.Store(o)
+	p.hold.signal()
 	return nil
 }
 
@@ -246,14 +263,14 @@ func (p *Path) PeerDeleted(inSPI uint32) {
 // SwitchOutbound sends on the newest SA from now on.
 func (p *Path) SwitchOutbound() {
 	if o := p.nextOut.Swap(nil); o != nil {
-		p.out.Store(o)
+		p.setOut(o)
 	}
 }
 
 // outbound is the SA to seal with: the current one, or the pending one
 // once its time has come.
 func (p *Path) outbound() *esp.Outbound {
-	if p.nextOut.Load() != nil && time.Now().UnixNano() >= p.nextOutAt.Load() {
+	if p.nextOut.Load() != nil && p.now().UnixNano() >= p.nextOutAt.Load() {
 		p.SwitchOutbound()
 	}
 	return p.out.Load()
@@ -327,19 +344,27 @@ func (p *Path) SendIPBatch(bufs [][]byte, headroom int) error {
 	defer p.txMu.Unlock()
 	var first error
 	p.txPkts = p.txPkts[:0]
-	ipBytes := 0
-	for _, buf := range bufs {
+	ipPkts, ipBytes := 0, 0
+	flushSealed := func() { first = cmp.Or(first, p.flushLocked(*dst)) } // before a hold
+	for i, buf := range bufs {
 		n := len(buf) - headroom
-		pkt, err := p.sealOne(out, buf, p.frameIP(buf, headroom, s))
+		pkt, sa, err := p.sealOrHold(out, buf, p.frameIP(buf, headroom, s), flushSealed)
 		if err != nil {
 			first = cmp.Or(first, err)
+			if sa == nil { // no SA to go on with: the rest fails too
+				p.txc.failed.add(len(bufs)-i, 0)
+				break
+			}
+			p.txc.failed.add(1, n)
 			continue
 		}
+		out = sa
+		ipPkts++
 		ipBytes += n
 		p.txPkts = append(p.txPkts, pkt)
 	}
-	p.txc.ip.add(len(p.txPkts), ipBytes)
-	p.txc.ppp.add(len(p.txPkts), ipBytes+pppHeaderLen*len(p.txPkts))
+	p.txc.ip.add(ipPkts, ipBytes)
+	p.txc.ppp.add(ipPkts, ipBytes+pppHeaderLen*ipPkts)
 	if err := p.flushLocked(*dst); err != nil {
 		return err
 	}
@@ -421,8 +446,9 @@ func (p *Path) seal(buf []byte, start int) error {
 	}
 	p.txMu.Lock()
 	defer p.txMu.Unlock()
-	pkt, err := p.sealOne(out, buf, start)
+	pkt, _, err := p.sealOrHold(out, buf, start, nil)
 	if err != nil {
+		p.txc.failed.add(1, len(buf)-start)
 		return err
 	}
 	p.txPkts = append(p.txPkts[:0], pkt)
@@ -470,9 +496,9 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 	if err == nil {
 		p.countTx(out.SPI(), len(pkt))
 	}
-	if p.cfg.SeqLow != nil {
-		if n := out.SentSeq(); n >= p.seqSoftLimit() && (n-p.seqSoftLimit())%4096 == 0 || err != nil {
-			p.cfg.SeqLow(out.SPI())
+	if p.cfg.SeqLow != nil && err == nil {
+		if n := out.SentSeq(); n >= p.seqSoftLimit() && (n-p.seqSoftLimit())%4096 == 0 {
+			p.askRekey(out.SPI(), p.cfg.SeqLow)
 		}
 	}
 	return pkt, err
@@ -527,7 +553,7 @@ func (p *Path) Receive(dg []byte) {
 	if in != prevIn && p.nextOut.Load() != nil {
 		// An authentic packet on the newest inbound SA: the peer has the
 		// new pair, so it can take what we send on it.
-		p.SwitchOutbound()
+		p.peerSwitched()
 	}
 	p.RxESP.Add(1)
 	p.rxBurst.esp.count(len(dg))

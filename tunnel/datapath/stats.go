@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 )
@@ -48,19 +49,30 @@ type Stats struct {
 	IPIn, IPOut                   Traffic
 	L2TPControlIn, L2TPControlOut Traffic
 	Drops                         [NumDropReasons]uint64
+	// SendFailed counts the packets a send could not seal (IP bytes, 0 if
+	// unknown): for want of room, or no new SA within HoldTimeout. Holds
+	// counts the times a sender was held at an exhausted outbound SA,
+	// HoldTimeouts those it gave up, HoldTime the time they were held in
+	// all (hold.go).
+	SendFailed          Traffic
+	Holds, HoldTimeouts uint64
+	HoldTime            time.Duration
 }
 
 // Add adds o's counts to s.
 func (s *Stats) Add(o Stats) {
 	for _, p := range [][2]*Traffic{{&s.ESPIn, &o.ESPIn}, {&s.ESPOut, &o.ESPOut}, {&s.PPPIn, &o.PPPIn},
 		{&s.PPPOut, &o.PPPOut}, {&s.IPIn, &o.IPIn}, {&s.IPOut, &o.IPOut},
-		{&s.L2TPControlIn, &o.L2TPControlIn}, {&s.L2TPControlOut, &o.L2TPControlOut}} {
+		{&s.L2TPControlIn, &o.L2TPControlIn}, {&s.L2TPControlOut, &o.L2TPControlOut}, {&s.SendFailed, &o.SendFailed}} {
 		p[0].Packets += p[1].Packets
 		p[0].Bytes += p[1].Bytes
 	}
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}
+	s.Holds += o.Holds
+	s.HoldTimeouts += o.HoldTimeouts
+	s.HoldTime += o.HoldTime
 }
 
 // trafficCounter is Traffic, counted with atomics.
@@ -87,6 +99,7 @@ type rxCounters struct {
 type txCounters struct {
 	esp, ppp, ip trafficCounter
 	l2tpControl  trafficCounter
+	failed       trafficCounter
 	_            [64]byte
 }
 
@@ -139,6 +152,8 @@ func (p *Path) Stats() Stats {
 		PPPIn: p.rxc.ppp.load(), PPPOut: p.txc.ppp.load(),
 		IPIn: p.rxc.ip.load(), IPOut: p.txc.ip.load(),
 		L2TPControlIn: p.rxc.l2tpControl.load(), L2TPControlOut: p.txc.l2tpControl.load(),
+		SendFailed: p.txc.failed.load(), Holds: p.hold.holds.Load(), HoldTimeouts: p.hold.timeouts.Load(),
+		HoldTime: time.Duration(p.hold.heldNanos.Load()),
 	}
 	for i := range s.Drops {
 		s.Drops[i] = p.rxc.drops[i].Load()

@@ -23,6 +23,10 @@ type Outbound struct {
 	// above math.MaxUint32 means "exhausted" (RFC 4303 §3.3.3).
 	seq atomic.Uint64
 
+	// limit is the most datagram bytes this SA may seal (0: no limit),
+	// sealed the bytes it sealed so far (SetByteLimit).
+	limit, sealed atomic.Uint64
+
 	// ivCipher turns the (unique) sequence number into a CBC IV:
 	// IV = AES-256_Kiv(0^64 | seq), Kiv random per SA and never sent.
 	// RFC 3602 §3 requires CBC IVs to be unpredictable to an attacker; a
@@ -96,6 +100,34 @@ func (o *Outbound) Overhead(payloadLen int) int {
 // SentSeq returns the last sequence number used (for lifetime accounting).
 func (o *Outbound) SentSeq() uint64 { return min(o.seq.Load(), math.MaxUint32) }
 
+// SetByteLimit caps what the SA may seal at limit bytes of ESP datagrams
+// (SPI to ICV, so more than RFC 4301 §4.4.2.1 counts: the bytes the cipher
+// is applied to; the peer's count never exceeds ours). A Seal that would
+// take the total past limit fails with ErrByteLimit instead; a datagram
+// that reaches it exactly is sealed. 0 removes the limit. Safe to call at
+// any time: bytes sealed before count.
+func (o *Outbound) SetByteLimit(limit uint64) { o.limit.Store(limit) }
+
+// SealedBytes returns how many datagram bytes the SA has sealed.
+func (o *Outbound) SealedBytes() uint64 { return o.sealed.Load() }
+
+// SetSeqForTest makes the next sequence number seq+1: a test hook, to
+// reach the end of the sequence number space without 2^32 packets.
+func (o *Outbound) SetSeqForTest(seq uint64) { o.seq.Store(seq) }
+
+// reserve adds n to the sealed bytes, unless that would pass the limit.
+func (o *Outbound) reserve(n uint64) bool {
+	for {
+		had := o.sealed.Load()
+		if l := o.limit.Load(); l != 0 && had+n > l {
+			return false
+		}
+		if o.sealed.CompareAndSwap(had, had+n) {
+			return true
+		}
+	}
+}
+
 // padLen returns the RFC 4303 §2.4 padding for a payload: payload|pad|
 // padlen|nh must be a multiple of the cipher block size (CBC) or of 4 (GCM).
 func (o *Outbound) padLen(payloadLen int) int {
@@ -118,7 +150,9 @@ func (o *Outbound) padLen(payloadLen int) int {
 // touched, so a caller may keep its own outer headers there.
 //
 // Sequence numbers start at 1; after 2^32-1 every call fails with
-// ErrSeqExhausted (no ESN). Safe for concurrent use on distinct buffers.
+// ErrSeqExhausted (no ESN). A datagram that would take the SA past its
+// byte limit fails with ErrByteLimit, buf untouched. Safe for concurrent
+// use on distinct buffers.
 func (o *Outbound) Seal(buf []byte, off int, nextHeader byte) ([]byte, error) {
 	s := o.s
 	hr := hdrLen + s.ivLen
@@ -135,6 +169,9 @@ func (o *Outbound) Seal(buf []byte, off int, nextHeader byte) ([]byte, error) {
 	}
 	if scratchEnd > cap(buf) || end < off /* overflow */ {
 		return nil, ErrBufferSpace
+	}
+	if !o.reserve(uint64(end - (off - hr))) {
+		return nil, ErrByteLimit
 	}
 	seq := o.seq.Add(1)
 	if seq > math.MaxUint32 {

@@ -30,6 +30,10 @@ var (
 	// ErrSeqExhausted: the outbound SA has sent sequence number 2^32-1 and
 	// must be rekeyed; ESP without ESN must not wrap (RFC 4303 §3.3.3).
 	ErrSeqExhausted = errors.New("esp: sequence number space exhausted, rekey")
+	// ErrByteLimit: sealing the packet would take the outbound SA past the
+	// byte limit of its lifetime (Outbound.SetByteLimit); it must be
+	// rekeyed. Nothing was written and no sequence number used.
+	ErrByteLimit = errors.New("esp: SA byte lifetime reached, rekey")
 	// ErrBufferSpace: Seal was called without the promised headroom or tailroom.
 	ErrBufferSpace = errors.New("esp: not enough headroom or tailroom in buffer")
 )

@@ -453,7 +453,7 @@ func (r *runner) rekeyChildNow(outSPI uint32) error {
 				continue
 			}
 			c.rekeying = true
-			r.log.Info("ike: rekeying ESP SA: its sequence numbers run low", "in_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
+			r.log.Info("ike: rekeying ESP SA: the data path asks (sequence numbers or byte lifetime run low)", "in_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
 			return sa.startQM(c.sa.Inbound.SPI)
 		}
 	}

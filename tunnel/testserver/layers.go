@@ -213,6 +213,9 @@ func (s *Server) readLoop(conn datapath.Conn, natt bool) {
 		case esp.KindIKE:
 			s.resp.Load().HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 		case esp.KindESP:
+			if s.cfg.Phase2LifeKilobytes != 0 {
+				s.countESPIn(dg)
+			}
 			s.data.Receive(dg)
 		}
 	}
@@ -228,6 +231,20 @@ func (s *Server) readLoop(conn datapath.Conn, natt bool) {
 			continue
 		}
 	}
+}
+
+// countESPIn adds an ESP datagram to its SPI's count (Server.ESPBytesIn).
+func (s *Server) countESPIn(dg []byte) {
+	spi, ok := esp.PeekSPI(dg)
+	if !ok {
+		return
+	}
+	s.espInMu.Lock()
+	if s.espIn == nil {
+		s.espIn = make(map[uint32]uint64)
+	}
+	s.espIn[spi] += uint64(len(dg))
+	s.espInMu.Unlock()
 }
 
 type serverIKETransport struct{ s *Server }

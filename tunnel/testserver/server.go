@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -145,6 +146,12 @@ type Server struct {
 	ctx      context.Context // ends at Close
 	ipsecSAs atomic.Int64    // ESP SA pairs established so far
 	ikeSAs   atomic.Int64    // ISAKMP SAs established so far
+
+	// espIn counts the ESP bytes (datagrams, SPI to ICV) received per
+	// SPI, when Phase2LifeKilobytes is set: what each of the client's SAs
+	// carried, against the byte lifetime.
+	espInMu sync.Mutex
+	espIn   map[uint32]uint64
 
 	frozen atomic.Bool   // Freeze: nothing in, nothing out
 	sink   datapath.Conn // where a frozen server's data path sends
@@ -295,6 +302,17 @@ func (s *Server) BigSHA256() string {
 // IPsecSAs is how many ESP SA pairs were established so far (rekeys and
 // renewals count).
 func (s *Server) IPsecSAs() int64 { return s.ipsecSAs.Load() }
+
+// ESPBytesIn returns, per SPI, the ESP datagram bytes received on it
+// (only with Config.Phase2LifeKilobytes, else nil).
+func (s *Server) ESPBytesIn() map[uint32]uint64 {
+	s.espInMu.Lock()
+	defer s.espInMu.Unlock()
+	return maps.Clone(s.espIn)
+}
+
+// DataStats returns the counters of the server's data path.
+func (s *Server) DataStats() datapath.Stats { return s.data.Stats() }
 
 // IKESAs is how many ISAKMP SAs were established so far (rekeys count).
 func (s *Server) IKESAs() int64 { return s.ikeSAs.Load() }
