@@ -415,7 +415,6 @@ func serve(ctx context.Context, sc serveConfig) error {
 		s := proxy.NewSOCKS5(router, nil, o)
 		go func() { errc <- s.Serve(pctx, socksLn) }()
 		socksA = socksLn.Addr()
-		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
 		o := sc.Proxy.options(log.With("proxy", "http"), lim)
@@ -423,9 +422,11 @@ func serve(ctx context.Context, sc serveConfig) error {
 		h := proxy.NewHTTP(router, o)
 		go func() { errc <- h.Serve(pctx, httpLn) }()
 		httpA = httpLn.Addr()
-		log.Info("HTTP proxy listening", "addr", httpA.String())
 	}
 	sc.Monitor.proxiesListening()
+	// Readiness first, then the log lines: a supervisor (or test) that waits
+	// for "proxy listening" must find /readyz answering 200.
+	logListening(log, socksA, httpA)
 	if sc.Ready != nil {
 		sc.Ready(socksA, httpA)
 	}
@@ -544,4 +545,14 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, configError("--cpuprofile: %v", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// logListening logs the address of each proxy that listens (nil: off).
+func logListening(log *slog.Logger, socksA, httpA net.Addr) {
+	if socksA != nil {
+		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
+	}
+	if httpA != nil {
+		log.Info("HTTP proxy listening", "addr", httpA.String())
+	}
 }
