@@ -20,6 +20,7 @@ import (
 	"context"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
 )
@@ -38,59 +39,109 @@ type rxPacket struct {
 	done atomic.Bool // u is set (by whichever goroutine unsealed it)
 }
 
-// rxBurst is the reader's queued burst and the shared claim counter.
+// rxBurst is the reader's queued burst and the claim word it shares with
+// the worker.
 type rxBurst struct {
 	pkts []rxPacket
-	n    int          // queued packets (pkts[:n])
-	next atomic.Int64 // the next packet index to claim
+	n    int // queued packets (pkts[:n])
+	gen  uint32
+	// claim is gen<<32 | the next packet index to claim. A worker that
+	// wakes late, with the job of a burst the reader has finished, finds
+	// another generation there and touches nothing.
+	claim atomic.Uint64
 }
 
-// cryptoWorker is one RunCrypto goroutine's mailbox. At most one job is
-// outstanding: the reader sends one per burst and waits for done (or for
-// stopped) before it reads the socket again.
+// cryptoJob is one burst shared with the worker.
+type cryptoJob struct {
+	pkts  []rxPacket
+	gen   uint32
+	claim *atomic.Uint64
+}
+
+// cryptoWorker is one RunCrypto goroutine's mailbox.
 type cryptoWorker struct {
-	jobs    chan *rxBurst // capacity 1
-	done    chan struct{} // capacity 1: one token per job taken
-	stopped chan struct{} // closed when RunCrypto returns
+	jobs chan cryptoJob // capacity 1; a job not taken yet is replaced
+	// waiting is set while the reader blocks on wake for a packet the
+	// worker is unsealing; the worker then sends a token after each one.
+	waiting atomic.Bool
+	wake    chan struct{} // capacity 1
 }
 
 // RunCrypto is the crypto worker: it unseals packets of the bursts the
 // reader shares with it until ctx ends. At most one runs per path (a second
 // call returns at once); without one, bursts are opened on the reader.
 func (p *Path) RunCrypto(ctx context.Context) {
-	w := &cryptoWorker{jobs: make(chan *rxBurst, 1), done: make(chan struct{}, 1), stopped: make(chan struct{})}
+	w := &cryptoWorker{jobs: make(chan cryptoJob, 1), wake: make(chan struct{}, 1)}
 	if !p.worker.CompareAndSwap(nil, w) {
 		return
 	}
-	defer func() {
-		p.worker.CompareAndSwap(w, nil)
-		close(w.stopped)
-	}()
+	defer p.worker.CompareAndSwap(w, nil)
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b := <-w.jobs:
-			k := b.unsealClaims()
-			p.RxParallel.Add(uint64(k))
-			w.done <- struct{}{}
+		var j cryptoJob
+		if !w.poll(&j) {
+			select {
+			case <-ctx.Done():
+				return
+			case j = <-w.jobs:
+			}
+		}
+		{
+			k := 0
+			for i, ok := claim(j.claim, j.gen, len(j.pkts)); ok; i, ok = claim(j.claim, j.gen, len(j.pkts)) {
+				pk := &j.pkts[i]
+				pk.in.Unseal(pk.dg, &pk.u)
+				pk.done.Store(true)
+				if w.waiting.Load() {
+					select {
+					case w.wake <- struct{}{}:
+					default:
+					}
+				}
+				k++
+			}
+			if k > 0 {
+				p.RxParallel.Add(uint64(k))
+			}
 		}
 	}
 }
 
-// unsealClaims unseals packets of b until none is left to claim, and
-// returns how many it did.
-func (b *rxBurst) unsealClaims() int {
-	k := 0
-	for {
-		i := int(b.next.Add(1) - 1)
-		if i >= b.n {
-			return k
+// workerPoll is how long the worker looks for the next job before it
+// parks. Waking a parked goroutine on an idle core takes tens of
+// microseconds on a VM (the reader's send only makes it runnable; an idle
+// P's thread must be woken by futex and steal it), about as long as the
+// reader needs for a CBC burst of 20 packets: when the reader is the
+// bottleneck, bursts come back to back and the worker stays awake.
+const workerPoll = 30 * time.Microsecond
+
+// poll looks for a job without parking, for up to workerPoll.
+func (w *cryptoWorker) poll(j *cryptoJob) bool {
+	var start time.Time
+	for i := 0; ; i++ {
+		select {
+		case *j = <-w.jobs:
+			return true
+		default:
 		}
-		pk := &b.pkts[i]
-		pk.in.Unseal(pk.dg, &pk.u)
-		pk.done.Store(true)
-		k++
+		if i == 0 {
+			start = time.Now()
+		} else if time.Since(start) > workerPoll {
+			return false
+		}
+		runtime.Gosched()
+	}
+}
+
+// claim takes the next packet of burst generation gen, if any is left.
+func claim(c *atomic.Uint64, gen uint32, n int) (int, bool) {
+	for {
+		v := c.Load()
+		if uint32(v>>32) != gen || int(uint32(v)) >= n {
+			return 0, false
+		}
+		if c.CompareAndSwap(v, v+1) {
+			return int(uint32(v)), true
+		}
 	}
 }
 
@@ -123,14 +174,18 @@ func (p *Path) openQueued() {
 		clear(b.pkts[:n]) // keep no reference to the reader's buffers
 		b.n = 0
 	}()
-	w := p.worker.Load()
-	if w != nil && n >= minParallelBurst {
-		b.next.Store(0)
+	if w := p.worker.Load(); w != nil && n >= minParallelBurst {
+		b.gen++
+		b.claim.Store(uint64(b.gen) << 32)
 		select {
-		case w.jobs <- b:
+		case <-w.jobs: // an earlier burst's job the worker never took
+		default:
+		}
+		select {
+		case w.jobs <- cryptoJob{pkts: b.pkts[:n], gen: b.gen, claim: &b.claim}:
 			p.openShared(b, w)
 			return
-		default: // a job still queued: the worker is stopping
+		default:
 		}
 	}
 	for i := range b.pkts[:n] {
@@ -141,45 +196,36 @@ func (p *Path) openQueued() {
 }
 
 // spinWait bounds how often the reader yields while the worker unseals the
-// packet it waits for, before it blocks until the worker has finished.
+// packet it waits for, before it blocks until the worker wakes it.
 const spinWait = 64
 
 // openShared is the reader's side of a burst shared with worker w: it
 // unseals unclaimed packets and Commits and delivers each unsealed one in
-// order, then waits until the worker is done with the burst.
+// order. It returns once every packet is delivered: the worker has then
+// finished every packet it claimed and can claim no more.
 func (p *Path) openShared(b *rxBurst, w *cryptoWorker) {
-	workerDone := false
 	for next, spins := 0, 0; next < b.n; {
-		if i := int(b.next.Add(1) - 1); i < b.n {
+		if i, ok := claim(&b.claim, b.gen, b.n); ok {
 			pk := &b.pkts[i]
 			pk.in.Unseal(pk.dg, &pk.u)
 			pk.done.Store(true)
-		} else if !b.pkts[next].done.Load() {
+		} else if pk := &b.pkts[next]; !pk.done.Load() {
 			// Every packet is claimed and the next to deliver is the
-			// worker's: yield a little, then block until it is through.
-			if spins++; spins < spinWait || workerDone {
+			// worker's: yield a little, then sleep until it is through.
+			if spins++; spins < spinWait {
 				runtime.Gosched()
 				continue
 			}
-			p.waitWorker(w)
-			workerDone = true
+			w.waiting.Store(true)
+			for !pk.done.Load() { // a token may be stale: check again
+				<-w.wake
+			}
+			w.waiting.Store(false)
 		}
 		for ; next < b.n && b.pkts[next].done.Load(); next++ {
 			pk := &b.pkts[next]
 			payload, nh, err := pk.in.Commit(&pk.u)
 			p.deliver(pk.in, pk.prev, pk.dg, payload, nh, err)
 		}
-	}
-	if !workerDone {
-		p.waitWorker(w)
-	}
-}
-
-// waitWorker returns once w has finished the current job, or has stopped
-// without taking it (then every packet was the reader's).
-func (p *Path) waitWorker(w *cryptoWorker) {
-	select {
-	case <-w.done:
-	case <-w.stopped:
 	}
 }

@@ -250,3 +250,54 @@ func TestParallelZeroAllocs(t *testing.T) {
 		t.Fatalf("%d delivered (want %d), %d by the worker", sink.n, burst*(runs+warmup), b.RxParallel.Load())
 	}
 }
+
+// BenchmarkReceiveBurst is the reader's time per burst of 64 datagrams of
+// 1,400 bytes, opened on the reader alone (serial) or shared with the
+// crypto worker (parallel): what a second core saves when it is free.
+func BenchmarkReceiveBurst(b *testing.B) {
+	const burst, size, pool = 64, 1400, 256
+	for _, suite := range []struct {
+		name string
+		keys func(uint32) esp.Keys
+	}{{"cbc-sha1", cbcKeys}, {"gcm", gcmKeys}} {
+		for _, parallel := range []bool{false, true} {
+			name := suite.name + "/serial"
+			if parallel {
+				name = suite.name + "/parallel"
+			}
+			b.Run(name, func(b *testing.B) {
+				key := suite.keys(0x1234)
+				dgs := sealedIP(b, key, burst*pool, size)
+				p, _ := receiver(b, key)
+				p.SetIP(&countingSink{})
+				if parallel {
+					startCrypto(b, p)
+				}
+				bufs := make([][]byte, burst)
+				for i := range bufs {
+					bufs[i] = make([]byte, 2048)
+				}
+				b.SetBytes(burst * size)
+				b.ResetTimer()
+				for i := range b.N {
+					if r := i % pool; r == 0 && i > 0 {
+						b.StopTimer()
+						p.InstallSA(key, cbcKeys(0x8888)) // a fresh window for the same datagrams
+						b.StartTimer()
+					}
+					base := (i % pool) * burst
+					for j := range burst {
+						n := copy(bufs[j], dgs[base+j])
+						p.Queue(bufs[j][:n])
+					}
+					p.Flush()
+				}
+				b.StopTimer()
+				if d := p.Stats().Drops; d != ([NumDropReasons]uint64{}) {
+					b.Fatalf("drops %v", d)
+				}
+				b.ReportMetric(float64(p.RxParallel.Load())/float64(b.N*burst), "worker-share")
+			})
+		}
+	}
+}
