@@ -37,6 +37,9 @@ type rxPacket struct {
 	prev bool // in is a replaced SA
 	u    esp.Unsealed
 	done atomic.Bool // u is set (by whichever goroutine unsealed it)
+	// Two cache lines each: the reader and the worker write neighbouring
+	// packets at the same time.
+	_ [128 - 96]byte
 }
 
 // rxBurst is the reader's queued burst and the claim word it shares with
@@ -45,10 +48,14 @@ type rxBurst struct {
 	pkts []rxPacket
 	n    int // queued packets (pkts[:n])
 	gen  uint32
-	// claim is gen<<32 | the next packet index to claim. A worker that
-	// wakes late, with the job of a burst the reader has finished, finds
-	// another generation there and touches nothing.
+	_    [64]byte // claim on a cache line of its own
+	// claim is gen<<32 | lo<<16 | hi: the reader claims pkts[lo] from the
+	// front, the worker pkts[hi-1] from the back, until they meet (so each
+	// writes its own cache lines until then). A worker that wakes late,
+	// with the job of a burst the reader has finished, finds another
+	// generation there and touches nothing.
 	claim atomic.Uint64
+	_     [56]byte
 }
 
 // cryptoJob is one burst shared with the worker.
@@ -87,7 +94,7 @@ func (p *Path) RunCrypto(ctx context.Context) {
 		}
 		{
 			k := 0
-			for i, ok := claim(j.claim, j.gen, len(j.pkts)); ok; i, ok = claim(j.claim, j.gen, len(j.pkts)) {
+			for i, ok := claim(j.claim, j.gen, true); ok; i, ok = claim(j.claim, j.gen, true) {
 				pk := &j.pkts[i]
 				pk.in.Unseal(pk.dg, &pk.u)
 				pk.done.Store(true)
@@ -132,15 +139,21 @@ func (w *cryptoWorker) poll(j *cryptoJob) bool {
 	}
 }
 
-// claim takes the next packet of burst generation gen, if any is left.
-func claim(c *atomic.Uint64, gen uint32, n int) (int, bool) {
+// claim takes the next unclaimed packet of burst generation gen, from the
+// front or (back) from the back, if any is left.
+func claim(c *atomic.Uint64, gen uint32, back bool) (int, bool) {
 	for {
 		v := c.Load()
-		if uint32(v>>32) != gen || int(uint32(v)) >= n {
+		lo, hi := int(v>>16&0xFFFF), int(v&0xFFFF)
+		if uint32(v>>32) != gen || lo >= hi {
 			return 0, false
 		}
-		if c.CompareAndSwap(v, v+1) {
-			return int(uint32(v)), true
+		if back {
+			if c.CompareAndSwap(v, v-1) {
+				return hi - 1, true
+			}
+		} else if c.CompareAndSwap(v, v+1<<16) {
+			return lo, true
 		}
 	}
 }
@@ -174,9 +187,9 @@ func (p *Path) openQueued() {
 		clear(b.pkts[:n]) // keep no reference to the reader's buffers
 		b.n = 0
 	}()
-	if w := p.worker.Load(); w != nil && n >= minParallelBurst {
+	if w := p.worker.Load(); w != nil && n >= minParallelBurst && n <= 0xFFFF {
 		b.gen++
-		b.claim.Store(uint64(b.gen) << 32)
+		b.claim.Store(uint64(b.gen)<<32 | uint64(n))
 		select {
 		case <-w.jobs: // an earlier burst's job the worker never took
 		default:
@@ -205,7 +218,7 @@ const spinWait = 64
 // finished every packet it claimed and can claim no more.
 func (p *Path) openShared(b *rxBurst, w *cryptoWorker) {
 	for next, spins := 0, 0; next < b.n; {
-		if i, ok := claim(&b.claim, b.gen, b.n); ok {
+		if i, ok := claim(&b.claim, b.gen, false); ok {
 			pk := &b.pkts[i]
 			pk.in.Unseal(pk.dg, &pk.u)
 			pk.done.Store(true)
