@@ -144,6 +144,7 @@ func TestParallelMatchesSerial(t *testing.T) {
 			serial.Flush()
 
 			parallel, got := receiver(t, key)
+			parallel.shareAEAD = true
 			startCrypto(t, parallel)
 			for i := 0; i < len(stream); {
 				n := min(1+r.IntN(100), len(stream)-i)
@@ -270,6 +271,7 @@ func BenchmarkReceiveBurst(b *testing.B) {
 				dgs := sealedIP(b, key, burst*pool, size)
 				p, _ := receiver(b, key)
 				p.SetIP(&countingSink{})
+				p.shareAEAD = true
 				if parallel {
 					startCrypto(b, p)
 				}
@@ -298,6 +300,22 @@ func BenchmarkReceiveBurst(b *testing.B) {
 				}
 				b.ReportMetric(float64(p.RxParallel.Load())/float64(b.N*burst), "worker-share")
 			})
+		}
+	}
+}
+
+// TestShareable: only bursts of at least minParallelBurst packets on a
+// non-AEAD SA go to the worker by default.
+func TestShareable(t *testing.T) {
+	cbc, _ := receiver(t, cbcKeys(1))
+	gcm, _ := receiver(t, gcmKeys(2))
+	for _, c := range []struct {
+		p    *Path
+		n    int
+		want bool
+	}{{cbc, minParallelBurst, true}, {cbc, minParallelBurst - 1, false}, {cbc, 64, true}, {gcm, 64, false}} {
+		if got := c.p.shareable(c.p.in.Load(), c.n); got != c.want {
+			t.Errorf("%v, %d packets: shareable %v", c.p.in.Load().Algorithm(), c.n, got)
 		}
 	}
 }

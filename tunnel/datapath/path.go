@@ -151,7 +151,8 @@ type Path struct {
 	held IPBurstSink // holds packets until Flush; only the reader uses it
 	rx   rxBurst     // the datagrams Queue took; only the reader uses it
 	// worker is the running RunCrypto's mailbox, nil: none (parallel.go).
-	worker atomic.Pointer[cryptoWorker]
+	worker    atomic.Pointer[cryptoWorker]
+	shareAEAD bool // share AES-GCM bursts with the worker too (tests)
 
 	// txMu serialises sealing and sending, so that datagrams leave in
 	// sequence-number order whichever goroutine sends: a batch of sealed
