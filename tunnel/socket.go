@@ -64,9 +64,10 @@ func (t l2tpTransport) WriteL2TP(pkt []byte) error { return t.c.data.SendL2TP(pk
 // readLoop is the only reader of the socket. It reads in batches
 // (recvmmsg, and UDP GRO on Linux), demultiplexes each datagram and queues
 // ESP, then opens and delivers the burst's ESP datagrams in order (Flush;
-// on two cores with the crypto worker, which it starts and stops).
+// with Config.ParallelDecrypt on two cores, with the crypto worker, which
+// it starts and stops).
 func (c *Client) readLoop() {
-	if runtime.GOMAXPROCS(0) > 1 {
+	if c.cfg.ParallelDecrypt && runtime.GOMAXPROCS(0) > 1 {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel() // the worker ends with the reader
 		c.sup.Go("crypto worker", func() { c.data.RunCrypto(ctx) })
