@@ -3,9 +3,10 @@
 //
 // The socket's reader Queues a burst's ESP datagrams and Flushes at the end
 // of the burst. With a crypto worker running (RunCrypto) and a burst of at
-// least minParallelBurst packets, the reader and the worker take packets
-// one at a time from a shared counter and Unseal them (ICV check and
-// decryption, in place in the reader's buffers); the reader meanwhile
+// least minParallelBurst packets on a non-AEAD SA, the reader takes packets
+// one at a time from the front, the worker from the back, and each Unseals
+// them (ICV check and decryption, in place in the reader's buffers); the
+// reader meanwhile
 // Commits each packet to the anti-replay window and delivers it in burst
 // order, as soon as it and every packet before it are unsealed. No
 // goroutine, channel message or allocation per packet: one hand-off per
@@ -101,25 +102,29 @@ func (p *Path) RunCrypto(ctx context.Context) {
 			case j = <-w.jobs:
 			}
 		}
-		{
-			k := 0
-			for i, ok := claim(j.claim, j.gen, true); ok; i, ok = claim(j.claim, j.gen, true) {
-				pk := &j.pkts[i]
-				pk.in.Unseal(pk.dg, &pk.u)
-				pk.done.Store(true)
-				if w.waiting.Load() {
-					select {
-					case w.wake <- struct{}{}:
-					default:
-					}
-				}
-				k++
-			}
-			if k > 0 {
-				p.RxParallel.Add(uint64(k))
-			}
+		if k := w.unseal(j); k > 0 {
+			p.RxParallel.Add(uint64(k))
 		}
 	}
+}
+
+// unseal unseals packets of j from the back until none is left to claim,
+// and returns how many it did.
+func (w *cryptoWorker) unseal(j cryptoJob) int {
+	k := 0
+	for i, ok := claim(j.claim, j.gen, true); ok; i, ok = claim(j.claim, j.gen, true) {
+		pk := &j.pkts[i]
+		pk.in.Unseal(pk.dg, &pk.u)
+		pk.done.Store(true)
+		if w.waiting.Load() {
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+		k++
+	}
+	return k
 }
 
 // workerPoll is how long the worker looks for the next job before it
@@ -205,6 +210,9 @@ func (p *Path) openQueued() {
 		}
 		select {
 		case w.jobs <- cryptoJob{pkts: b.pkts[:n], gen: b.gen, claim: &b.claim}:
+			if p.afterHandOff != nil {
+				p.afterHandOff(b)
+			}
 			p.openShared(b, w)
 			return
 		default:
@@ -243,6 +251,7 @@ func (p *Path) openShared(b *rxBurst, w *cryptoWorker) {
 				<-w.wake
 			}
 			w.waiting.Store(false)
+			spins = 0
 		}
 		for ; next < b.n && b.pkts[next].done.Load(); next++ {
 			pk := &b.pkts[next]

@@ -145,6 +145,18 @@ func TestParallelMatchesSerial(t *testing.T) {
 
 			parallel, got := receiver(t, key)
 			parallel.shareAEAD = true
+			// Every other shared burst, the reader waits until the worker
+			// has claimed a packet: both the worker that takes part and
+			// the one that comes late (or never) are exercised, whatever
+			// the scheduler does.
+			shared := 0
+			parallel.afterHandOff = func(b *rxBurst) {
+				if shared++; shared%2 == 0 {
+					for b.claim.Load()&0xFFFF == uint64(b.n) {
+						runtime.Gosched()
+					}
+				}
+			}
 			startCrypto(t, parallel)
 			for i := 0; i < len(stream); {
 				n := min(1+r.IntN(100), len(stream)-i)
@@ -214,6 +226,11 @@ func TestParallelZeroAllocs(t *testing.T) {
 	b, _ := receiver(t, key)
 	sink := &countingSink{}
 	b.SetIP(sink)
+	b.afterHandOff = func(b *rxBurst) { // the worker takes part in every burst
+		for b.claim.Load()&0xFFFF == uint64(b.n) {
+			runtime.Gosched()
+		}
+	}
 	startCrypto(t, b)
 	bufs := make([][]byte, burst)
 	for i := range bufs {

@@ -153,6 +153,9 @@ type Path struct {
 	// worker is the running RunCrypto's mailbox, nil: none (parallel.go).
 	worker    atomic.Pointer[cryptoWorker]
 	shareAEAD bool // share AES-GCM bursts with the worker too (tests)
+	// afterHandOff, if set, runs on the reader right after it shared a
+	// burst, before it claims any packet (tests).
+	afterHandOff func(*rxBurst)
 
 	// txMu serialises sealing and sending, so that datagrams leave in
 	// sequence-number order whichever goroutine sends: a batch of sealed
