@@ -108,6 +108,13 @@ type Config struct {
 	// OuterMTU is the path MTU toward the server (default 1500); the inner
 	// MTU is derived from it and the real per-layer overhead.
 	OuterMTU int
+	// ParallelDecrypt shares received bursts of 16+ packets on a non-AEAD
+	// SA (AES-CBC + HMAC) with a second goroutine, which decrypts from the
+	// far end of each burst while the socket's reader decrypts from the
+	// near end and delivers in order (datapath.Path.RunCrypto). Off by
+	// default: on the 2-core VM it was measured on it gave no consistent
+	// gain (README "Performance"). Ignored with GOMAXPROCS 1.
+	ParallelDecrypt bool
 
 	Logger *slog.Logger
 	Clock  clock.Clock

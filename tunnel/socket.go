@@ -4,9 +4,11 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
@@ -60,13 +62,21 @@ type l2tpTransport struct{ c *Client }
 func (t l2tpTransport) WriteL2TP(pkt []byte) error { return t.c.data.SendL2TP(pkt) }
 
 // readLoop is the only reader of the socket. It reads in batches
-// (recvmmsg, and UDP GRO on Linux) and handles each datagram in turn.
+// (recvmmsg, and UDP GRO on Linux), demultiplexes each datagram and queues
+// ESP, then opens and delivers the burst's ESP datagrams in order (Flush;
+// with Config.ParallelDecrypt on two cores, with the crypto worker, which
+// it starts and stops).
 func (c *Client) readLoop() {
+	if c.cfg.ParallelDecrypt && runtime.GOMAXPROCS(0) > 1 {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // the worker ends with the reader
+		c.sup.Go("crypto worker", func() { c.data.RunCrypto(ctx) })
+	}
 	rx := datapath.NewReceiver(c.conn, rxBatch)
 	handle := c.handleDatagram
 	for {
 		err := rx.Read(handle)
-		c.data.Flush() // the end of a burst: hand held segments to the stack
+		c.data.Flush() // the end of a burst: open it, hand held segments to the stack
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -84,7 +94,8 @@ const rxBatch = 64
 
 // handleDatagram demultiplexes per RFC 3948 §2: from the IKE port, plain
 // ISAKMP; on the NAT-T port, 0xFF is a keepalive, a zero marker precedes
-// ISAKMP, anything else is ESP. dg is only valid during the call.
+// ISAKMP, anything else is ESP. dg is valid until the next Read: ESP is
+// queued and opened in place by Flush, the rest is copied.
 func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	if from.Addr() != c.server {
 		return
@@ -98,7 +109,7 @@ func (c *Client) handleDatagram(dg []byte, from netip.AddrPort) {
 	case esp.KindIKE:
 		c.ike.Load().HandlePacket(append([]byte(nil), dg[esp.NonESPMarkerLen:]...))
 	case esp.KindESP:
-		c.data.Receive(dg)
+		c.data.Queue(dg)
 	case esp.KindKeepalive:
 		c.rxKeepalives.Add(1)
 	}

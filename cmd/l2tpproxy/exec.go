@@ -72,6 +72,7 @@ func runExec(cx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.ParallelDecrypt = cx.Bool("parallel-decrypt")
 	socksAddr, httpAddr := cx.String("socks5"), cx.String("http")
 	if !cx.IsSet("socks5") {
 		socksAddr = "127.0.0.1:0"

@@ -134,6 +134,7 @@ func upCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			cfg.ParallelDecrypt = cx.Bool("parallel-decrypt")
 			fwd, err := forwardsFrom(cx)
 			if err != nil {
 				return err

@@ -168,6 +168,7 @@ func tunnelsFrom(cx *cli.Context, log *slog.Logger) ([]tunnelSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
+		cfg.ParallelDecrypt = cx.Bool("parallel-decrypt")
 		if err := cfg.Validate(); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}

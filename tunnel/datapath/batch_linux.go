@@ -116,7 +116,7 @@ func (r *Receiver) recvmmsg(fd uintptr) bool {
 }
 
 // Read waits for at least one datagram, then calls fn for every datagram it
-// got, in arrival order. dg is only valid during the call.
+// got, in arrival order. dg is valid until the next Read.
 func (r *Receiver) Read(fn func(dg []byte, from netip.AddrPort)) error {
 	if r.rc == nil { // no raw descriptor: one datagram per call
 		n, from, err := r.conn.ReadFromUDPAddrPort(r.bufs[0])

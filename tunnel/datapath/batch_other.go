@@ -19,8 +19,8 @@ func NewReceiver(conn Conn, batch int) *Receiver {
 	return &Receiver{conn: conn, buf: make([]byte, maxDatagram)}
 }
 
-// Read waits for a datagram and calls fn with it. dg is only valid during
-// the call.
+// Read waits for a datagram and calls fn with it. dg is valid until the
+// next Read.
 func (r *Receiver) Read(fn func(dg []byte, from netip.AddrPort)) error {
 	n, from, err := r.conn.ReadFromUDPAddrPort(r.buf)
 	if err != nil {

@@ -159,6 +159,13 @@ type Path struct {
 	bufs sync.Pool // *[]byte of Headroom+maxDatagram+Tailroom
 
 	held IPBurstSink // holds packets until Flush; only the reader uses it
+	rx   rxBurst     // the datagrams Queue took; only the reader uses it
+	// worker is the running RunCrypto's mailbox, nil: none (parallel.go).
+	worker    atomic.Pointer[cryptoWorker]
+	shareAEAD bool // share AES-GCM bursts with the worker too (tests)
+	// afterHandOff, if set, runs on the reader right after it shared a
+	// burst, before it claims any packet (tests).
+	afterHandOff func(*rxBurst)
 
 	// txMu serialises sealing and sending, so that datagrams leave in
 	// sequence-number order whichever goroutine sends: a batch of sealed
@@ -172,6 +179,8 @@ type Path struct {
 
 	// Counters, for diagnostics and tests.
 	RxESP, RxDropped, TxESP atomic.Uint64
+	// RxParallel counts the packets the crypto worker unsealed.
+	RxParallel atomic.Uint64
 	// Per layer and per drop reason (Stats). The reader counts a burst's
 	// packets in rxBurst, plain fields only it touches, and publishes them
 	// to rxc in Flush: one atomic add per counter per burst, not per packet.
@@ -511,10 +520,18 @@ func (p *Path) seqSoftLimit() uint64 {
 	return p.cfg.SeqSoftLimit
 }
 
-// Flush delivers what the IP sink held back during a burst. Only the
-// goroutine that calls Receive may call it.
+// Flush opens and delivers the datagrams Queue took (on two cores when a
+// crypto worker runs and the burst is big enough), then delivers what the
+// IP sink held back during the burst. Only the goroutine that calls Receive
+// and Queue may call it.
 func (p *Path) Flush() {
+	p.openQueued()
 	p.publishRx()
+	p.flushHeld()
+}
+
+// flushHeld hands the IP sink's held packets to the stack.
+func (p *Path) flushHeld() {
 	if h := p.held; h != nil {
 		p.held = nil
 		h.FlushInbound()
@@ -528,20 +545,33 @@ func (p *Path) Flush() {
 // socket): an IP sink that is an IPBurstSink may hold packets until Flush,
 // which the reader must call at the end of the burst.
 func (p *Path) Receive(dg []byte) {
-	in := p.in.Load()
-	var prevIn *esp.Inbound
+	in, prev := p.inboundFor(dg)
 	if in == nil {
-		p.drop(DropNoSA)
 		return
 	}
-	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
-		if prevIn = p.previous(spi); prevIn == nil {
-			p.drop(DropUnknownSPI)
-			return
-		}
-		in = prevIn
-	}
 	payload, nh, err := in.Open(dg)
+	p.deliver(in, prev, dg, payload, nh, err)
+}
+
+// inboundFor returns the inbound SA for dg (prev: a replaced one), or nil
+// after counting the drop.
+func (p *Path) inboundFor(dg []byte) (in *esp.Inbound, prev bool) {
+	in = p.in.Load()
+	if in == nil {
+		p.drop(DropNoSA)
+		return nil, false
+	}
+	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
+		if in = p.previous(spi); in == nil {
+			p.drop(DropUnknownSPI)
+		}
+		return in, true
+	}
+	return in, false
+}
+
+// deliver hands up what in.Open(dg) (or Unseal and Commit) returned.
+func (p *Path) deliver(in *esp.Inbound, prev bool, dg, payload []byte, nh byte, err error) {
 	if err != nil {
 		p.drop(openDropReason(err))
 		return
@@ -550,7 +580,7 @@ func (p *Path) Receive(dg []byte) {
 		p.drop(DropNotUDP)
 		return
 	}
-	if in != prevIn && p.nextOut.Load() != nil {
+	if !prev && p.nextOut.Load() != nil {
 		// An authentic packet on the newest inbound SA: the peer has the
 		// new pair, so it can take what we send on it.
 		p.peerSwitched()
@@ -601,7 +631,7 @@ func (p *Path) Receive(dg []byte) {
 		if ip := p.ip.Load(); ip != nil && s != nil {
 			if b, ok := (*ip).(IPBurstSink); ok {
 				if p.held != b {
-					p.Flush()
+					p.flushHeld()
 					p.held = b
 				}
 				b.EnqueueInbound(info)

@@ -387,32 +387,7 @@ func TestBadTrailerRejected(t *testing.T) {
 			"padding 00":         {0x00, 0x01, 0x11},
 			"pad length too big": {0xFF, 0x11},
 		} {
-			// Encrypt and authenticate a plaintext with this trailer the
-			// way Seal would, so only the trailer check can reject it.
-			plain := append(make([]byte, 16), trailer...)
-			for len(plain)%o.s.align != 0 {
-				plain = append([]byte{0xAB}, plain...)
-			}
-			if name == "pad length too big" {
-				plain = plain[len(plain)-o.s.align:]
-			}
-			hr := o.Headroom()
-			seq := uint32(o.seq.Add(1))
-			pkt := make([]byte, hr+len(plain), hr+len(plain)+64)
-			copy(pkt[hr:], plain)
-			binary.BigEndian.PutUint32(pkt, o.SPI())
-			binary.BigEndian.PutUint32(pkt[4:], seq)
-			w := o.s.pool.Get().(*work)
-			body := pkt[hr:]
-			if o.s.aead {
-				copy(w.nonce[saltLen:], pkt[8:hr])
-				pkt = o.s.gcm.Seal(pkt[:hr], w.nonce[:], body, pkt[:8])
-				pkt = pkt[:hr+len(plain)+o.s.icvLen]
-			} else {
-				w.setIV.SetIV(pkt[8:hr])
-				w.cbc.CryptBlocks(body, body)
-				pkt = append(pkt, o.s.macSum(w, pkt)...)
-			}
+			pkt := sealTrailer(o, trailer, name == "pad length too big")
 			if _, _, err := in.Open(pkt); !errors.Is(err, ErrMalformed) {
 				t.Fatalf("%v %s: %v, want ErrMalformed", alg, name, err)
 			}

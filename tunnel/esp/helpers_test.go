@@ -1,6 +1,7 @@
 package esp
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -94,4 +95,34 @@ func sealCopy(t testing.TB, o *Outbound, payload []byte, nh byte) []byte {
 		t.Fatalf("Seal: %v", err)
 	}
 	return pkt
+}
+
+// sealTrailer encrypts and authenticates, the way Seal would, a plaintext
+// ending in trailer (pad bytes, pad length, next header), so that only the
+// trailer check can reject the packet. short: the plaintext is one block.
+func sealTrailer(o *Outbound, trailer []byte, short bool) []byte {
+	plain := append(make([]byte, 16), trailer...)
+	for len(plain)%o.s.align != 0 {
+		plain = append([]byte{0xAB}, plain...)
+	}
+	if short {
+		plain = plain[len(plain)-o.s.align:]
+	}
+	hr := o.Headroom()
+	seq := uint32(o.seq.Add(1))
+	pkt := make([]byte, hr+len(plain), hr+len(plain)+64)
+	copy(pkt[hr:], plain)
+	binary.BigEndian.PutUint32(pkt, o.SPI())
+	binary.BigEndian.PutUint32(pkt[4:], seq)
+	w := o.s.pool.Get().(*work)
+	defer o.s.pool.Put(w)
+	body := pkt[hr:]
+	if o.s.aead {
+		copy(w.nonce[saltLen:], pkt[8:hr])
+		pkt = o.s.gcm.Seal(pkt[:hr], w.nonce[:], body, pkt[:8])
+		return pkt[:hr+len(plain)+o.s.icvLen]
+	}
+	w.setIV.SetIV(pkt[8:hr])
+	w.cbc.CryptBlocks(body, body)
+	return append(pkt, o.s.macSum(w, pkt)...)
 }
