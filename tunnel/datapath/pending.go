@@ -16,11 +16,10 @@ import (
 // on the way. The pair comes up as an event of the IKE goroutine that the
 // owner installs (InstallSA) some time later; a packet on the new inbound
 // SA in between would be dropped for an unknown SPI. So IKE gives us the
-// inbound keys before the peer can have them (Libreswan's pluto, too, puts
-// a responder's inbound SA into the kernel as it answers QM1, and an
-// initiator's pair as it processes QM2), and InstallSA
-// takes the prepared SA (with what its replay window has seen) when the
-// pair comes.
+// inbound keys before the peer can have them, and InstallSA takes the
+// prepared SA (with what its replay window has seen) when the pair comes.
+// (Libreswan's pluto, too, installs a responder's inbound SA on its own,
+// ahead of the outbound one: kernel.c, install_inbound_ipsec_sa.)
 
 // pendingInbound is how many prepared inbound SAs are kept: one Quick Mode
 // of ours and one of the peer's can run at once.

@@ -27,9 +27,10 @@ func (l *prepareLog) prepare(k esp.Keys) error {
 	return nil
 }
 
-// sent is the pipe's dropFn: it logs Quick Mode messages as "QM1 <mid>"
-// (the first of ours on an M-ID) and "QM2/3 <mid>" (a second, distinct one:
-// our QM3) and drops nothing. A retransmission is not logged again.
+// sent is the pipe's dropFn: it logs each Quick Mode message of ours as
+// "QM#n <mid>", n counting the distinct ones of its exchange (our QM3 is
+// QM#2 of a Quick Mode we start, our QM2 QM#1 of one the server starts),
+// and drops nothing. A retransmission is not logged again.
 func (l *prepareLog) sent(seen map[string]bool) func([]byte) bool {
 	return func(msg []byte) bool {
 		m, err := Parse(msg)
@@ -45,9 +46,9 @@ func (l *prepareLog) sent(seen map[string]bool) func([]byte) bool {
 	}
 }
 
-// preparedBefore: the inbound keys of c were prepared, unchanged, before
-// our n-th Quick Mode message of its exchange (the only one with a
-// message of ours after the preparation) left.
+// preparedBefore: the inbound keys of c were prepared, unchanged, and the
+// next message we sent after that was Quick Mode message #n of ours (see
+// sent) of some exchange.
 func (l *prepareLog) preparedBefore(t *testing.T, c ChildSA, n int) {
 	t.Helper()
 	l.mu.Lock()

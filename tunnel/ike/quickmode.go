@@ -343,8 +343,9 @@ func (sa *ikeSA) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	h2 := sa.suite.QMHash2(sa.keys.A, q.mid, q.ni, out.buf)
 	q.lastOut = sa.assemble(ExchangeQuickMode, q.mid, withHash(h2, out), true)
 	// The peer has the keys once QM2 arrives and may send on the pair
-	// right after its QM3, which can be reordered with that ESP or wait
-	// in our IKE queue behind it: our inbound SA must be ready first.
+	// right after its QM3: that ESP may overtake QM3 on the way, or reach
+	// the data path while QM3 still waits in our queue. Our inbound SA
+	// must be ready first.
 	if err := sa.prepareInbound(q); err != nil {
 		return err
 	}
