@@ -504,6 +504,9 @@ func (c *Client) startIKE() (*ike.Initiator, error) {
 		Phase1Lifetime: c.cfg.Phase1Lifetime,
 		Phase2Lifetime: c.cfg.Phase2Lifetime,
 		PeerActivity:   func() uint64 { return c.data.RxESP.Load() + c.rxKeepalives.Load() },
+		// What the server sends on a new pair right after its QM3 or ours
+		// is opened, although the loop installs the pair (ChildSAUp) later.
+		PrepareInbound: c.data.PrepareInbound,
 	}, ikeTransport{c})
 	if err != nil {
 		return nil, &Error{Class: ErrConfig, Layer: "IKE", Err: err}

@@ -140,6 +140,8 @@ type Path struct {
 	// every few hundred milliseconds (or our own rekey racing one of its
 	// own) can have several generations in flight at once.
 	prevIn [prevInbound]atomic.Pointer[esp.Inbound]
+	// pending are inbound SAs of Quick Modes not finished yet (pending.go).
+	pending pending
 	// nextOut is a rekey's outbound SA, not used yet: we send on the old
 	// one until the peer shows it has the new pair (its first packet on
 	// our new inbound SA), or the peer deletes the old one, or
@@ -221,9 +223,11 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 	if err != nil {
 		return err
 	}
-	i, err := esp.NewInbound(in)
-	if err != nil {
-		return err
+	i := p.preparedFor(in) // PrepareInbound's, with what it received
+	if i == nil {
+		if i, err = esp.NewInbound(in); err != nil {
+			return err
+		}
 	}
 	p.life.Store(nil) // SetByteLifetime sets the new pair's
 	if old := p.in.Swap(i); old != nil {
@@ -232,6 +236,8 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 		}
 		p.prevIn[0].Store(old)
 	}
+	// Only now: Receive finds a prepared SA in one place or the other.
+	p.forgetPrepared(i)
 	if !peerMayLag || p.out.Load() == nil { // the first SA: nothing to carry on with
 		p.nextOut.Store(nil)
 		p.setOut(o)
@@ -246,14 +252,15 @@ func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
 // prevInbound is how many replaced inbound SAs stay usable.
 const prevInbound = 3
 
-// previous returns the replaced inbound SA with this SPI, if any.
+// previous returns the replaced inbound SA with this SPI, if any, or a
+// prepared one (PrepareInbound).
 func (p *Path) previous(spi uint32) *esp.Inbound {
 	for i := range p.prevIn {
 		if prev := p.prevIn[i].Load(); prev != nil && prev.SPI() == spi {
 			return prev
 		}
 	}
-	return nil
+	return p.prepared(spi)
 }
 
 // OutboundSwitchDelay bounds how long a rekey's new outbound SA waits for

@@ -210,6 +210,16 @@ type Config struct {
 	// (authenticated ESP, NAT-T keepalives): while it grows the peer is
 	// alive without R-U-THERE.
 	PeerActivity func() uint64
+
+	// PrepareInbound, if set, is given the inbound keys of each ESP SA
+	// pair before the peer can send on it: before our QM3 leaves (Quick
+	// Modes we start: the server may send once it has QM3) or our QM2
+	// (the server's: its first ESP may come before we have processed its
+	// QM3). The pair itself still
+	// comes as ChildSAUp; until then the data path must open packets on
+	// the prepared SA (datapath.Path.PrepareInbound). Called on Run's
+	// goroutine: it must not block.
+	PrepareInbound func(esp.Keys) error
 }
 
 // ResponderConfig configures a Responder.

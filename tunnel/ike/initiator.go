@@ -24,6 +24,7 @@ func NewInitiator(cfg Config, tr Transport) (*Initiator, error) {
 		return nil, err
 	}
 	e.fragSize = cfg.FragmentSize
+	e.prepareInbound = cfg.PrepareInbound
 	if a, ok := auth.(*rsaAuth); ok {
 		a.now = e.clk.Now
 	}

@@ -228,6 +228,11 @@ func (sa *ikeSA) qmInitiatorQM2(q *quickMode, raw []byte, d *decrypted, hash, re
 	h3 := sa.suite.QMHash3(sa.keys.A, q.mid, q.ni, q.nr)
 	q.lastOut = sa.assemble(ExchangeQuickMode, q.mid, withHash(h3, nil), true)
 	sa.ack(q.mid)
+	// The peer may send on the pair as soon as QM3 arrives (a responder
+	// installs it then, RFC 2409 §5.5): our inbound SA must be ready first.
+	if err := sa.prepareInbound(q); err != nil {
+		return err
+	}
 	sa.write(q.lastOut, sa.floated)
 	q.done = true
 	return sa.installChild(q)
@@ -337,6 +342,13 @@ func (sa *ikeSA) qmResponderQM1(m *Message, raw []byte, d *decrypted, hash, rest
 	}
 	h2 := sa.suite.QMHash2(sa.keys.A, q.mid, q.ni, out.buf)
 	q.lastOut = sa.assemble(ExchangeQuickMode, q.mid, withHash(h2, out), true)
+	// The peer has the keys once QM2 arrives and may send on the pair
+	// right after its QM3: that ESP may overtake QM3 on the way, or reach
+	// the data path while QM3 still waits in our queue. Our inbound SA
+	// must be ready first.
+	if err := sa.prepareInbound(q); err != nil {
+		return err
+	}
 	sa.addQM(q)
 	sa.sendReliable(q.mid, q.lastOut, sa.floated, func() error {
 		sa.r.log.Warn("ike: no QM3 from peer, abandoning quick mode", "mid", q.mid)
@@ -369,16 +381,44 @@ func (sa *ikeSA) qmResponderQM3(q *quickMode, raw []byte, d *decrypted, hash []b
 	return sa.installChild(q)
 }
 
-// installChild derives KEYMAT for both directions (RFC 2409 §5.5): each SA
+// childKeys derives KEYMAT for both directions (RFC 2409 §5.5): each SA
 // is keyed with its receiver's SPI; Ni_b/Nr_b are this Quick Mode's nonces.
-func (sa *ikeSA) installChild(q *quickMode) error {
+func (sa *ikeSA) childKeys(q *quickMode) (in, out esp.Keys, err error) {
 	encLen, authLen, err := q.alg.KeymatLen()
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrPhase2Failed, err)
+		return in, out, fmt.Errorf("%w: %v", ErrPhase2Failed, err)
 	}
 	keys := func(spi uint32) esp.Keys {
 		km := sa.suite.Keymat(sa.keys.D, q.gxy, 3, spi, q.ni, q.nr, encLen+authLen)
 		return esp.Keys{SPI: spi, Alg: q.alg, EncKey: km[:encLen], AuthKey: km[encLen:]}
+	}
+	return keys(q.inSPI), keys(q.outSPI), nil
+}
+
+// prepareInbound gives the inbound keys of q to Config.PrepareInbound, if
+// set, before the message after which the peer may send on them leaves.
+// If the data path cannot take them, ChildSAUp's install will fail alike
+// and report it: the Quick Mode goes on.
+func (sa *ikeSA) prepareInbound(q *quickMode) error {
+	if sa.r.prepareInbound == nil {
+		return nil
+	}
+	in, _, err := sa.childKeys(q)
+	if err != nil {
+		return err
+	}
+	if err := sa.r.prepareInbound(in); err != nil {
+		sa.r.log.Warn("ike: cannot prepare the inbound ESP SA", "in_spi", fmt.Sprintf("%08x", q.inSPI), "err", err)
+	}
+	return nil
+}
+
+// installChild adds the child SA of a finished Quick Mode and reports it
+// (ChildSAUp).
+func (sa *ikeSA) installChild(q *quickMode) error {
+	inKeys, outKeys, err := sa.childKeys(q)
+	if err != nil {
+		return err
 	}
 	if !q.initiator {
 		// The peer started this Quick Mode: it replaces the existing SAs
@@ -387,7 +427,7 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 			old.rekeying = true
 		}
 	}
-	c := &child{sa: ChildSA{Inbound: keys(q.inSPI), Outbound: keys(q.outSPI), Lifetime: q.lifetime, LifeKilobytes: q.lifeKB, EncapMode: q.encap, Initiated: q.initiator}}
+	c := &child{sa: ChildSA{Inbound: inKeys, Outbound: outKeys, Lifetime: q.lifetime, LifeKilobytes: q.lifeKB, EncapMode: q.encap, Initiated: q.initiator}}
 	if q.group != 0 {
 		c.sa.PFS = groupName(q.group)
 	}

@@ -94,6 +94,8 @@ type runner struct {
 	remoteID  *Identity // the peer's expected identity (nil: not checked)
 
 	p2LifeKB uint64 // ESP SA lifetime in kilobytes (responder: ResponderConfig.Phase2LifeKilobytes)
+	// prepareInbound is Config.PrepareInbound (initiator only; nil: none).
+	prepareInbound func(esp.Keys) error
 
 	in       chan []byte
 	dropped  atomic.Uint64
