@@ -221,7 +221,7 @@ func (c *Client) onIKESetup(ev ike.Event, phase *setupPhase, timer *time.Timer) 
 	}
 	child := childUp.Child
 	c.info.Times.QuickMode = c.watch.lap()
-	if err := c.data.InstallSA(child.Inbound, child.Outbound); err != nil {
+	if err := c.data.InstallLimitedSA(child.Inbound, child.Outbound, false, lifeBytes(child)); err != nil {
 		return &Error{Class: ErrIKE, Layer: "ESP", Err: err}
 	}
 	c.data.SetByteLifetime(child.Inbound.SPI, child.Outbound.SPI, lifeBytes(child))
@@ -374,11 +374,7 @@ func (c *Client) onIKEEvent(ev ike.Event) {
 		c.log.Info("IKE SA re-established", "suite", ev.Suite)
 	case ike.ChildSAUp:
 		c.learnPFS(ev.Child)
-		install := c.data.InstallSA
-		if ev.Child.Initiated {
-			install = c.data.InstallSAPeerMayLag
-		}
-		if err := install(ev.Child.Inbound, ev.Child.Outbound); err != nil {
+		if err := c.data.InstallLimitedSA(ev.Child.Inbound, ev.Child.Outbound, ev.Child.Initiated, lifeBytes(ev.Child)); err != nil {
 			c.log.Warn("cannot install rekeyed IPsec SA", "err", err)
 			return
 		}

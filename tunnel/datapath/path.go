@@ -213,16 +213,26 @@ func (p *Path) SetPeer(a netip.AddrPort) { p.dst.Store(&a) }
 // peerMayLag (we initiated the rekey: the peer installs the pair when our
 // QM3 arrives), the old outbound SA carries on until the peer sends on the
 // new pair, deletes the old one, or OutboundSwitchDelay passed.
-func (p *Path) InstallSA(in, out esp.Keys) error { return p.installSA(in, out, false) }
+func (p *Path) InstallSA(in, out esp.Keys) error { return p.installSA(in, out, false, 0) }
 
 // InstallSAPeerMayLag is InstallSA for a pair whose Quick Mode we started.
-func (p *Path) InstallSAPeerMayLag(in, out esp.Keys) error { return p.installSA(in, out, true) }
+func (p *Path) InstallSAPeerMayLag(in, out esp.Keys) error { return p.installSA(in, out, true, 0) }
 
-func (p *Path) installSA(in, out esp.Keys, peerMayLag bool) error {
+// InstallLimitedSA is InstallSA (peerMayLag: InstallSAPeerMayLag) for a
+// pair with a byte lifetime: its outbound SA is limited to byteLimit bytes
+// before any sender can reach it (SetByteLifetime, which must follow for
+// the rekey requests, would leave a window in which a sender seals on it
+// unlimited).
+func (p *Path) InstallLimitedSA(in, out esp.Keys, peerMayLag bool, byteLimit uint64) error {
+	return p.installSA(in, out, peerMayLag, byteLimit)
+}
+
+func (p *Path) installSA(in, out esp.Keys, peerMayLag bool, byteLimit uint64) error {
 	o, err := esp.NewOutbound(out, p.cfg.Rand)
 	if err != nil {
 		return err
 	}
+	o.SetByteLimit(byteLimit)
 	i := p.preparedFor(in) // PrepareInbound's, with what it received
 	if i == nil {
 		if i, err = esp.NewInbound(in); err != nil {
