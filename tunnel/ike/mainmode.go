@@ -188,9 +188,18 @@ func (mm *mainMode) established(sa *ikeSA) error {
 
 // adopt takes over the ESP SAs of old, an ISAKMP SA that is going away:
 // RFC 2409 §5.7, deleting an ISAKMP SA leaves the SAs it negotiated up.
+// A renewal old still owed (the peer deleted our last ESP SA under it) is
+// owed by sa now: strongSwan re-authenticates (a new Main Mode, the old
+// ISAKMP SA deleted at once) also just after deleting our ESP SAs, and its
+// new SA then brings no ESP SA of its own, there being none to move; with
+// the renewal lost we had none at all (strongswan:rekey, 2026-12-02).
 func (sa *ikeSA) adopt(old *ikeSA) {
 	sa.children = append(sa.children, old.children...)
 	old.children = nil
+	if at := old.renewAt; !at.IsZero() && (sa.renewAt.IsZero() || at.Before(sa.renewAt)) {
+		sa.renewAt = at
+	}
+	old.renewAt = time.Time{}
 	sa.r.armTimer()
 }
 

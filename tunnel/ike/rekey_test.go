@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -173,5 +174,76 @@ func TestSessionResponderLifetime(t *testing.T) {
 	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
 	if d := p.clk.Now().Sub(start); d > 100*time.Second {
 		t.Errorf("IKE SA rekeyed after %v, want before 100 s", d)
+	}
+}
+
+// TestSessionServerReauthAfterDeletingESP: the server deletes our only ESP
+// SA and, before our renewal is due, re-authenticates as strongSwan does: a
+// new Main Mode, the old ISAKMP SA deleted before the new one is up, and no
+// Quick Mode of its own (it has no ESP SA left to move). The renewal the
+// old SA owed passes to the new one: after renewGrace the client
+// negotiates a new ESP SA under it, and Run goes on.
+func TestSessionServerReauthAfterDeletingESP(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	// Only Quick Modes the client starts get through: the server's own
+	// (its test code starts one when its new SA is up without ESP SAs)
+	// never reach the client. (Without the renewal the client's clock runs
+	// on until that Quick Mode gives up, 31 s: "responder ended".)
+	var mu sync.Mutex
+	ours := map[uint32]bool{}
+	quickMode := func(msg []byte) (uint32, bool) {
+		m, err := Parse(msg)
+		if err != nil || m.Exchange != ExchangeQuickMode {
+			return 0, false
+		}
+		return m.MessageID, true
+	}
+	p.toResp.mu.Lock()
+	p.toResp.dropFn = func(msg []byte) bool {
+		if mid, ok := quickMode(msg); ok {
+			mu.Lock()
+			ours[mid] = true
+			mu.Unlock()
+		}
+		return false
+	}
+	p.toResp.mu.Unlock()
+	p.toIni.mu.Lock()
+	p.toIni.dropFn = func(msg []byte) bool {
+		mid, ok := quickMode(msg)
+		mu.Lock()
+		defer mu.Unlock()
+		return ok && !ours[mid]
+	}
+	p.toIni.mu.Unlock()
+	if err := p.resp.DeleteChildSAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.InboundSPI != first.Inbound.SPI || !del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x deleted by the peer", del, first.Inbound.SPI)
+	}
+	onRun(p.resp.r, func() bool { // the re-authentication, within renewGrace
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		old.sendDeleteISAKMP()
+		p.resp.r.sas.remove(old)
+		return true
+	})
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated {
+		t.Errorf("the new ESP SA %08x is not the client's", second.Inbound.SPI)
+	}
+	waitTable(t, p.ini.r, 1, 1)
+	select {
+	case err := <-p.iErr:
+		t.Fatalf("initiator ended: %v", err)
+	default:
 	}
 }
