@@ -196,10 +196,30 @@ func (mm *mainMode) established(sa *ikeSA) error {
 func (sa *ikeSA) adopt(old *ikeSA) {
 	sa.children = append(sa.children, old.children...)
 	old.children = nil
-	if at := old.renewAt; !at.IsZero() && (sa.renewAt.IsZero() || at.Before(sa.renewAt)) {
-		sa.renewAt = at
+	owe := func(at time.Time) {
+		if !at.IsZero() && (sa.renewAt.IsZero() || at.Before(sa.renewAt)) {
+			sa.renewAt = at
+		}
 	}
+	owe(old.renewAt)
 	old.renewAt = time.Time{}
+	// A Quick Mode of ours still under way on old dies with it (its
+	// retransmissions and replies are old's): a renewal is owed at once, a
+	// rekey is due again.
+	for _, q := range old.qms {
+		if !q.initiator || q.done || !sa.r.initiator {
+			continue
+		}
+		if q.rekeyOf == 0 {
+			owe(sa.r.clk.Now())
+			continue
+		}
+		for _, c := range sa.children {
+			if c.sa.Inbound.SPI == q.rekeyOf {
+				c.rekeying = false
+			}
+		}
+	}
 	sa.r.armTimer()
 }
 
