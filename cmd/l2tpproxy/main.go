@@ -415,7 +415,6 @@ func serve(ctx context.Context, sc serveConfig) error {
 		s := proxy.NewSOCKS5(router, nil, o)
 		go func() { errc <- s.Serve(pctx, socksLn) }()
 		socksA = socksLn.Addr()
-		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
 		o := sc.Proxy.options(log.With("proxy", "http"), lim)
@@ -423,9 +422,11 @@ func serve(ctx context.Context, sc serveConfig) error {
 		h := proxy.NewHTTP(router, o)
 		go func() { errc <- h.Serve(pctx, httpLn) }()
 		httpA = httpLn.Addr()
-		log.Info("HTTP proxy listening", "addr", httpA.String())
 	}
+	// Ready before the log says so: a reader of "HTTP proxy listening" may ask
+	// /readyz at once (it got 503 "proxies not listening yet" once, under load).
 	sc.Monitor.proxiesListening()
+	logListening(log, socksA, httpA)
 	if sc.Ready != nil {
 		sc.Ready(socksA, httpA)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -132,6 +134,17 @@ func (m *monitor) proxiesListening() {
 // ready tells whether every tunnel is up and the proxies listen, or why
 // not: with one tunnel its state, with several one "NAME: state" line for
 // each.
+// logListening logs each proxy's address (nil: that proxy is off), once
+// the monitor counts them as listening.
+func logListening(log *slog.Logger, socksA, httpA net.Addr) {
+	if socksA != nil {
+		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
+	}
+	if httpA != nil {
+		log.Info("HTTP proxy listening", "addr", httpA.String())
+	}
+}
+
 func (m *monitor) ready() (bool, string) {
 	m.mu.Lock()
 	listening := m.listening

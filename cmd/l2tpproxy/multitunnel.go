@@ -316,7 +316,6 @@ func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 		s := proxy.NewSOCKS5(router, nil, o)
 		go func() { errc <- proxyStopped(s.Serve(pctx, socksLn)) }()
 		socksA = socksLn.Addr()
-		log.Info("SOCKS5 proxy listening", "addr", socksA.String())
 	}
 	if httpLn != nil {
 		o := sc.Proxy.options(log.With("proxy", "http"), lim)
@@ -324,10 +323,10 @@ func serveMulti(ctx context.Context, sc serveConfig, specs []tunnelSpec) error {
 		h := proxy.NewHTTP(router, o)
 		go func() { errc <- proxyStopped(h.Serve(pctx, httpLn)) }()
 		httpA = httpLn.Addr()
-		log.Info("HTTP proxy listening", "addr", httpA.String())
 	}
 	fw.serveLocal(pctx, router)
 	sc.Monitor.proxiesListening()
+	logListening(log, socksA, httpA)
 	supervised := make(chan error, len(specs))
 	for i, s := range specs {
 		fw.tunnelUp(pctx, clients[i])
