@@ -337,3 +337,35 @@ func TestSessionServerReauthDuringRekey(t *testing.T) {
 		t.Errorf("deleted %08x, want the rekeyed %08x", del.InboundSPI, first.Inbound.SPI)
 	}
 }
+
+// TestSessionChildExpiresSilently: the server drops our ESP SA without a
+// Delete (strongSwan does so with the old IKE SA's SAs when it
+// re-authenticates) and we do not rekey it ourselves (the server had
+// replaced it). A tenth of its 100 s lifetime after the end the client
+// forgets it and, that being its last, negotiates a new one.
+func TestSessionChildExpiresSilently(t *testing.T) {
+	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	start := p.clk.Now()
+	onRun(p.ini.r, func() bool {
+		p.ini.r.sas.current().children[0].rekeying = true
+		return true
+	})
+	onRun(p.resp.r, func() bool {
+		p.resp.r.sas.current().children = nil
+		return true
+	})
+	del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), true)
+	if del.InboundSPI != first.Inbound.SPI || del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x forgotten by itself", del, first.Inbound.SPI)
+	}
+	if d := p.clk.Now().Sub(start); d < 110*time.Second {
+		t.Errorf("forgotten after %v, want 110 s (lifetime and a tenth)", d)
+	}
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated || second.Inbound.SPI == first.Inbound.SPI {
+		t.Errorf("new ESP SA %+v, want the client's renewal", second)
+	}
+}
