@@ -369,3 +369,40 @@ func TestSessionChildExpiresSilently(t *testing.T) {
 		t.Errorf("new ESP SA %+v, want the client's renewal", second)
 	}
 }
+
+// TestSessionRekeyOnNewestIKESA: the server has started a new IKE SA and
+// keeps the old one for a while (strongSwan's make-before-break
+// re-authentication), answering no Quick Mode on the old one. Our ESP SA,
+// still on the old IKE SA, is rekeyed at 90% of its 100 s through the new
+// one.
+func TestSessionRekeyOnNewestIKESA(t *testing.T) {
+	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	oldCky := onRun(p.ini.r, func() [8]byte { return p.ini.r.sas.current().ckyI })
+	p.toResp.mu.Lock()
+	p.toResp.dropFn = func(msg []byte) bool { // no Quick Mode on the old IKE SA gets through
+		m, err := Parse(msg)
+		return err == nil && m.Exchange == ExchangeQuickMode && m.ICookie == oldCky
+	}
+	p.toResp.mu.Unlock()
+	onRun(p.resp.r, func() bool {
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		return true
+	})
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	// The server's own Quick Mode on its new SA brings a second ESP SA; at 90 s we rekey both,
+	// each through the new IKE SA (one through the old would go unanswered).
+	for ours := 0; ours < 2; {
+		if c := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child; c.Initiated {
+			ours++
+		}
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.ByPeer {
+		t.Errorf("%+v: want a replaced SA retired by us", del)
+	}
+}
