@@ -188,9 +188,38 @@ func (mm *mainMode) established(sa *ikeSA) error {
 
 // adopt takes over the ESP SAs of old, an ISAKMP SA that is going away:
 // RFC 2409 §5.7, deleting an ISAKMP SA leaves the SAs it negotiated up.
+// A renewal old still owed (the peer deleted our last ESP SA under it) is
+// owed by sa now: strongSwan re-authenticates (a new Main Mode, the old
+// ISAKMP SA deleted at once) also just after deleting our ESP SAs, and its
+// new SA then brings no ESP SA of its own, there being none to move; with
+// the renewal lost we had none at all (strongswan:rekey, 2026-12-02).
 func (sa *ikeSA) adopt(old *ikeSA) {
 	sa.children = append(sa.children, old.children...)
 	old.children = nil
+	owe := func(at time.Time) {
+		if !at.IsZero() && (sa.renewAt.IsZero() || at.Before(sa.renewAt)) {
+			sa.renewAt = at
+		}
+	}
+	owe(old.renewAt)
+	old.renewAt = time.Time{}
+	// A Quick Mode of ours still under way on old dies with it (its
+	// retransmissions and replies are old's): a renewal is owed at once, a
+	// rekey is due again.
+	for _, q := range old.qms {
+		if !q.initiator || q.done || !sa.r.initiator {
+			continue
+		}
+		if q.rekeyOf == 0 {
+			owe(sa.r.clk.Now())
+			continue
+		}
+		for _, c := range sa.children {
+			if c.sa.Inbound.SPI == q.rekeyOf {
+				c.rekeying = false
+			}
+		}
+	}
 	sa.r.armTimer()
 }
 

@@ -439,7 +439,9 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 		"out_spi", fmt.Sprintf("%08x", q.outSPI), "lifetime", q.lifetime, "life_kb", q.lifeKB, "encap", q.encap)
 	sa.r.emit(ChildSAUp{Child: c.sa})
 	if q.rekeyOf != 0 {
-		sa.retireChild(q.rekeyOf)
+		for _, owner := range sa.r.sas.all() { // the replaced SA may sit on an older IKE SA
+			owner.retireChild(q.rekeyOf)
+		}
 	}
 	sa.r.armTimer()
 	return nil
@@ -473,7 +475,14 @@ func (sa *ikeSA) checkRekey(now time.Time) error {
 		if at := sa.rekeyAt(c); !at.IsZero() && !at.After(now) {
 			c.rekeying = true
 			sa.r.log.Info("ike: rekeying ESP SA", "in_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
-			if err := sa.startQM(c.sa.Inbound.SPI); err != nil {
+			// On the newest IKE SA: an older one may be on its way out, and strongSwan answers
+			// no Quick Mode on the SA it is re-authenticating (strongswan:rekey, 2026-12-02 14:33:
+			// no answer to QM1, the tunnel went down).
+			on := sa
+			if cur := sa.r.sas.current(); cur != nil {
+				on = cur
+			}
+			if err := on.startQM(c.sa.Inbound.SPI); err != nil {
 				return err
 			}
 		}
@@ -494,6 +503,9 @@ func (r *runner) rekeyChildNow(outSPI uint32) error {
 			}
 			c.rekeying = true
 			r.log.Info("ike: rekeying ESP SA: the data path asks (sequence numbers or byte lifetime run low)", "in_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
+			if cur := r.sas.current(); cur != nil {
+				return cur.startQM(c.sa.Inbound.SPI)
+			}
 			return sa.startQM(c.sa.Inbound.SPI)
 		}
 	}

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -173,5 +174,235 @@ func TestSessionResponderLifetime(t *testing.T) {
 	waitEvent[Phase1Up](t, p, p.ini.Events(), true)
 	if d := p.clk.Now().Sub(start); d > 100*time.Second {
 		t.Errorf("IKE SA rekeyed after %v, want before 100 s", d)
+	}
+}
+
+// clientQuickModes lets through only the Quick Modes the client starts:
+// the server's own (its test code starts one when a new SA of its own is
+// up without ESP SAs) never reach the client, nor, while held, its replies
+// to the client's. It returns how many the client started and the switch.
+func clientQuickModes(p *pair) (started func() int, hold func(bool)) {
+	var mu sync.Mutex
+	ours, held := map[uint32]bool{}, false
+	quickMode := func(msg []byte) (uint32, bool) {
+		m, err := Parse(msg)
+		if err != nil || m.Exchange != ExchangeQuickMode {
+			return 0, false
+		}
+		return m.MessageID, true
+	}
+	p.toResp.mu.Lock()
+	p.toResp.dropFn = func(msg []byte) bool {
+		if mid, ok := quickMode(msg); ok {
+			mu.Lock()
+			ours[mid] = true
+			mu.Unlock()
+		}
+		return false
+	}
+	p.toResp.mu.Unlock()
+	p.toIni.mu.Lock()
+	p.toIni.dropFn = func(msg []byte) bool {
+		mid, ok := quickMode(msg)
+		mu.Lock()
+		defer mu.Unlock()
+		return ok && (held || !ours[mid])
+	}
+	p.toIni.mu.Unlock()
+	started = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ours)
+	}
+	hold = func(h bool) {
+		mu.Lock()
+		held = h
+		mu.Unlock()
+	}
+	return started, hold
+}
+
+// serverReauth makes the server re-authenticate as strongSwan does: a new
+// Main Mode, and the old ISAKMP SA deleted before the new one is up.
+func serverReauth(t *testing.T, p *pair) {
+	onRun(p.resp.r, func() bool {
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		old.sendDeleteISAKMP()
+		p.resp.r.sas.remove(old)
+		return true
+	})
+}
+
+// TestSessionServerReauthAfterDeletingESP: the server deletes our only ESP
+// SA and, before our renewal is due, re-authenticates (serverReauth), with
+// no Quick Mode of its own: it has no ESP SA left to move. The renewal the
+// old SA owed passes to the new one: after renewGrace the client
+// negotiates a new ESP SA under it, and Run goes on. (Without the renewal
+// the fake clock runs on until the server's Quick Mode gives up, 31 s:
+// "responder ended".)
+func TestSessionServerReauthAfterDeletingESP(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	clientQuickModes(p)
+	if err := p.resp.DeleteChildSAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.InboundSPI != first.Inbound.SPI || !del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x deleted by the peer", del, first.Inbound.SPI)
+	}
+	serverReauth(t, p) // within renewGrace
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated {
+		t.Errorf("the new ESP SA %08x is not the client's", second.Inbound.SPI)
+	}
+	waitTable(t, p.ini.r, 1, 1)
+	select {
+	case err := <-p.iErr:
+		t.Fatalf("initiator ended: %v", err)
+	default:
+	}
+}
+
+// TestSessionServerReauthDuringRenewal: as above, but the re-authentication
+// comes while the client's renewal Quick Mode is under way on the old SA
+// (its QM2 held back): that Quick Mode dies with the old SA, so the client
+// starts another one under the new SA.
+func TestSessionServerReauthDuringRenewal(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	started, hold := clientQuickModes(p)
+	hold(true)
+	if err := p.resp.DeleteChildSAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent[ChildSADeleted](t, p, p.ini.Events(), false)
+	for i := 0; started() == 0; i++ { // the renewal, after renewGrace
+		if i > 500 {
+			t.Fatal("no renewal Quick Mode")
+		}
+		p.clk.Advance(100 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	serverReauth(t, p)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	hold(false)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated {
+		t.Errorf("the new ESP SA %08x is not the client's", second.Inbound.SPI)
+	}
+	if n := started(); n < 2 {
+		t.Errorf("%d Quick Modes from the client, want the renewal and one more under the new SA", n)
+	}
+	waitTable(t, p.ini.r, 1, 1)
+}
+
+// TestSessionServerReauthDuringRekey: the server re-authenticates while
+// the client's rekey of its ESP SA (at 90% of 100 s) is under way on the
+// old IKE SA (its QM2 held back): that Quick Mode dies with the old SA,
+// and the ESP SA, which moved to the new one, is rekeyed again there.
+func TestSessionServerReauthDuringRekey(t *testing.T) {
+	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	started, hold := clientQuickModes(p)
+	hold(true)
+	for i := 0; started() == 0; i++ { // the rekey, at 90 s
+		if i > 2000 {
+			t.Fatal("no rekey Quick Mode")
+		}
+		p.clk.Advance(time.Second)
+		time.Sleep(2 * time.Millisecond)
+	}
+	serverReauth(t, p)
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	waitTable(t, p.ini.r, 1, 1) // the old IKE SA gone, its ESP SA moved
+	hold(false)
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated || second.Inbound.SPI == first.Inbound.SPI {
+		t.Errorf("new ESP SA %+v, want the client's rekey of %08x", second, first.Inbound.SPI)
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.InboundSPI != first.Inbound.SPI {
+		t.Errorf("deleted %08x, want the rekeyed %08x", del.InboundSPI, first.Inbound.SPI)
+	}
+}
+
+// TestSessionChildExpiresSilently: the server drops our ESP SA without a
+// Delete (strongSwan does so with the old IKE SA's SAs when it
+// re-authenticates) and we do not rekey it ourselves (the server had
+// replaced it). A tenth of its 100 s lifetime after the end the client
+// forgets it and, that being its last, negotiates a new one.
+func TestSessionChildExpiresSilently(t *testing.T) {
+	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	start := p.clk.Now()
+	onRun(p.ini.r, func() bool {
+		p.ini.r.sas.current().children[0].rekeying = true
+		return true
+	})
+	onRun(p.resp.r, func() bool {
+		p.resp.r.sas.current().children = nil
+		return true
+	})
+	del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), true)
+	if del.InboundSPI != first.Inbound.SPI || del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x forgotten by itself", del, first.Inbound.SPI)
+	}
+	if d := p.clk.Now().Sub(start); d < 110*time.Second {
+		t.Errorf("forgotten after %v, want 110 s (lifetime and a tenth)", d)
+	}
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated || second.Inbound.SPI == first.Inbound.SPI {
+		t.Errorf("new ESP SA %+v, want the client's renewal", second)
+	}
+}
+
+// TestSessionRekeyOnNewestIKESA: the server has started a new IKE SA and
+// keeps the old one for a while (strongSwan's make-before-break
+// re-authentication), answering no Quick Mode on the old one. Our ESP SA,
+// still on the old IKE SA, is rekeyed at 90% of its 100 s through the new
+// one.
+func TestSessionRekeyOnNewestIKESA(t *testing.T) {
+	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	oldCky := onRun(p.ini.r, func() [8]byte { return p.ini.r.sas.current().ckyI })
+	p.toResp.mu.Lock()
+	p.toResp.dropFn = func(msg []byte) bool { // no Quick Mode on the old IKE SA gets through
+		m, err := Parse(msg)
+		return err == nil && m.Exchange == ExchangeQuickMode && m.ICookie == oldCky
+	}
+	p.toResp.mu.Unlock()
+	onRun(p.resp.r, func() bool {
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		return true
+	})
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	// The server's own Quick Mode on its new SA brings a second ESP SA; at 90 s we rekey both,
+	// each through the new IKE SA (one through the old would go unanswered).
+	for ours := 0; ours < 2; {
+		if c := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child; c.Initiated {
+			ours++
+		}
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.ByPeer {
+		t.Errorf("%+v: want a replaced SA retired by us", del)
 	}
 }

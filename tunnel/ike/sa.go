@@ -118,6 +118,7 @@ func (sa *ikeSA) nextDeadline() time.Time {
 	}
 	for _, c := range sa.children {
 		min(sa.rekeyAt(c))
+		min(expireAt(c))
 	}
 	min(sa.renewAt)
 	min(sa.rekeyP1At())
@@ -147,6 +148,7 @@ func (sa *ikeSA) onTimer(now time.Time) error {
 		p.deadline = now.Add(firstRetry << p.tries)
 		p.tries++
 	}
+	sa.expireChildren(now)
 	if err := sa.checkRekey(now); err != nil {
 		return err
 	}

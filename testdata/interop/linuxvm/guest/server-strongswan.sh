@@ -34,8 +34,12 @@ esac
 # TestInteropRekeys' client rekeys its 45 s IKE SA at 40.5 s, so the server's Main Modes do happen): a
 # new Main Mode that the server starts towards the client, then new Quick Modes under it, then Deletes for
 # the old SAs. Everything else as in the default variant.
-IKE_REKEY=0s CHILD_REKEY=0s CHILD_LIFE=24h
-[ "${PROPS:-default}" != rekey ] || IKE_REKEY=30s CHILD_REKEY=6s CHILD_LIFE=30s
+# over_time: the IKE SA's hard end comes that long after reauth_time. With 0s both jobs were due at the same
+# second and charon sometimes ran the hard end first: every SA deleted, the client reconnects (strongswan:rekey
+# 2026-12-02 14:17, "maximum IKE_SA lifetime 30s", no "reauthenticating"). 15 s leaves the re-authentication
+# time to finish.
+IKE_REKEY=0s IKE_OVER=0s CHILD_REKEY=0s CHILD_LIFE=24h
+[ "${PROPS:-default}" != rekey ] || IKE_REKEY=30s IKE_OVER=15s CHILD_REKEY=6s CHILD_LIFE=30s
 # PROPS=cert: only RSA signatures with certificates (RFC 2409 §5.1), no PSK at all. The CA and the server's
 # certificate and key come from the host (up: make_pki) in /vm/cfg/pki; the client must hold a certificate
 # of the same CA. send_cert = ifasked (the default): the client's CERTREQ makes the server send its own.
@@ -76,7 +80,7 @@ connections {
     dpd_timeout = 300s
     rekey_time = 0s
     reauth_time = $IKE_REKEY
-    over_time = 0s
+    over_time = $IKE_OVER
     rand_time = 0s
     unique = never
     $AUTH_LOCAL
