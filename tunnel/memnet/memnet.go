@@ -33,7 +33,7 @@ type Impairment struct {
 	Loss      float64       // probability that a datagram is dropped
 	Duplicate float64       // probability that it is delivered twice
 	Reorder   float64       // probability that it is held back and delivered after the next one
-	Delay     time.Duration // added to every delivery
+	Delay     time.Duration // added to every delivery; delayed datagrams keep their order (a delay line)
 	Blackhole bool          // drop everything
 	// Rewrite, if set, replaces each datagram by what it returns (none:
 	// dropped), before the other impairments: a hostile or broken peer.
@@ -120,6 +120,13 @@ type Conn struct {
 	Sent    int           // datagrams given to WriteTo
 	Dropped int           // of those, dropped by an impairment or a full queue
 
+	// The delay line: delayed datagrams in the order sent, and whether a
+	// timer is armed to deliver its head (one at a time, so none overtakes
+	// another: a timer per datagram would let near-simultaneous ones swap,
+	// which real paths rarely do and Reorder does on purpose).
+	line      []delayedDatagram
+	lineArmed bool
+
 	queue     chan datagram
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -128,6 +135,11 @@ type Conn struct {
 type heldDatagram struct {
 	b  []byte
 	to netip.AddrPort
+}
+
+type delayedDatagram struct {
+	heldDatagram
+	due time.Time
 }
 
 // SetImpairment changes what happens to datagrams sent from now on.
@@ -247,23 +259,54 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 func (c *Conn) deliver(b []byte, to netip.AddrPort, delay time.Duration) {
-	put := func() {
-		dst := c.net.lookup(to)
-		if dst == nil {
-			return
-		}
-		select {
-		case dst.queue <- datagram{b: b, from: c.addr}:
-		case <-dst.closed:
-		default: // the receiver's queue is full: dropped, as by a socket
-			c.mu.Lock()
-			c.Dropped++
-			c.mu.Unlock()
-		}
-	}
-	if delay > 0 {
-		time.AfterFunc(delay, put)
+	if delay <= 0 {
+		c.put(b, to)
 		return
 	}
-	put()
+	c.mu.Lock()
+	c.line = append(c.line, delayedDatagram{heldDatagram{b, to}, time.Now().Add(delay)})
+	if !c.lineArmed {
+		c.lineArmed = true
+		time.AfterFunc(delay, c.drainLine)
+	}
+	c.mu.Unlock()
+}
+
+// drainLine delivers the delay line's datagrams that are due, in order,
+// and arms a timer for the next one.
+func (c *Conn) drainLine() {
+	for {
+		c.mu.Lock()
+		if len(c.line) == 0 {
+			c.lineArmed = false
+			c.line = nil
+			c.mu.Unlock()
+			return
+		}
+		d := c.line[0]
+		if wait := time.Until(d.due); wait > 0 {
+			time.AfterFunc(wait, c.drainLine)
+			c.mu.Unlock()
+			return
+		}
+		c.line = c.line[1:]
+		c.mu.Unlock()
+		c.put(d.b, d.to)
+	}
+}
+
+// put hands b to the Conn bound to to, if any.
+func (c *Conn) put(b []byte, to netip.AddrPort) {
+	dst := c.net.lookup(to)
+	if dst == nil {
+		return
+	}
+	select {
+	case dst.queue <- datagram{b: b, from: c.addr}:
+	case <-dst.closed:
+	default: // the receiver's queue is full: dropped, as by a socket
+		c.mu.Lock()
+		c.Dropped++
+		c.mu.Unlock()
+	}
 }

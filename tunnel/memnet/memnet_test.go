@@ -128,7 +128,8 @@ func TestImpairmentsDeterministic(t *testing.T) {
 }
 
 // TestDelayAndClose runs in a synctest bubble: a delay takes fake time only,
-// and Close ends a blocked read with net.ErrClosed.
+// delayed datagrams keep their order, and Close ends a blocked read with
+// net.ErrClosed.
 func TestDelayAndClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := pair(t, 1)
@@ -139,6 +140,15 @@ func TestDelayAndClose(t *testing.T) {
 		k, _, err := b.ReadFromUDPAddrPort(buf)
 		if err != nil || string(buf[:k]) != "late" || time.Since(start) != 50*time.Millisecond {
 			t.Fatalf("read %q %v after %v", buf[:k], err, time.Since(start))
+		}
+		// Datagrams sent one after the other arrive in that order.
+		for i := range 20 {
+			a.WriteToUDPAddrPort([]byte{byte(i)}, b.AddrPort())
+		}
+		for i := range 20 {
+			if k, _, err := b.ReadFromUDPAddrPort(buf); err != nil || k != 1 || buf[0] != byte(i) {
+				t.Fatalf("delayed datagram %d: got %v (%d bytes, %v)", i, buf[:k], k, err)
+			}
 		}
 		done := make(chan error)
 		go func() {
