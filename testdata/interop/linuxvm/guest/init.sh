@@ -29,8 +29,9 @@ mount -t devpts -o ptmxmode=666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 hostname l2tpvm
 
-for m in dummy veth esp4 xfrm_user xfrm4_tunnel ppp_generic ppp_async ppp_deflate bsd_comp \
-	xt_policy iptable_filter iptable_nat xt_MASQUERADE nf_nat; do modprobe -q "$m" || true; done
+# One modprobe for all (one each took about 1.5 s under TCG); -a goes on past a module it cannot load.
+modprobe -qa dummy veth esp4 xfrm_user xfrm4_tunnel ppp_generic ppp_async ppp_deflate bsd_comp \
+	xt_policy iptable_filter iptable_nat xt_MASQUERADE nf_nat || true
 sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
 	net.ipv4.conf.all.accept_redirects=0 net.ipv4.conf.all.send_redirects=0 net.ipv6.conf.all.disable_ipv6=1 || true
 
@@ -55,27 +56,32 @@ if [ "${IPV6:-no}" = yes ]; then
 fi
 
 # Firewall (iptables, nft backend): the target and the PPP addresses only from ppp+, and no L2TP outside IPsec.
-iptables -N L2TPVM
-iptables -A L2TPVM -p udp --dport 1701 -m policy --dir in --pol none -j DROP
-iptables -A L2TPVM -d "$TARGET_IP" -i ppp+ -j ACCEPT
-iptables -A L2TPVM -d "$TARGET_IP" -j DROP
-iptables -A L2TPVM -d "$PPP_LOCAL" ! -i ppp+ -j DROP
-iptables -A INPUT -j L2TPVM
-iptables -N L2TPVM_OUT
-iptables -A L2TPVM_OUT -p udp --sport 1701 -m policy --dir out --pol none -j DROP
-iptables -A OUTPUT -j L2TPVM_OUT
 # qemu's user-mode net cannot be restrict=on (it then drops the guest's UDP replies to hostfwd), so the guest
 # itself lets out of eth0 only IKE/NAT-T (UDP 500/4500, which carries the ESP) and packets IPsec will encrypt.
-iptables -N L2TPVM_EGRESS
-iptables -A L2TPVM_EGRESS -p udp -m multiport --sports 500,4500 -j ACCEPT
-iptables -A L2TPVM_EGRESS -m policy --dir out --pol ipsec -j ACCEPT
-iptables -A L2TPVM_EGRESS -j DROP
-iptables -A OUTPUT -o eth0 -j L2TPVM_EGRESS
-iptables -A INPUT -i eth0 -p udp -m multiport --dports 500,4500 -j ACCEPT
-iptables -A INPUT -i eth0 -m policy --dir in --pol ipsec -j ACCEPT
-iptables -A INPUT -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-iptables -A INPUT -i eth0 -j DROP
-iptables -P FORWARD DROP
+# One iptables-restore (19 iptables calls took about 2 s under TCG); --noflush keeps the built-in chains' state.
+iptables-restore --noflush <<RULES || fail "iptables-restore"
+*filter
+:FORWARD DROP [0:0]
+:L2TPVM - [0:0]
+:L2TPVM_OUT - [0:0]
+:L2TPVM_EGRESS - [0:0]
+-A L2TPVM -p udp --dport 1701 -m policy --dir in --pol none -j DROP
+-A L2TPVM -d $TARGET_IP -i ppp+ -j ACCEPT
+-A L2TPVM -d $TARGET_IP -j DROP
+-A L2TPVM -d $PPP_LOCAL ! -i ppp+ -j DROP
+-A INPUT -j L2TPVM
+-A L2TPVM_OUT -p udp --sport 1701 -m policy --dir out --pol none -j DROP
+-A OUTPUT -j L2TPVM_OUT
+-A L2TPVM_EGRESS -p udp -m multiport --sports 500,4500 -j ACCEPT
+-A L2TPVM_EGRESS -m policy --dir out --pol ipsec -j ACCEPT
+-A L2TPVM_EGRESS -j DROP
+-A OUTPUT -o eth0 -j L2TPVM_EGRESS
+-A INPUT -i eth0 -p udp -m multiport --dports 500,4500 -j ACCEPT
+-A INPUT -i eth0 -m policy --dir in --pol ipsec -j ACCEPT
+-A INPUT -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A INPUT -i eth0 -j DROP
+COMMIT
+RULES
 
 # Target services: HTTP + UDP echo (python), DNS (dnsmasq), all bound to the target address.
 python3 "$G/target.py" --addr "$TARGET_IP" "${target6[@]}" --big-size "$BIG_SIZE" --big-file "$R/big.bin" \

@@ -83,17 +83,25 @@ in_cli iptables -A INPUT -p udp --sport 1701 -m policy --dir in --pol none -j DR
 in_cli iptables -A OUTPUT -p udp --dport 1701 -m policy --dir out --pol none -j DROP
 # (The underlay cli -> NAT -> server is proven by the IKE exchange below; the image has no ping.)
 
-# --- (c) the target must not be reachable without the tunnel (cli routes it to the server via the NAT)
-in_cli curl -s -m 4 -o /dev/null "http://$TARGET_IP/hello.txt"
-[ $? -ne 0 ]; check no-tunnel-http $? "GET http://$TARGET_IP/hello.txt without the tunnel must fail"
-in_cli host -W 3 "$TARGET_NAME" "$TARGET_IP" >/dev/null 2>&1
-[ $? -ne 0 ]; check no-tunnel-dns $? "DNS $TARGET_NAME at $TARGET_IP without the tunnel must fail"
-in_cli python3 "$(dirname "$0")/udpecho-client.py" "$TARGET_IP" 7 2 >/dev/null 2>&1
-[ $? -ne 0 ]; check no-tunnel-udp $? "UDP echo $TARGET_IP:7 without the tunnel must fail"
-
+# --- (c) the target must not be reachable without the tunnel (cli routes it to the server via the NAT).
+# Each check waits out its timeout (12 s one after the other), so they run at once: about 4 s per variant.
+in_cli curl -s -m 4 -o /dev/null "http://$TARGET_IP/hello.txt" &
+no_http=$!
+in_cli host -W 3 "$TARGET_NAME" "$TARGET_IP" >/dev/null 2>&1 &
+no_dns=$!
+in_cli python3 "$(dirname "$0")/udpecho-client.py" "$TARGET_IP" 7 2 >/dev/null 2>&1 &
+no_udp=$!
 # The guest cannot reach the host or beyond through qemu's user-mode NAT (its egress firewall drops it;
 # without it this would be "connection refused" from the host's loopback, curl rc 7, not a timeout, rc 28).
-curl -s -m 3 -o /dev/null http://10.0.2.2:9/
+curl -s -m 3 -o /dev/null http://10.0.2.2:9/ &
+egress=$!
+wait "$no_http"
+[ $? -ne 0 ]; check no-tunnel-http $? "GET http://$TARGET_IP/hello.txt without the tunnel must fail"
+wait "$no_dns"
+[ $? -ne 0 ]; check no-tunnel-dns $? "DNS $TARGET_NAME at $TARGET_IP without the tunnel must fail"
+wait "$no_udp"
+[ $? -ne 0 ]; check no-tunnel-udp $? "UDP echo $TARGET_IP:7 without the tunnel must fail"
+wait "$egress"
 rc=$?
 [ "$rc" = 28 ]; check guest-egress-blocked $? "guest -> 10.0.2.2:9 (host) curl rc $rc, want 28 (dropped)"
 
@@ -217,11 +225,16 @@ ans=$(in_cli host -W 5 "$TARGET_NAME" "$TARGET_IP" 2>&1 | grep 'has address' | a
 [ "$ans" = "$TARGET_IP" ]; check tunnel-dns $? "$TARGET_NAME -> '$ans'"
 in_cli python3 "$(dirname "$0")/udpecho-client.py" "$TARGET_IP" 7 5 >/dev/null 2>&1
 check tunnel-udp $? "UDP echo $TARGET_IP:7"
-want=$(cut -d' ' -f1 "$OUT/big.sha256")
+# The first SELFTEST_BYTES of big.bin (default 4 MiB): enough to prove the server's data path under a
+# known-good client; l2tpproxy's own tests move the whole file. (All 16-32 MiB took 14-28 s per variant
+# under TCG.) head closes the pipe after them, which ends curl.
+n=${SELFTEST_BYTES:-4194304}
+[ "$n" -le "$BIG_SIZE" ] || n=$BIG_SIZE
+want=$(head -c "$n" /run/l2tpvm/big.bin | sha256sum | cut -d' ' -f1)
 t0=$(date +%s.%N)
-got=$(in_cli curl -s -m 300 "http://$TARGET_IP/big.bin" | sha256sum | cut -d' ' -f1)
+got=$(in_cli curl -s -m 300 "http://$TARGET_IP/big.bin" | head -c "$n" | sha256sum | cut -d' ' -f1)
 secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
-[ "$got" = "$want" ]; check tunnel-big $? "big.bin $BIG_SIZE bytes in $secs s, sha256 $got"
+[ "$got" = "$want" ]; check tunnel-big $? "big.bin: its first $n of $BIG_SIZE bytes in $secs s, sha256 $got"
 head -c 1000000 /dev/urandom >"$C/up.bin"
 want_up="1000000 $(sha256sum "$C/up.bin" | cut -d' ' -f1)"
 got_up=$(in_cli curl -s -m 120 --data-binary "@$C/up.bin" -H 'Content-Type: application/octet-stream' "http://$TARGET_IP/upload")
