@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/memnet"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -39,4 +40,23 @@ func BenchmarkConnectRTT(b *testing.B) {
 	b.ReportMetric(float64(per.Milliseconds()), "connect-ms")
 	b.ReportMetric(float64(best.Milliseconds()), "fastest-ms")
 	b.ReportMetric(float64(per-oneWay)/float64(2*oneWay), "rtts")
+}
+
+// TestServerOpensESPBehindQM3: the test server prepares its inbound SA
+// before QM2 leaves, so the client's first SCCRQ, sent right behind QM3,
+// is not dropped for want of an SA while the server's IKE goroutine is
+// still processing QM3 (which cost every connect a 1 s L2TP resend).
+func TestServerOpensESPBehindQM3(t *testing.T) {
+	p := startMemPeers(t, 7, testserver.Config{})
+	imp := memnet.Impairment{Delay: 50 * time.Millisecond}
+	p.impairServer(imp)
+	p.client.SetImpairment(imp)
+	c, err := tunnel.Dial(context.Background(), p.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d := p.srv.DataStats().Drops[datapath.DropNoSA]; d != 0 {
+		t.Errorf("the server dropped %d ESP datagrams for want of an SA (times %+v)", d, c.Info().Times)
+	}
 }
