@@ -249,6 +249,7 @@ func (c *Client) startL2TP() {
 		Password: c.cfg.Password,
 		Auth:     c.cfg.Auth,
 		MRU:      uint16(mru),
+		PeerRTT:  c.info.Times.QuickMode,
 		Clock:    c.cfg.Clock,
 		Logger:   c.log.With("layer", "ppp"),
 		Rand:     c.cfg.Rand,
