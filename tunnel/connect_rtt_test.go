@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel"
+	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/memnet"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/testserver"
 )
@@ -39,4 +40,55 @@ func BenchmarkConnectRTT(b *testing.B) {
 	b.ReportMetric(float64(per.Milliseconds()), "connect-ms")
 	b.ReportMetric(float64(best.Milliseconds()), "fastest-ms")
 	b.ReportMetric(float64(per-oneWay)/float64(2*oneWay), "rtts")
+}
+
+// TestServerOpensESPBehindQM3: the test server prepares its inbound SA
+// before QM2 leaves, so the client's first SCCRQ, sent right behind QM3,
+// is not dropped for want of an SA while the server's IKE goroutine is
+// still processing QM3 (which cost every connect a 1 s L2TP resend).
+func TestServerOpensESPBehindQM3(t *testing.T) {
+	p := startMemPeers(t, 7, testserver.Config{})
+	imp := memnet.Impairment{Delay: 50 * time.Millisecond}
+	p.impairServer(imp)
+	p.client.SetImpairment(imp)
+	c, err := tunnel.Dial(context.Background(), p.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d := p.srv.DataStats().Drops[datapath.DropNoSA]; d != 0 {
+		t.Errorf("the server dropped %d ESP datagrams for want of an SA (times %+v)", d, c.Info().Times)
+	}
+}
+
+// TestFirstSCCRQResentSoonAtLateInstall: against a server that installs
+// its inbound SA only once QM3 is processed (Faults.LateInbound, as
+// kernel-based servers do), the first SCCRQ right behind QM3 is dropped
+// there; the client sends a new one after twice the Quick Mode's round
+// trip, not after L2TP's 1 s, so L2TP takes well under a second. Connects
+// until one shows the drop (the race is the server's; it loses it nearly
+// always), at most 4.
+func TestFirstSCCRQResentSoonAtLateInstall(t *testing.T) {
+	const oneWay = 50 * time.Millisecond
+	for i := range 4 {
+		p := startMemPeers(t, uint64(11+i), testserver.Config{Faults: testserver.Faults{LateInbound: true}})
+		imp := memnet.Impairment{Delay: oneWay}
+		p.impairServer(imp)
+		p.client.SetImpairment(imp)
+		c, err := tunnel.Dial(context.Background(), p.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		times := c.Info().Times
+		c.Close()
+		drops := p.srv.DataStats().Drops[datapath.DropNoSA]
+		t.Logf("connect %d: %d no-SA drops at the server, times %+v", i, drops, times)
+		if times.L2TP > 900*time.Millisecond {
+			t.Fatalf("L2TP took %v with %d ESP datagrams dropped before the server's install, want < 0.9 s (a resend after 2 round trips)", times.L2TP, drops)
+		}
+		if drops > 0 {
+			return
+		}
+	}
+	t.Fatal("the server never dropped the first SCCRQ: the test did not exercise the early resend")
 }

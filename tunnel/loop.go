@@ -249,6 +249,7 @@ func (c *Client) startL2TP() {
 		Password: c.cfg.Password,
 		Auth:     c.cfg.Auth,
 		MRU:      uint16(mru),
+		PeerRTT:  c.info.Times.QuickMode,
 		Clock:    c.cfg.Clock,
 		Logger:   c.log.With("layer", "ppp"),
 		Rand:     c.cfg.Rand,
@@ -256,15 +257,34 @@ func (c *Client) startL2TP() {
 	c.data.SetFrames(c.ppp)
 
 	c.lac = l2tp.NewLAC(l2tp.Config{
-		Clock:  c.cfg.Clock,
-		Logger: c.log,
-		Rand:   c.cfg.Rand,
+		Clock:             c.cfg.Clock,
+		Logger:            c.log,
+		Rand:              c.cfg.Rand,
+		FirstSCCRQTimeout: firstSCCRQTimeout(c.info.Times.QuickMode),
 		// Every ESP packet from the server carries L2TP: while they arrive,
 		// its L2TP is alive even if a control message or ack got lost.
 		PeerActivity: c.data.RxESP.Load,
 	}, l2tpTransport{c})
 	c.data.SetControl(c.lac)
 	c.l2tpRun.start(&c.sup, "L2TP", c.lac.Run)
+}
+
+// Bounds of firstSCCRQTimeout: the floor leaves the server time to
+// install the SA and answer; the cap is L2TP's own first timeout.
+const (
+	minFirstSCCRQ = 200 * time.Millisecond
+	maxFirstSCCRQ = time.Second
+)
+
+// firstSCCRQTimeout is how long the first SCCRQ waits for its SCCRP
+// before a new one goes out: twice the Quick Mode's round trip (QM1 to
+// QM2, with the server's work for it), within [minFirstSCCRQ,
+// maxFirstSCCRQ]. That SCCRQ follows QM3 at once, and a server whose
+// daemon installs the SA in the kernel after QM3 (Libreswan, strongSwan)
+// drops it if it comes first: resent after 1 s, that loss was most of
+// L2TP's time.
+func firstSCCRQTimeout(quickMode time.Duration) time.Duration {
+	return min(max(2*quickMode, minFirstSCCRQ), maxFirstSCCRQ)
 }
 
 // setupTimeout is the error of a phase's timer firing.

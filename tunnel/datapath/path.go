@@ -575,8 +575,13 @@ func (p *Path) Receive(dg []byte) {
 func (p *Path) inboundFor(dg []byte) (in *esp.Inbound, prev bool) {
 	in = p.in.Load()
 	if in == nil {
-		p.drop(DropNoSA)
-		return nil, false
+		// Before the first pair is installed, only a prepared SA opens
+		// packets: a responder's first ESP right behind the peer's QM3.
+		spi, _ := esp.PeekSPI(dg)
+		if in = p.prepared(spi); in == nil {
+			p.drop(DropNoSA)
+		}
+		return in, true
 	}
 	if spi, _ := esp.PeekSPI(dg); spi != in.SPI() {
 		if in = p.previous(spi); in == nil {

@@ -1,6 +1,12 @@
 package datapath
 
-import "testing"
+import (
+	"crypto/rand"
+	"net/netip"
+	"testing"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/l2tp"
+)
 
 // peerRekeysFirst: the peer a has the new pair and sends on it before b's
 // owner installs it (b's Quick Mode: a installed on QM3, whose ESP came
@@ -101,5 +107,41 @@ func TestPreparedInboundKeepsTwo(t *testing.T) {
 	}
 	if h.b.prepared(k2.SPI) == nil {
 		t.Error("an install with other keys removed the prepared SA")
+	}
+}
+
+// TestPreparedFirstInboundOpensBeforeAnyInstall: a responder's very first
+// pair (no SA installed yet): the initiator's first ESP, right behind its
+// QM3, is opened on the prepared SA instead of dropped for want of an SA
+// (the test server's SCCRQ that used to wait 1 s for L2TP's resend).
+func TestPreparedFirstInboundOpensBeforeAnyInstall(t *testing.T) {
+	h := newHoldPair(t)
+	ab, ba := gcmKeys(0x7001), gcmKeys(0x7002)
+	c := New(Config{Conn: &memConn{}, Rand: rand.Reader, LocalIP: netip.MustParseAddr("10.0.0.2"), PeerIP: netip.MustParseAddr("10.0.0.1"),
+		LocalPort: 1701, PeerPort: 1701, NoGSO: true})
+	got := &ipSink{}
+	c.SetSession(l2tp.Session{LocalTunnelID: 2, PeerTunnelID: 1, LocalSessionID: 4, PeerSessionID: 3})
+	c.SetIP(got)
+	if err := c.PrepareInbound(ab); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.a.InstallSA(ba, ab); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.send(); err != nil {
+		t.Fatal(err)
+	}
+	for _, dg := range h.ca.take() {
+		c.Receive(dg)
+	}
+	c.Flush()
+	if d := c.Stats().Drops[DropNoSA]; d != 0 || got.count() != 1 {
+		t.Fatalf("%d no-SA drops, %d of 1 delivered; the prepared first SA must open it", d, got.count())
+	}
+	if err := c.InstallSA(ab, ba); err != nil {
+		t.Fatal(err)
+	}
+	if c.prepared(ab.SPI) != nil {
+		t.Error("the installed SA is still among the prepared ones")
 	}
 }

@@ -249,6 +249,9 @@ type ResponderConfig struct {
 	// (RFC 2407 §4.5) the responder answers with and offers in its own
 	// Quick Modes (tests of the client's byte-limited rekeys).
 	Phase2LifeKilobytes uint64
+	// PrepareInbound as in Config: given the inbound keys before our QM2
+	// (the peer's Quick Modes) or QM3 (ours) leaves.
+	PrepareInbound func(esp.Keys) error
 }
 
 // PFS says whether our Quick Modes carry a Diffie-Hellman exchange, for

@@ -27,6 +27,7 @@ func NewResponder(cfg ResponderConfig, tr Transport) (*Responder, error) {
 	}
 	e.p1Offer, e.p2Offer, e.reqPFS = cfg.Phase1, cfg.Phase2, cfg.RequirePFS
 	e.p2LifeKB = cfg.Phase2LifeKilobytes
+	e.prepareInbound = cfg.PrepareInbound
 	if err := e.setIdentities(cfg.Mode, cfg.LocalID, cfg.RemoteID); err != nil {
 		return nil, err
 	}

@@ -94,7 +94,7 @@ type runner struct {
 	remoteID  *Identity // the peer's expected identity (nil: not checked)
 
 	p2LifeKB uint64 // ESP SA lifetime in kilobytes (responder: ResponderConfig.Phase2LifeKilobytes)
-	// prepareInbound is Config.PrepareInbound (initiator only; nil: none).
+	// prepareInbound is Config.PrepareInbound or ResponderConfig's (nil: none).
 	prepareInbound func(esp.Keys) error
 
 	in       chan []byte

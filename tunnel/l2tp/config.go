@@ -23,7 +23,14 @@ type Config struct {
 	RecvWindow    uint16        // our Receive Window Size AVP; default 8
 	HelloInterval time.Duration // send HELLO after this much silence (default 60s)
 	RetryInitial  time.Duration // first retransmission timeout; default 1s, doubling, capped at 8s
-	MaxRetries    int           // retransmissions before ErrTimeout; default 5
+	// FirstSCCRQTimeout, if set below RetryInitial, is how long the LAC's
+	// first SCCRQ waits for an answer before a new SCCRQ goes out (it does
+	// not count against MaxRetries; RetryInitial's schedule follows). The
+	// first SCCRQ leaves right behind QM3 and is lost whenever it reaches
+	// a server before the server has installed the IPsec SA, so a timeout
+	// from the measured round trip resends it at once instead of after 1 s.
+	FirstSCCRQTimeout time.Duration
+	MaxRetries        int // retransmissions before ErrTimeout; default 5
 	// PeerActivity, if set, counts packets received from the peer outside
 	// the control channel (the data path bypasses the engine). While it
 	// grows, the peer is alive: no HELLO is needed after silence on the
@@ -110,8 +117,8 @@ type TunnelUp struct {
 	PeerHostName, PeerVendor string
 }
 
-// SessionUp: the session is established (the LAC's ICCN was acknowledged /
-// the LNS received ICCN). Data may flow.
+// SessionUp: the session is established (the LAC sent ICCN / the LNS
+// received ICCN). Data may flow.
 type SessionUp struct{ Session Session }
 
 func (TunnelUp) l2tpEvent()  {}

@@ -35,16 +35,15 @@ const (
 	stIdle          state = iota // LNS: waiting for SCCRQ; LAC: not started
 	stWaitCtlReply               // LAC: SCCRQ sent, waiting for SCCRP
 	stWaitCtlConn                // LNS: SCCRP sent, waiting for SCCCN
-	stTunnelUp                   // tunnel established, no call yet (LAC sends ICRQ once SCCCN is acked)
+	stTunnelUp                   // tunnel established, no call yet (LNS: waiting for ICRQ)
 	stWaitCallReply              // LAC: ICRQ sent, waiting for ICRP
 	stWaitCallConn               // LNS: ICRP sent, waiting for ICCN
-	stWaitConnAck                // LAC: ICCN sent, waiting for its acknowledgement
-	stSessionUp                  // session established
+	stSessionUp                  // session established (LAC: ICCN sent)
 	stClosing                    // CDN/StopCCN sent, waiting for acknowledgement
 )
 
 var stateNames = [...]string{"idle", "wait-ctl-reply", "wait-ctl-conn", "tunnel-up",
-	"wait-call-reply", "wait-call-conn", "wait-conn-ack", "session-up", "closing"}
+	"wait-call-reply", "wait-call-conn", "session-up", "closing"}
 
 func (s state) String() string { return stateNames[s] }
 
@@ -88,7 +87,6 @@ type engine struct {
 	peerHost, peerVendor string
 	peerWindow           uint16
 	sequenced            bool
-	iccnNs               uint16
 
 	// Reliable delivery. out holds messages with Ns in [una, una+len(out));
 	// out[:sent] are on the wire awaiting acknowledgement.
@@ -98,6 +96,9 @@ type engine struct {
 	out     []outMsg
 	sent    int
 	retries int
+	// earlySCCRQ: the first SCCRQ's timer runs for FirstSCCRQTimeout;
+	// when it fires, a new SCCRQ goes out without counting as a retry.
+	earlySCCRQ bool
 	// lastActivity is the PeerActivity count seen last.
 	lastActivity uint64
 	ackOwed      bool
@@ -154,6 +155,10 @@ func (e *engine) run(ctx context.Context) error {
 	var err error
 	if e.role == roleLAC {
 		err = e.sendSCCRQ()
+		if t := e.cfg.FirstSCCRQTimeout; err == nil && t > 0 && t < e.cfg.RetryInitial {
+			e.earlySCCRQ = true
+			resetTimer(e.rtx, t)
+		}
 	}
 	for err == nil {
 		select {
@@ -178,9 +183,6 @@ func (e *engine) run(ctx context.Context) error {
 			err = e.retransmit()
 		case <-e.hello.C():
 			err = e.onSilence()
-		}
-		if err == nil {
-			err = e.progress()
 		}
 		e.flushAck()
 	}
@@ -333,6 +335,7 @@ func (e *engine) ack(nr uint16) {
 	e.sent -= k
 	e.una = nr
 	e.retries = 0
+	e.earlySCCRQ = false
 	if e.sent > 0 {
 		resetTimer(e.rtx, e.cfg.RetryInitial)
 	} else {
@@ -392,6 +395,19 @@ func (e *engine) flushAck() {
 // backing off exponentially (RFC 2661 §5.8).
 func (e *engine) retransmit() error {
 	if e.sent == 0 {
+		return nil
+	}
+	if e.earlySCCRQ && e.role == roleLAC && e.st == stWaitCtlReply {
+		// The first SCCRQ most likely met a server that had not yet
+		// installed the IPsec SA (it does so on our QM3, which the SCCRQ
+		// followed at once): send a new one now, then RetryInitial's
+		// schedule as if this one were the first.
+		e.earlySCCRQ = false
+		e.log.Debug("first SCCRQ unanswered within FirstSCCRQTimeout", "timeout", e.cfg.FirstSCCRQTimeout)
+		if err := e.freshSCCRQ(); err != nil {
+			return err
+		}
+		resetTimer(e.rtx, e.cfg.RetryInitial)
 		return nil
 	}
 	e.retries++
@@ -483,20 +499,6 @@ func (e *engine) onSilence() error {
 	default:
 		return fmt.Errorf("%w: no reply from peer in %v while in state %s", ErrTimeout, e.cfg.HelloInterval, e.st)
 	}
-}
-
-// progress runs after every event: steps that wait for acknowledgements.
-func (e *engine) progress() error {
-	switch {
-	case e.role == roleLAC && e.st == stTunnelUp && len(e.out) == 0:
-		return e.sendICRQ()
-	case e.st == stWaitConnAck && seqLess(e.iccnNs, e.una):
-		e.st = stSessionUp
-		resetTimer(e.hello, e.cfg.HelloInterval)
-		e.log.Debug("session up", "local_session", e.localSID, "peer_session", e.peerSID)
-		e.emit(SessionUp{Session: e.session()})
-	}
-	return nil
 }
 
 func (e *engine) session() Session {

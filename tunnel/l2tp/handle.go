@@ -176,11 +176,14 @@ func (e *engine) onSCCRP(m *ControlMessage) error {
 		return err
 	}
 	e.tunnelUp()
-	return nil
+	return e.sendICRQ()
 }
 
-// sendICRQ is sent once the SCCCN is acknowledged (§6.6). Bearer Type 0 as
-// xl2tpd sends it.
+// sendICRQ follows SCCCN at once, without waiting for its acknowledgement
+// (§6.6, §5.8: reliable delivery orders them at the peer; xl2tpd as a LAC
+// does the same, control.c: magic_lac_dial right after sending SCCCN). If
+// the peer's receive window is 1, the ICRQ waits in the queue for the
+// SCCCN's acknowledgement. Bearer Type 0 as xl2tpd sends it.
 func (e *engine) sendICRQ() error {
 	sid, err := e.randID()
 	if err != nil {
@@ -213,9 +216,19 @@ func (e *engine) onICRP(m *ControlMessage) error {
 		u32(AVPTxConnectSpeed, true, connectSpeed).
 		u32(AVPFramingType, true, FramingSync).
 		u32(AVPRxConnectSpeed, false, connectSpeed)
-	e.iccnNs = e.nextNs
-	e.st = stWaitConnAck
-	return e.queue(b, MsgICCN)
+	if err := e.queue(b, MsgICCN); err != nil {
+		return err
+	}
+	// The session is up once ICCN is sent (xl2tpd as a LAC starts pppd
+	// right after sending it, control.c ICRP): PPP need not wait a round
+	// trip for the acknowledgement. Reliable delivery keeps retransmitting
+	// ICCN until it is acknowledged; the peer's first PPP frames may come
+	// before that (an LNS opens the call on ICCN, RFC 2661 §7.4.2).
+	e.st = stSessionUp
+	resetTimer(e.hello, e.cfg.HelloInterval)
+	e.log.Debug("session up", "local_session", e.localSID, "peer_session", e.peerSID)
+	e.emit(SessionUp{Session: e.session()})
+	return nil
 }
 
 // --- LNS (RFC 2661 §7.2 recipient, §7.4.2 LNS incoming call) ---

@@ -363,6 +363,3 @@ func appendZLB(dst []byte, tunnelID, sessionID, ns, nr uint16) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, ns)
 	return binary.BigEndian.AppendUint16(dst, nr)
 }
-
-// seqLess compares 16-bit sequence numbers modulo 2^16 (RFC 2661 §5.8).
-func seqLess(a, b uint16) bool { return int16(a-b) < 0 }

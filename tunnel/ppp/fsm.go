@@ -120,8 +120,11 @@ func (f *fsm) open() {
 	}
 }
 
-// resendAfter: see rcvRequest.
-const resendAfter = 250 * time.Millisecond
+// defaultResendAfter: see rcvRequest; Config.PeerRTT may set a shorter one.
+const defaultResendAfter = 250 * time.Millisecond
+
+// minResendAfter bounds the resendAfter derived from Config.PeerRTT.
+const minResendAfter = 20 * time.Millisecond
 
 func (f *fsm) sendRequest() {
 	f.retries--
@@ -253,14 +256,15 @@ func (f *fsm) rcvRequest(p packet) error {
 		f.l.log.Debug("ppp: discarding malformed Configure-Request", "proto", f.name, "err", err)
 		return nil
 	}
-	if !f.heard && f.state == stReqSent && f.l.clk.Now().Sub(f.sentAt) >= resendAfter {
+	if !f.heard && f.state == stReqSent && f.l.clk.Now().Sub(f.sentAt) >= f.l.resendAfter {
 		// The peer's first word, and it has not answered our request: it
 		// most likely came up after we sent it (xl2tpd starts pppd only
 		// once the session is up, so our first LCP request is lost), and
 		// waiting out the Restart timer would cost up to 3 s. Resend it
 		// now, as a retransmission (same Identifier, RFC 1661 §5.1). A
-		// peer that answers within resendAfter saw our request: its
-		// answer is on the way.
+		// peer that answers within resendAfter (two round trips when
+		// Config.PeerRTT is known) saw our request: its answer is on the
+		// way.
 		f.l.log.Debug("ppp: the peer is up and has not seen our Configure-Request; resending it", "proto", f.name, "id", f.id)
 		f.sendRequest()
 		f.retries++ // not a timeout: the Restart counter keeps its count

@@ -56,10 +56,13 @@ type timing struct {
 	maxTerminate     int
 	maxFailure       int
 	terminateTimeout time.Duration
+	// resendAfter: see fsm.rcvRequest (default defaultResendAfter).
+	resendAfter time.Duration
 }
 
 func (t *timing) setDefaults(restart time.Duration, maxConf, maxTerm, maxFail int, termTO time.Duration) {
 	t.restart, t.maxConfigure, t.maxTerminate, t.maxFailure, t.terminateTimeout = restart, maxConf, maxTerm, maxFail, termTO
+	t.resendAfter = defaultResendAfter
 	if t.restart <= 0 {
 		t.restart = DefaultRestart
 	}

@@ -647,3 +647,28 @@ func TestLateServerGetsOurRequestAgain(t *testing.T) {
 		t.Fatalf("prompt server: code %d, want only the Ack", p.code)
 	}
 }
+
+// TestPeerRTTShortensTheResend: with PeerRTT known (10 ms, a server VM),
+// the server's first request 100 ms after ours (pppd starting on ICCN)
+// shows ours was lost: resent at once. Without it, 100 ms is within the
+// 250 ms default and the client would wait out the 3 s Restart timer. A
+// request within two round trips still brings only our Ack.
+func TestPeerRTTShortensTheResend(t *testing.T) {
+	srvReq := firstFrame(t, "a-libreswan-server_strongswan-client", true, protoLCP, codeConfReq)
+	for _, tc := range []struct {
+		after  time.Duration
+		resend bool
+	}{{100 * time.Millisecond, true}, {15 * time.Millisecond, false}} {
+		clk := newFake()
+		cc, _ := baseConfigs(clk)
+		cc.PeerRTT = 10 * time.Millisecond
+		ca := newClientAlone(t, cc)
+		req := ca.next(t, protoLCP)
+		clk.Advance(tc.after)
+		ca.c.HandleFrame(bytes.Clone(srvReq))
+		p := ca.next(t, protoLCP)
+		if got := p.code == codeConfReq && p.id == req.id; got != tc.resend {
+			t.Errorf("server's request %v after ours (RTT 10 ms): code %d id %d, resent %v, want %v", tc.after, p.code, p.id, got, tc.resend)
+		}
+	}
+}

@@ -63,6 +63,7 @@ func (s *Server) runIKE(ctx context.Context) {
 						if err := s.data.InstallSA(up.Child.Inbound, up.Child.Outbound); err != nil {
 							s.log.Warn("install SA", "err", err)
 						}
+						s.installOnce.Do(func() { close(s.installed) })
 						s.ipsecSAs.Add(1)
 					}
 				case <-ended:
@@ -275,7 +276,31 @@ func (t serverIKETransport) WriteIKE(msg []byte, natt bool) error {
 type serverL2TPTransport struct{ s *Server }
 
 func (t serverL2TPTransport) WriteL2TP(pkt []byte) error {
-	return mangled(t.s.cfg.Faults.L2TPControl, t.s.data.SendL2TP)(pkt)
+	return mangled(t.s.cfg.Faults.L2TPControl, t.s.sendL2TP)(pkt)
+}
+
+// installWait bounds how long an L2TP reply waits for the first SA pair.
+const installWait = time.Second
+
+// sendL2TP sends an L2TP control packet. The first SCCRQ may come on the
+// prepared inbound SA before the IKE goroutine has processed QM3 and the
+// pair is installed (a kernel server has both directions once it decrypts
+// anything): the SCCRP then waits for the install instead of being lost.
+func (s *Server) sendL2TP(pkt []byte) error {
+	err := s.data.SendL2TP(pkt)
+	if !errors.Is(err, datapath.ErrNoSA) {
+		return err
+	}
+	t := time.NewTimer(installWait)
+	defer t.Stop()
+	select {
+	case <-s.installed:
+		return s.data.SendL2TP(pkt)
+	case <-t.C:
+		return err
+	case <-s.ctx.Done():
+		return err
+	}
 }
 
 // mangled applies a fault's rewrite (nil: none) in front of send.

@@ -103,6 +103,11 @@ type Faults struct {
 	// NoIPv6CP: IPv6CP frames are dropped unanswered (a server that
 	// neither negotiates nor Protocol-Rejects IPv6CP).
 	NoIPv6CP bool
+	// LateInbound: the inbound ESP SA of a Quick Mode is usable only once
+	// its QM3 is processed, not from QM2 on, so ESP right behind QM3 (the
+	// client's first SCCRQ) is dropped, as by a server whose daemon
+	// programs the kernel's SAs after QM3 (pluto, charon).
+	LateInbound bool
 }
 
 // Addresses on the far side of the tunnel.
@@ -153,6 +158,12 @@ type Server struct {
 	espInMu sync.Mutex
 	espIn   map[uint32]uint64
 
+	// installed is closed when the first ESP SA pair is installed: an
+	// L2TP reply to a packet that came on the prepared inbound SA waits
+	// for it (installOnce closes it).
+	installed   chan struct{}
+	installOnce sync.Once
+
 	frozen atomic.Bool   // Freeze: nothing in, nothing out
 	sink   datapath.Conn // where a frozen server's data path sends
 
@@ -197,7 +208,7 @@ func Start(cfg Config) (*Server, error) {
 		_ = uc.SetReadBuffer(4 << 20)
 		_ = uc.SetWriteBuffer(4 << 20)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn, respDone: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, ike: ikeConn, natt: nattConn, respDone: make(chan struct{}), installed: make(chan struct{})}
 	local := nattConn.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	resp, err := s.newResponder()
@@ -273,6 +284,11 @@ func (s *Server) newResponder() (*ike.Responder, error) {
 		Rand:         rand.Reader,
 	}
 	rc.Phase2LifeKilobytes = s.cfg.Phase2LifeKilobytes
+	if !s.cfg.Faults.LateInbound {
+		// ESP the client sends right behind its QM3 opens before the IKE
+		// goroutine has processed that QM3 and the pair is installed.
+		rc.PrepareInbound = func(k esp.Keys) error { return s.data.PrepareInbound(k) }
+	}
 	return ike.NewResponder(rc, serverIKETransport{s})
 }
 
