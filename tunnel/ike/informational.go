@@ -198,8 +198,8 @@ func (sa *ikeSA) onDelete(d Delete) error {
 				}
 			}
 		}
-		if sa.r.initiator && len(sa.children) == 0 && sa.renewAt.IsZero() {
-			sa.renewAt = sa.r.clk.Now().Add(renewGrace)
+		if sa.r.initiator && !sa.r.holdsChildren() {
+			sa.r.oweRenewal(sa.r.clk.Now().Add(renewGrace))
 		}
 		sa.r.armTimer()
 	}
@@ -214,16 +214,22 @@ func (sa *ikeSA) checkRenew(now time.Time) error {
 		return nil
 	}
 	sa.renewAt = time.Time{}
-	if len(sa.children) > 0 {
+	if sa.r.holdsChildren() {
 		return nil
 	}
-	for _, q := range sa.qms {
-		if !q.done {
-			return nil
+	on := sa // through the newest IKE SA, as rekeys (oweRenewal)
+	if cur := sa.r.sas.current(); cur != nil {
+		on = cur
+	}
+	for _, s := range []*ikeSA{sa, on} {
+		for _, q := range s.qms {
+			if !q.done {
+				return nil
+			}
 		}
 	}
 	sa.r.log.Info("ike: the server deleted our only IPsec SA; negotiating a new one")
-	return sa.startQM(0)
+	return on.startQM(0)
 }
 
 // sendInformational sends an encrypted Informational exchange with a fresh
