@@ -137,3 +137,40 @@ func TestSessionServerReplacesSAOnOldIKESA(t *testing.T) {
 		t.Error("the newest IKE SA holds no IPsec SA")
 	}
 }
+
+// TestSessionServerDeletesMovedSA: the server re-authenticates as
+// strongSwan does, moving our IPsec SA to its new IKE SA at once, and then
+// deletes it there (swanctl --terminate); on the client the SA still sits
+// on the old IKE SA. The Delete reaches it all the same, and the client,
+// left without an IPsec SA, renews through the new IKE SA.
+func TestSessionServerDeletesMovedSA(t *testing.T) {
+	p := newPair(t, Config{}, ResponderConfig{})
+	p.resp.r.remote = clientAddr
+	p.start(t)
+	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+	onRun(p.resp.r, func() bool {
+		old := p.resp.r.sas.current()
+		next, err := p.resp.r.startMainMode()
+		if err != nil {
+			t.Error(err)
+			return false
+		}
+		next.children, old.children = old.children, nil
+		return true
+	})
+	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	if sas, _ := tableShape(p.ini.r); sas != 2 {
+		t.Fatalf("the client has %d IKE SAs, want the old and the new", sas)
+	}
+	if err := p.resp.DeleteChildSAs(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.InboundSPI != first.Inbound.SPI || !del.ByPeer {
+		t.Fatalf("initiator saw %+v, want SPI %08x deleted by the peer", del, first.Inbound.SPI)
+	}
+	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+	if !second.Initiated {
+		t.Errorf("the new ESP SA %08x is not the client's", second.Inbound.SPI)
+	}
+}
