@@ -185,25 +185,40 @@ func (sa *ikeSA) onDelete(d Delete) error {
 		}
 	case 3: // ESP: the SPI is the sender's inbound SPI (our outbound); accept either.
 		for _, s := range d.SPIs {
-			if len(s) != 4 {
-				continue
-			}
-			spi := binary.BigEndian.Uint32(s)
-			for i, c := range sa.children {
-				if c.sa.Outbound.SPI == spi || c.sa.Inbound.SPI == spi {
-					sa.children = append(sa.children[:i], sa.children[i+1:]...)
-					sa.r.log.Info("ike: peer deleted ESP SA", "inbound_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
-					sa.r.emit(ChildSADeleted{InboundSPI: c.sa.Inbound.SPI, ByPeer: true})
-					break
-				}
+			if len(s) == 4 {
+				sa.r.peerDeletedChild(binary.BigEndian.Uint32(s))
 			}
 		}
-		if sa.r.initiator && len(sa.children) == 0 && sa.renewAt.IsZero() {
-			sa.renewAt = sa.r.clk.Now().Add(renewGrace)
+		if sa.r.initiator && !sa.r.holdsChildren() {
+			sa.r.oweRenewal(sa.r.clk.Now().Add(renewGrace))
 		}
 		sa.r.armTimer()
 	}
 	return nil
+}
+
+// peerDeletedChild forgets the ESP SA spi names (either direction) on
+// whichever IKE SA holds it, not only the one the Delete came through: when
+// strongSwan re-authenticates it moves every IPsec SA to its new IKE SA at
+// once (task_manager_v1.c queue_ike_reauth) and sends their Deletes there,
+// while ours stay on the old one until the server deletes it. Looked up on
+// the Delete's IKE SA alone, the Delete that `swanctl --terminate --ike`
+// sends there before the ISAKMP Deletes (task_manager_v1.c
+// queue_ike_delete) went unmatched just after a re-authentication: the
+// client kept the SA, saw two ISAKMP Deletes, negotiated a new IKE SA "with
+// the tunnel staying up" and a new IPsec SA the server had no L2TP behind
+// (strongswan:rekey, 2026-12-02 18:47, TestInterop/ike-sa-deleted).
+func (r *runner) peerDeletedChild(spi uint32) {
+	for _, sa := range r.sas.sas {
+		for i, c := range sa.children {
+			if c.sa.Outbound.SPI == spi || c.sa.Inbound.SPI == spi {
+				sa.children = append(sa.children[:i], sa.children[i+1:]...)
+				r.log.Info("ike: peer deleted ESP SA", "inbound_spi", fmt.Sprintf("%08x", c.sa.Inbound.SPI))
+				r.emit(ChildSADeleted{InboundSPI: c.sa.Inbound.SPI, ByPeer: true})
+				return
+			}
+		}
+	}
 }
 
 // checkRenew starts a Quick Mode once renewGrace has passed since the peer
@@ -214,16 +229,22 @@ func (sa *ikeSA) checkRenew(now time.Time) error {
 		return nil
 	}
 	sa.renewAt = time.Time{}
-	if len(sa.children) > 0 {
+	if sa.r.holdsChildren() {
 		return nil
 	}
-	for _, q := range sa.qms {
-		if !q.done {
-			return nil
+	on := sa // through the newest IKE SA, as rekeys (oweRenewal)
+	if cur := sa.r.sas.current(); cur != nil {
+		on = cur
+	}
+	for _, s := range []*ikeSA{sa, on} {
+		for _, q := range s.qms {
+			if !q.done {
+				return nil
+			}
 		}
 	}
 	sa.r.log.Info("ike: the server deleted our only IPsec SA; negotiating a new one")
-	return sa.startQM(0)
+	return on.startQM(0)
 }
 
 // sendInformational sends an encrypted Informational exchange with a fresh

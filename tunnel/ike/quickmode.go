@@ -426,8 +426,12 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 		for _, old := range sa.children {
 			old.rekeying = true
 		}
+		if sa.r.initiator {
+			sa.r.peerReplaced(q.lifetime)
+		}
 	}
-	c := &child{sa: ChildSA{Inbound: inKeys, Outbound: outKeys, Lifetime: q.lifetime, LifeKilobytes: q.lifeKB, EncapMode: q.encap, Initiated: q.initiator}}
+	c := &child{sa: ChildSA{Inbound: inKeys, Outbound: outKeys, Lifetime: q.lifetime, LifeKilobytes: q.lifeKB, EncapMode: q.encap, Initiated: q.initiator},
+		upAt: sa.r.clk.Now()}
 	if q.group != 0 {
 		c.sa.PFS = groupName(q.group)
 	}

@@ -20,6 +20,7 @@ type pending struct {
 
 type child struct {
 	sa       ChildSA
+	upAt     time.Time // installed
 	expires  time.Time
 	rekeying bool
 }
