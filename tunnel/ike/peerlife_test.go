@@ -160,6 +160,9 @@ func TestSessionServerDeletesMovedSA(t *testing.T) {
 		return true
 	})
 	waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+	// The server's Main Mode ends when MM6 reaches it, after the client's
+	// Phase1Up: a Delete before that has no IKE SA to go out on.
+	waitEvent[Phase1Up](t, p, p.resp.Events(), false)
 	if sas, _ := tableShape(p.ini.r); sas != 2 {
 		t.Fatalf("the client has %d IKE SAs, want the old and the new", sas)
 	}
