@@ -96,6 +96,7 @@ type proc struct {
 	lines  chan string
 	done   chan struct{}
 	err    error
+	peer   peer // whose log a failure prints (peerLogTail)
 }
 
 // command is the binary run with args and the peer's settings in the
@@ -146,7 +147,7 @@ func command(t *testing.T, p peer, edit func(env map[string]string), args ...str
 func start(t *testing.T, p peer, edit func(env map[string]string), args ...string) *proc {
 	cmd := command(t, p, edit, append([]string{"up"}, args...)...)
 	pr, pw := io.Pipe()
-	pc := &proc{cmd: cmd, lines: make(chan string, 1000), done: make(chan struct{})}
+	pc := &proc{cmd: cmd, lines: make(chan string, 1000), done: make(chan struct{}), peer: p}
 	cmd.Stderr = pw
 	cmd.Stdout = pw
 	if err := cmd.Start(); err != nil {
@@ -201,9 +202,9 @@ func (pc *proc) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Duration) 
 				return line
 			}
 		case <-pc.done:
-			t.Fatalf("l2tpproxy exited (%v) before %q:\n%s", pc.err, re, pc.output())
+			t.Fatalf("l2tpproxy exited (%v) before %q:\n%s%s", pc.err, re, pc.output(), peerLogTail(pc.peer))
 		case <-deadline:
-			t.Fatalf("no %q within %v:\n%s", re, timeout, pc.output())
+			t.Fatalf("no %q within %v:\n%s%s", re, timeout, pc.output(), peerLogTail(pc.peer))
 		}
 	}
 }
@@ -666,9 +667,16 @@ func TestInteropBadCredentials(t *testing.T) {
 const badCredentialsBound = 40 * time.Second
 
 // peerLogTail is the end of the server's own log, when the peer names one
-// (SoftEther's VPNSERVER_LOG), for a failure message.
+// (SoftEther's VPNSERVER_LOG, the VM's pluto.log or charon.log), for a
+// failure message.
 func peerLogTail(p peer) string {
 	name := p["VPNSERVER_LOG"]
+	if dir := p["VM_LOGS"]; name == "" && dir != "" {
+		name = filepath.Join(dir, "pluto.log") // Libreswan
+		if p["SERVER_KIND"] == "strongswan" {
+			name = filepath.Join(dir, "charon.log")
+		}
+	}
 	if name == "" {
 		return ""
 	}

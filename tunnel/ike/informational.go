@@ -119,7 +119,7 @@ func (sa *ikeSA) onCleartextNotify(n Notify) error {
 	case sa.mm5Sent() && isAuthNotify(n.Type):
 		return mm5Refused(sa.r, "peer says "+notifyName(n.Type)+" after MM5")
 	case n.Type == notifyInvalidCookie:
-		return fmt.Errorf("%w: INVALID-COOKIE in phase 1", ErrLostState)
+		return restartable{fmt.Errorf("%w: INVALID-COOKIE in phase 1", ErrLostState)}
 	case sa.am != nil && sa.am.state == amI1Sent && isAuthNotify(n.Type):
 		return fmt.Errorf("%w: peer says %s to AM1: it does not accept our identity %s (set --local-id to one the server knows)", ErrAuthFailed, notifyName(n.Type), sa.r.ownIdentity())
 	}

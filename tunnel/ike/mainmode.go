@@ -168,6 +168,7 @@ func (mm *mainMode) established(sa *ikeSA) error {
 	mm.state = mmDone
 	sa.up = true
 	sa.upAt = sa.r.clk.Now()
+	sa.r.p1Restarts = 0 // a later exchange (after the server deleted this SA) gets its own
 	sa.r.emit(Phase1Up{Suite: sa.chosen.String()})
 	if old := sa.replaces; old != nil {
 		// Make-before-break: the new SA is up, so the ESP SAs move to it

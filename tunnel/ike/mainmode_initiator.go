@@ -55,8 +55,8 @@ func (mm *mainMode) onMM2(sa *ikeSA, m *Message, raw []byte) error {
 	b.add(sa.nat.natdType(), fake)
 	mm.state = mmI3Sent
 	r.log.Debug("ike: MM2 accepted, sending MM3", "suite", t.String(), "natt", sa.nat, "peer_dpd", sa.peerDPD)
-	sa.sendReliable(0, sa.assemble(ExchangeIdentityProtection, 0, b, false), false, func() error {
-		return fmt.Errorf("%w: no answer to MM3", ErrTimeout)
+	sa.sendReliableN(0, sa.assemble(ExchangeIdentityProtection, 0, b, false), false, mm3Tries, func() error {
+		return restartable{fmt.Errorf("%w: no answer to MM3 after %d tries (the server answered MM1)", ErrTimeout, mm3Tries)}
 	})
 	return nil
 }

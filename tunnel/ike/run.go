@@ -25,8 +25,15 @@ const (
 	// is alive; silence after MM5 means it could not decrypt or verify it,
 	// almost always a wrong PSK, and the user should hear so within 10 s
 	// (1 s + 2 s + 4 s), not after the full 31 s schedule.
-	mm5Tries   = 3
-	firstRetry = time.Second
+	mm5Tries = 3
+	// mm3Tries bounds the wait for MM4 in the same way: the server answered
+	// MM1, so after 7 s of silence it has lost or refused the exchange, and
+	// a new one (restartPhase1) is the way on, not 24 s more of MM3.
+	mm3Tries = 3
+	// maxP1Restarts bounds restartPhase1: three exchanges of at most 7 s
+	// each fit in the default 30 s connect timeout.
+	maxP1Restarts = 2
+	firstRetry    = time.Second
 	// renewGrace is how long the initiator waits, after the peer deleted
 	// its last ESP SA, before it negotiates a new one itself. A server that
 	// is stopping sends its ESP Deletes and the ISAKMP Delete in one burst
@@ -114,6 +121,8 @@ type runner struct {
 	timerAt time.Time
 	// stopped is set once we deleted the ISAKMP SAs alone: Run returns nil.
 	stopped bool
+	// p1Restarts counts the phase-1 exchanges restartPhase1 began again.
+	p1Restarts int
 
 	frags    reassembler // IKE fragments in (fragment.go)
 	fragID   uint16      // the last fragment ID we sent
@@ -305,6 +314,36 @@ func (r *runner) check(sa *ikeSA, err error) error {
 			return nil
 		}
 	}
+	var rs restartable
+	if errors.As(err, &rs) {
+		if sa.up || !sa.initiator || r.p1Restarts >= maxP1Restarts {
+			return rs.error
+		}
+		return r.restartPhase1(sa, rs.error)
+	}
+	return err
+}
+
+// restartable marks a phase-1 failure that a new exchange (new cookies, a
+// new DH key) can get past and retransmission cannot: the server answered
+// our first message and then lost the exchange, saying so (INVALID-COOKIE)
+// or not (no MM4).
+type restartable struct{ error }
+
+func (e restartable) Unwrap() error { return e.error }
+
+// restartPhase1 replaces the initiator SA sa, whose phase 1 failed with
+// cause, by a new exchange, as strongSwan's keyingtries do. CI saw both
+// SoftEther and Libreswan answer MM1 and then never MM3, in about one
+// connect of a hundred (2026-12-01, 2026-12-03); the servers' logs were
+// gone, so the cause is unknown, but a server that answers MM1 is alive.
+func (r *runner) restartPhase1(sa *ikeSA, cause error) error {
+	r.p1Restarts++
+	r.log.Warn("ike: phase 1 failed half-way; starting a new exchange", "err", cause, "attempt", r.p1Restarts+1)
+	sa.pend = nil
+	r.sas.remove(sa)
+	_, err := r.startPhase1()
+	r.armTimer()
 	return err
 }
 
