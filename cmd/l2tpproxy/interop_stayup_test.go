@@ -102,3 +102,50 @@ func TestInteropServerDies(t *testing.T) {
 type errStatus string
 
 func (e errStatus) Error() string { return "status " + string(e) }
+
+// TestInteropPhase1Stall: the server answers MM1 and never sees MM3 (the
+// harness's FAULT stall-mm3 drops every MM3 on its way in, for 5 s), as
+// SoftEther and Libreswan did in CI. `check` must start a new Main Mode
+// with new cookies after 7 s (three MM3s), which the server (still holding
+// the first, half-open exchange from the same address and port) accepts,
+// and connect within the connect timeout. Before, the connect sat out
+// retransmissions of the same MM3 and failed at 30 s when they were lost.
+func TestInteropPhase1Stall(t *testing.T) {
+	p := loadPeer(t)
+	fault := strings.Fields(p["FAULT"])
+	if len(fault) == 0 || !slices.Contains(strings.Fields(p["FAULTS"]), "stall-mm3") {
+		t.Skip("this server's harness cannot stall Main Mode (FAULTS lacks stall-mm3)")
+	}
+	run := func(what string) string {
+		out, err := exec.Command(fault[0], append(fault[1:], what)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s %s: %v\n%s", p["FAULT"], what, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("stall-mm3")
+	t.Cleanup(func() { run("unstall") })
+	unstalled := make(chan string, 1)
+	go func() {
+		time.Sleep(5 * time.Second) // after the third MM3 (at 3 s), before the new exchange (at 7 s)
+		unstalled <- run("unstall")
+	}()
+	start := time.Now()
+	code, out, errOut := runBinary(t, p, 60*time.Second, "check", "--log-level", "info")
+	took := time.Since(start)
+	dropped := <-unstalled
+	if code != 0 {
+		t.Fatalf("check exited %d after %v (%s):\n%s\n%s%s", code, took.Round(time.Millisecond), dropped, out, errOut, peerLogTail(p))
+	}
+	restarted := strings.Contains(errOut, "starting a new exchange")
+	if !restarted {
+		t.Errorf("no new exchange in the log:\n%s", errOut)
+	}
+	if dropped != "stall-mm3: dropped 3" {
+		t.Errorf("the filter says %q, want 3 MM3s dropped", dropped)
+	}
+	if took < 7*time.Second || took > 25*time.Second {
+		t.Errorf("check took %v, want 7-25 s (a new exchange at 7 s, then a normal connect)", took.Round(time.Millisecond))
+	}
+	t.Logf("PHASE1_STALL %s: %s; connected and checked in %v; new Main Mode: %v", p.label(), dropped, took.Round(time.Millisecond), restarted)
+}

@@ -54,3 +54,21 @@ apt_install() {
 	[ "$had_policy" = 1 ] || rm -f "$policy"
 	[ "$rc" -eq 0 ] || { printf '%s\n' "$out" >&2; die "apt-get install failed (rc $rc)"; }
 }
+
+# stall_mm3 NFT TABLE MATCH / unstall_mm3 NFT TABLE: a filter in front of the server that drops every
+# Main Mode MM3 (a cleartext ISAKMP Identity Protection message whose first payload is KE: header byte 16,
+# next payload, = 4; byte 18, exchange type, = 2; byte 19, flags, encryption bit clear) that MATCH selects,
+# so the server answers MM1 and never MM3, as SoftEther and Libreswan did in CI. NFT is the nft command
+# to use (e.g. "ip netns exec NS nft"). unstall_mm3 removes it and prints "stall-mm3: dropped N".
+stall_mm3() {
+	local nft=$1 table=$2 match=$3
+	$nft delete table ip "$table" 2>/dev/null || true
+	printf 'table ip %s {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n\t\t%s @th,192,8 4 @th,208,8 2 @th,223,1 0 counter drop\n\t}\n}\n' \
+		"$table" "$match" | $nft -f -
+}
+unstall_mm3() {
+	local nft=$1 table=$2 n
+	n=$($nft list table ip "$table" 2>/dev/null | sed -n 's/.*counter packets \([0-9]*\).*/\1/p') || true
+	$nft delete table ip "$table" 2>/dev/null || true
+	echo "stall-mm3: dropped ${n:-0}"
+}
