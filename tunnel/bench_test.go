@@ -137,8 +137,10 @@ func diffTCP(a, b netstack.TCPStats) netstack.TCPStats {
 // download to its median one (slowest/median: with fair sharing the
 // downloads of a round take about as long as each other, so a ratio well
 // above 1 is a straggler, whereas the absolute figure also counts how fast
-// the machine moves 100 MiB), and the far-side sender's retransmission
-// timeouts per round.
+// the machine moves 100 MiB), the far-side sender's retransmission
+// timeouts per round, and the longest the process went without running a
+// 5 ms ticker in the slowest round (stall-ms: descheduled by the host, or
+// a GC pause; one above the 200 ms minimum RTO times out every sender).
 func BenchmarkParallelDownloads(b *testing.B) {
 	const size, parallel = 1 << 20, 100
 	srv := startServer(b, testserver.Config{BigSize: size})
@@ -150,11 +152,12 @@ func BenchmarkParallelDownloads(b *testing.B) {
 		},
 	}}
 	before := srv.TCPStats()
-	var worst, worstRound time.Duration
+	var worst, worstRound, worstRoundStall time.Duration
 	var worstRatio float64
 	b.SetBytes(size * parallel)
 	for b.Loop() {
 		r0 := time.Now()
+		stalls := watchStalls(5 * time.Millisecond)
 		durs := make([]time.Duration, 0, parallel)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -177,7 +180,11 @@ func BenchmarkParallelDownloads(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		worstRound = max(worstRound, time.Since(r0))
+		stall := stalls()
+		if d := time.Since(r0); d > worstRound {
+			worstRound, worstRoundStall = d, stall
+		}
+		b.Logf("round %v, longest stall %v", time.Since(r0).Round(time.Millisecond), stall.Round(time.Millisecond))
 		if len(durs) > 0 {
 			slices.Sort(durs)
 			slowest, median := durs[len(durs)-1], durs[len(durs)/2]
@@ -188,7 +195,34 @@ func BenchmarkParallelDownloads(b *testing.B) {
 	d := diffTCP(srv.TCPStats(), before)
 	b.ReportMetric(float64(worst.Milliseconds()), "slowest-ms")
 	b.ReportMetric(float64(worstRound.Milliseconds()), "round-ms")
+	b.ReportMetric(float64(worstRoundStall.Milliseconds()), "stall-ms")
 	b.ReportMetric(worstRatio, "slowest/median")
 	b.ReportMetric(float64(d.Timeouts)/float64(b.N), "rto/op")
 	b.ReportMetric(float64(d.SACKRecovery)/float64(b.N), "sack-recoveries/op")
+}
+
+// watchStalls starts a goroutine that ticks every period and returns a
+// function that stops it and says how late the latest tick was at worst:
+// how long this process went without running it (descheduled, or a GC
+// stop-the-world).
+func watchStalls(period time.Duration) func() time.Duration {
+	done, result := make(chan struct{}), make(chan time.Duration, 1)
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		var worst time.Duration
+		last := time.Now()
+		for {
+			select {
+			case <-t.C: // its value is when the tick was sent, not when we ran
+				now := time.Now()
+				worst = max(worst, now.Sub(last)-period)
+				last = now
+			case <-done:
+				result <- worst
+				return
+			}
+		}
+	}()
+	return func() time.Duration { close(done); return <-result }
 }
