@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"strings"
 	"testing"
+	"testing/synctest"
 )
 
 func mustID(t testing.TB, s string) *Identity {
@@ -93,142 +94,158 @@ func aggrPair(t *testing.T, icfg Config, rcfg ResponderConfig) *pair {
 // the configured ones, AM3 goes to the NAT-T port encrypted, and the
 // message flow is AM1, AM2, AM3 (then QM).
 func TestAggressiveModeSession(t *testing.T) {
-	p := aggrPair(t, Config{LocalID: mustID(t, "client@example.com"), RemoteID: mustID(t, "@vpn.example.com")},
-		ResponderConfig{LocalID: mustID(t, "vpn.example.com"), RemoteID: mustID(t, "client@example.com")})
-	p.start(t)
-	up := waitEvent[Phase1Up](t, p, p.ini.Events(), false)
-	if up.Suite != "AES-CBC-256/HMAC-SHA2-512/MODP2048" {
-		t.Errorf("suite %q", up.Suite)
-	}
-	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
-	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
-	checkKeysMatch(t, ic, rc)
+	synctest.Test(t, func(t *testing.T) {
+		p := aggrPair(t, Config{LocalID: mustID(t, "client@example.com"), RemoteID: mustID(t, "@vpn.example.com")},
+			ResponderConfig{LocalID: mustID(t, "vpn.example.com"), RemoteID: mustID(t, "client@example.com")})
+		p.start(t)
+		up := waitEvent[Phase1Up](t, p, p.ini.Events(), false)
+		if up.Suite != "AES-CBC-256/HMAC-SHA2-512/MODP2048" {
+			t.Errorf("suite %q", up.Suite)
+		}
+		ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+		rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+		checkKeysMatch(t, ic, rc)
 
-	toR, natt := p.toResp.messages()
-	toI, _ := p.toIni.messages()
-	am1, err := Parse(toR[0])
-	if err != nil || am1.Exchange != ExchangeAggressive || natt[0] {
-		t.Fatalf("AM1: %v exchange %d natt %v", err, am1.Exchange, natt[0])
-	}
-	if id, _ := identityOf(First(am1.Payloads, PayloadID).Body); id.String() != "client@example.com" {
-		t.Errorf("IDii %s", id)
-	}
-	sa, _ := ParseSA(First(am1.Payloads, PayloadSA).Body)
-	if n := len(sa.Proposals[0].Transforms); n != 7 {
-		t.Errorf("AM1 offers %d transforms, want the 7 MODP2048 ones", n)
-	}
-	am2, _ := Parse(toI[0])
-	if am2.Exchange != ExchangeAggressive || First(am2.Payloads, PayloadHash) == nil || len(All(am2.Payloads, PayloadNATD)) != 2 {
-		t.Fatalf("AM2: %+v", am2.Payloads)
-	}
-	am3, _ := Parse(toR[1])
-	if am3.Exchange != ExchangeAggressive || am3.Flags&FlagEncryption == 0 || !natt[1] {
-		t.Fatalf("AM3: exchange %d flags %x natt %v", am3.Exchange, am3.Flags, natt[1])
-	}
-	if qm, _ := Parse(toR[2]); qm.Exchange != ExchangeQuickMode {
-		t.Fatalf("third message is exchange %d, want Quick Mode", qm.Exchange)
-	}
+		toR, natt := p.toResp.messages()
+		toI, _ := p.toIni.messages()
+		am1, err := Parse(toR[0])
+		if err != nil || am1.Exchange != ExchangeAggressive || natt[0] {
+			t.Fatalf("AM1: %v exchange %d natt %v", err, am1.Exchange, natt[0])
+		}
+		if id, _ := identityOf(First(am1.Payloads, PayloadID).Body); id.String() != "client@example.com" {
+			t.Errorf("IDii %s", id)
+		}
+		sa, _ := ParseSA(First(am1.Payloads, PayloadSA).Body)
+		if n := len(sa.Proposals[0].Transforms); n != 7 {
+			t.Errorf("AM1 offers %d transforms, want the 7 MODP2048 ones", n)
+		}
+		am2, _ := Parse(toI[0])
+		if am2.Exchange != ExchangeAggressive || First(am2.Payloads, PayloadHash) == nil || len(All(am2.Payloads, PayloadNATD)) != 2 {
+			t.Fatalf("AM2: %+v", am2.Payloads)
+		}
+		am3, _ := Parse(toR[1])
+		if am3.Exchange != ExchangeAggressive || am3.Flags&FlagEncryption == 0 || !natt[1] {
+			t.Fatalf("AM3: exchange %d flags %x natt %v", am3.Exchange, am3.Flags, natt[1])
+		}
+		if qm, _ := Parse(toR[2]); qm.Exchange != ExchangeQuickMode {
+			t.Fatalf("third message is exchange %d, want Quick Mode", qm.Exchange)
+		}
+	})
 }
 
 // TestAggressiveModeClearAM3: a responder must accept AM3 in clear as
 // strongSwan sends it; the phase-2 IV then starts from hash(g^xi | g^xr).
 func TestAggressiveModeClearAM3(t *testing.T) {
-	p := aggrPair(t, Config{}, ResponderConfig{})
-	ir := p.ini.r
-	if _, err := ir.startPhase1(); err != nil { // before Run, with AM3 in clear
-		t.Fatal(err)
-	}
-	ir.sas.sas[0].am.clearAM3 = true
-	start := func() error { return nil }
-	ictx, icancel := context.WithCancel(context.Background())
-	rctx, rcancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { icancel(); rcancel() })
-	go func() { p.rErr <- p.resp.Run(rctx) }()
-	go func() { p.iErr <- ir.run(ictx, start) }()
-	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
-	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
-	checkKeysMatch(t, ic, rc)
-	msgs, _ := p.toResp.messages()
-	if m, _ := Parse(msgs[1]); m.Exchange != ExchangeAggressive || m.Flags&FlagEncryption != 0 {
-		t.Fatalf("AM3 flags %x", m.Flags)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		p := aggrPair(t, Config{}, ResponderConfig{})
+		ir := p.ini.r
+		if _, err := ir.startPhase1(); err != nil { // before Run, with AM3 in clear
+			t.Fatal(err)
+		}
+		ir.sas.sas[0].am.clearAM3 = true
+		start := func() error { return nil }
+		ictx, icancel := context.WithCancel(context.Background())
+		rctx, rcancel := context.WithCancel(context.Background())
+		t.Cleanup(func() { icancel(); rcancel() })
+		go func() { p.rErr <- p.resp.Run(rctx) }()
+		go func() { p.iErr <- ir.run(ictx, start) }()
+		ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+		rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+		checkKeysMatch(t, ic, rc)
+		msgs, _ := p.toResp.messages()
+		if m, _ := Parse(msgs[1]); m.Exchange != ExchangeAggressive || m.Flags&FlagEncryption != 0 {
+			t.Fatalf("AM3 flags %x", m.Flags)
+		}
+	})
 }
 
 // TestAggressiveModeLostAM3: the responder's AM2 retransmission makes
 // the initiator resend AM3; the SA comes up.
 func TestAggressiveModeLostAM3(t *testing.T) {
-	p := aggrPair(t, Config{}, ResponderConfig{})
-	p.toResp.drop[1] = true // AM3
-	p.toResp.drop[2] = true // QM1 (the responder has no SA up yet and would drop it anyway)
-	p.start(t)
-	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
-	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), true).Child
-	checkKeysMatch(t, ic, rc)
+	synctest.Test(t, func(t *testing.T) {
+		p := aggrPair(t, Config{}, ResponderConfig{})
+		p.toResp.drop[1] = true // AM3
+		p.toResp.drop[2] = true // QM1 (the responder has no SA up yet and would drop it anyway)
+		p.start(t)
+		ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+		rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), true).Child
+		checkKeysMatch(t, ic, rc)
+	})
 }
 
 // TestAggressiveModeWrongRemoteID: --remote-id differs from what the
 // server sends in IDir: ErrRemoteID naming both.
 func TestAggressiveModeWrongRemoteID(t *testing.T) {
-	p := aggrPair(t, Config{RemoteID: mustID(t, "@other.example.com")}, ResponderConfig{LocalID: mustID(t, "@vpn.example.com")})
-	p.start(t)
-	err := waitErr(t, p, p.iErr, false)
-	if !errors.Is(err, ErrRemoteID) || !strings.Contains(err.Error(), "identifies as @vpn.example.com in AM2, expected @other.example.com") {
-		t.Fatalf("initiator: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		p := aggrPair(t, Config{RemoteID: mustID(t, "@other.example.com")}, ResponderConfig{LocalID: mustID(t, "@vpn.example.com")})
+		p.start(t)
+		err := waitErr(t, p.iErr, false)
+		if !errors.Is(err, ErrRemoteID) || !strings.Contains(err.Error(), "identifies as @vpn.example.com in AM2, expected @other.example.com") {
+			t.Fatalf("initiator: %v", err)
+		}
+	})
 }
 
 // TestMainModeRemoteID: the IDs are used in Main Mode as well: a matching
 // --remote-id passes, a different one fails in MM6.
 func TestMainModeRemoteID(t *testing.T) {
-	p := newPair(t, Config{LocalID: mustID(t, "@#6b6579"), RemoteID: mustID(t, "203.0.113.5")}, ResponderConfig{})
-	p.start(t)
-	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
-	msgs, _ := p.toResp.messages()
-	if m, _ := Parse(msgs[2]); m.Exchange != ExchangeIdentityProtection {
-		t.Fatal("not Main Mode")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, Config{LocalID: mustID(t, "@#6b6579"), RemoteID: mustID(t, "203.0.113.5")}, ResponderConfig{})
+		p.start(t)
+		waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+		msgs, _ := p.toResp.messages()
+		if m, _ := Parse(msgs[2]); m.Exchange != ExchangeIdentityProtection {
+			t.Fatal("not Main Mode")
+		}
 
-	p = newPair(t, Config{RemoteID: mustID(t, "@vpn.example.com")}, ResponderConfig{})
-	p.start(t)
-	err := waitErr(t, p, p.iErr, false)
-	if !errors.Is(err, ErrRemoteID) || !strings.Contains(err.Error(), "identifies as 203.0.113.5 in MM6, expected @vpn.example.com") {
-		t.Fatalf("initiator: %v", err)
-	}
+		p = newPair(t, Config{RemoteID: mustID(t, "@vpn.example.com")}, ResponderConfig{})
+		p.start(t)
+		err := waitErr(t, p.iErr, false)
+		if !errors.Is(err, ErrRemoteID) || !strings.Contains(err.Error(), "identifies as 203.0.113.5 in MM6, expected @vpn.example.com") {
+			t.Fatalf("initiator: %v", err)
+		}
+	})
 }
 
 func TestAggressiveModeWrongPSK(t *testing.T) {
-	p := aggrPair(t, Config{PSK: []byte("secret-one")}, ResponderConfig{PSK: []byte("secret-two")})
-	p.start(t)
-	err := waitErr(t, p, p.iErr, false)
-	if !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), "HASH_R does not verify in AM2") || strings.Contains(err.Error(), "secret") {
-		t.Fatalf("initiator: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		p := aggrPair(t, Config{PSK: []byte("secret-one")}, ResponderConfig{PSK: []byte("secret-two")})
+		p.start(t)
+		err := waitErr(t, p.iErr, false)
+		if !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), "HASH_R does not verify in AM2") || strings.Contains(err.Error(), "secret") {
+			t.Fatalf("initiator: %v", err)
+		}
+	})
 }
 
 // TestModeRefused: a responder for one mode answers the other's first
 // message with NO-PROPOSAL-CHOSEN, and the initiator reports it.
 func TestModeRefused(t *testing.T) {
-	p := newPair(t, Config{}, ResponderConfig{Mode: ModeAggressive})
-	p.start(t)
-	if err := waitErr(t, p, p.iErr, false); !errors.Is(err, ErrNoProposalChosen) {
-		t.Fatalf("main mode against aggressive-only: %v", err)
-	}
-	p = newPair(t, Config{Mode: ModeAggressive}, ResponderConfig{})
-	p.start(t)
-	if err := waitErr(t, p, p.iErr, false); !errors.Is(err, ErrNoProposalChosen) {
-		t.Fatalf("aggressive mode against main-only: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, Config{}, ResponderConfig{Mode: ModeAggressive})
+		p.start(t)
+		if err := waitErr(t, p.iErr, false); !errors.Is(err, ErrNoProposalChosen) {
+			t.Fatalf("main mode against aggressive-only: %v", err)
+		}
+		p = newPair(t, Config{Mode: ModeAggressive}, ResponderConfig{})
+		p.start(t)
+		if err := waitErr(t, p.iErr, false); !errors.Is(err, ErrNoProposalChosen) {
+			t.Fatalf("aggressive mode against main-only: %v", err)
+		}
+	})
 }
 
 // TestAggressiveModeInvalidID: a responder expecting another initiator
 // identity says INVALID-ID-INFORMATION to AM1.
 func TestAggressiveModeInvalidID(t *testing.T) {
-	p := aggrPair(t, Config{LocalID: mustID(t, "@mallory")}, ResponderConfig{RemoteID: mustID(t, "@alice")})
-	p.start(t)
-	err := waitErr(t, p, p.iErr, false)
-	if !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), "INVALID-ID-INFORMATION") {
-		t.Fatalf("initiator: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		p := aggrPair(t, Config{LocalID: mustID(t, "@mallory")}, ResponderConfig{RemoteID: mustID(t, "@alice")})
+		p.start(t)
+		err := waitErr(t, p.iErr, false)
+		if !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), "INVALID-ID-INFORMATION") {
+			t.Fatalf("initiator: %v", err)
+		}
+	})
 }
 
 // FuzzInitiatorAggressiveMode feeds arbitrary replies (with our cookie

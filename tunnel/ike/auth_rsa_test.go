@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/crypto/ikev1"
@@ -49,33 +50,35 @@ func TestCertHappyPath(t *testing.T) {
 		{"remote-id FQDN", "192.0.2.99", "vpn.example.test"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPair(t, Config{Cert: pki.clientCerts(tc.server), CertRemoteID: tc.remoteID}, ResponderConfig{Cert: pki.serverCerts()})
-			p.start(t)
-			ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
-			rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
-			checkKeysMatch(t, ic, rc)
-			msgs, _ := p.toResp.messages()
-			mm1, err := Parse(msgs[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			sa, err := ParseSA(First(mm1.Payloads, PayloadSA).Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, tr := range sa.Proposals[0].Transforms {
-				if m, _ := tr.Attr(attrAuth); m != authRSASig {
-					t.Fatalf("MM1 offers auth method %d, want RSA signatures (3)", m)
+			synctest.Test(t, func(t *testing.T) {
+				p := newPair(t, Config{Cert: pki.clientCerts(tc.server), CertRemoteID: tc.remoteID}, ResponderConfig{Cert: pki.serverCerts()})
+				p.start(t)
+				ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+				rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+				checkKeysMatch(t, ic, rc)
+				msgs, _ := p.toResp.messages()
+				mm1, err := Parse(msgs[0])
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if !hasFragmentationVID(mm1.Payloads) {
-				t.Error("MM1 does not announce fragmentation")
-			}
-			mm3, _ := Parse(msgs[1])
-			cr := First(mm3.Payloads, PayloadCertReq)
-			if cr == nil || cr.Body[0] != certX509Sig || !bytes.Equal(cr.Body[1:], pki.ca.Cert.RawSubject) {
-				t.Errorf("MM3 has no CERTREQ naming our CA: %v", cr)
-			}
+				sa, err := ParseSA(First(mm1.Payloads, PayloadSA).Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, tr := range sa.Proposals[0].Transforms {
+					if m, _ := tr.Attr(attrAuth); m != authRSASig {
+						t.Fatalf("MM1 offers auth method %d, want RSA signatures (3)", m)
+					}
+				}
+				if !hasFragmentationVID(mm1.Payloads) {
+					t.Error("MM1 does not announce fragmentation")
+				}
+				mm3, _ := Parse(msgs[1])
+				cr := First(mm3.Payloads, PayloadCertReq)
+				if cr == nil || cr.Body[0] != certX509Sig || !bytes.Equal(cr.Body[1:], pki.ca.Cert.RawSubject) {
+					t.Errorf("MM3 has no CERTREQ naming our CA: %v", cr)
+				}
+			})
 		})
 	}
 }
@@ -96,12 +99,14 @@ func TestCertFailures(t *testing.T) {
 		{"wrong remote-id address", pki.clientCerts("vpn.example.test"), "198.51.100.1", ErrIdentityMismatch, "198.51.100.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPair(t, Config{Cert: tc.icert, CertRemoteID: tc.remoteID}, ResponderConfig{Cert: pki.serverCerts()})
-			p.start(t)
-			err := waitErr(t, p, p.iErr, true)
-			if !errors.Is(err, tc.want) || !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), tc.text) {
-				t.Fatalf("got %v, want %v containing %q", err, tc.want, tc.text)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				p := newPair(t, Config{Cert: tc.icert, CertRemoteID: tc.remoteID}, ResponderConfig{Cert: pki.serverCerts()})
+				p.start(t)
+				err := waitErr(t, p.iErr, true)
+				if !errors.Is(err, tc.want) || !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), tc.text) {
+					t.Fatalf("got %v, want %v containing %q", err, tc.want, tc.text)
+				}
+			})
 		})
 	}
 }
@@ -109,16 +114,18 @@ func TestCertFailures(t *testing.T) {
 // A client whose certificate the server's CA did not issue: the server
 // refuses MM5 and the client reports that its certificate was refused.
 func TestCertClientRejected(t *testing.T) {
-	pki := newTestPKI(0)
-	icert := &Certificates{Chain: certs(pki.stranger.Cert), Key: pki.stranger.Key, CAs: certs(pki.ca.Cert), ServerName: "vpn.example.test"}
-	p := newPair(t, Config{Cert: icert}, ResponderConfig{Cert: pki.serverCerts()})
-	p.start(t)
-	if err := waitErr(t, p, p.rErr, true); !errors.Is(err, ErrCertUntrusted) {
-		t.Fatalf("responder: %v", err)
-	}
-	if err := waitErr(t, p, p.iErr, true); !errors.Is(err, ErrCertRejected) || !errors.Is(err, ErrAuthFailed) {
-		t.Fatalf("initiator: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		pki := newTestPKI(0)
+		icert := &Certificates{Chain: certs(pki.stranger.Cert), Key: pki.stranger.Key, CAs: certs(pki.ca.Cert), ServerName: "vpn.example.test"}
+		p := newPair(t, Config{Cert: icert}, ResponderConfig{Cert: pki.serverCerts()})
+		p.start(t)
+		if err := waitErr(t, p.rErr, true); !errors.Is(err, ErrCertUntrusted) {
+			t.Fatalf("responder: %v", err)
+		}
+		if err := waitErr(t, p.iErr, true); !errors.Is(err, ErrCertRejected) || !errors.Is(err, ErrAuthFailed) {
+			t.Fatalf("initiator: %v", err)
+		}
+	})
 }
 
 // The signature is over HASH_I/HASH_R without DigestInfo; one flipped bit

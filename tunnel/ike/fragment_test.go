@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -11,51 +12,55 @@ import (
 // in fragments: MM5 and MM6 (a 4096-bit certificate and signature) arrive
 // in pieces and are reassembled.
 func TestCertFragmented(t *testing.T) {
-	pki := newTestPKI(4096)
-	p := newPair(t, Config{Cert: pki.clientCerts("vpn.example.test"), FragmentSize: 300},
-		ResponderConfig{Cert: pki.serverCerts(), FragmentSize: 300})
-	p.start(t)
-	ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
-	rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
-	checkKeysMatch(t, ic, rc)
-	count := func(pp *pipe) (frags, maxLen int) {
-		msgs, _ := pp.messages()
-		for _, m := range msgs[1:] { // MM1 and MM2 go before the peer's VID is known
-			maxLen = max(maxLen, len(m))
-			if h, err := ParseHeader(m); err == nil && h.NextPayload == PayloadFragment {
-				frags++
+	synctest.Test(t, func(t *testing.T) {
+		pki := newTestPKI(4096)
+		p := newPair(t, Config{Cert: pki.clientCerts("vpn.example.test"), FragmentSize: 300},
+			ResponderConfig{Cert: pki.serverCerts(), FragmentSize: 300})
+		p.start(t)
+		ic := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+		rc := waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child
+		checkKeysMatch(t, ic, rc)
+		count := func(pp *pipe) (frags, maxLen int) {
+			msgs, _ := pp.messages()
+			for _, m := range msgs[1:] { // MM1 and MM2 go before the peer's VID is known
+				maxLen = max(maxLen, len(m))
+				if h, err := ParseHeader(m); err == nil && h.NextPayload == PayloadFragment {
+					frags++
+				}
+			}
+			return
+		}
+		for name, pp := range map[string]*pipe{"client": p.toResp, "server": p.toIni} {
+			n, ml := count(pp)
+			if n < 4 || ml > 300 {
+				t.Errorf("%s sent %d fragments, largest message %d bytes", name, n, ml)
 			}
 		}
-		return
-	}
-	for name, pp := range map[string]*pipe{"client": p.toResp, "server": p.toIni} {
-		n, ml := count(pp)
-		if n < 4 || ml > 300 {
-			t.Errorf("%s sent %d fragments, largest message %d bytes", name, n, ml)
-		}
-	}
+	})
 }
 
 // Without the peer's vendor ID nothing is fragmented.
 func TestFragmentOnlyWhenAnnounced(t *testing.T) {
-	pki := newTestPKI(0)
-	p := newPair(t, Config{Cert: pki.clientCerts("vpn.example.test"), FragmentSize: 300}, ResponderConfig{Cert: pki.serverCerts()})
-	p.toResp.dropFn = nil
-	// The responder's MM2 without the fragmentation VID: strip it.
-	p.toIni.peer = func(b []byte) {
-		if m, err := Parse(b); err == nil && m.Flags&FlagEncryption == 0 && hasFragmentationVID(m.Payloads) {
-			b = stripVID(t, b)
+	synctest.Test(t, func(t *testing.T) {
+		pki := newTestPKI(0)
+		p := newPair(t, Config{Cert: pki.clientCerts("vpn.example.test"), FragmentSize: 300}, ResponderConfig{Cert: pki.serverCerts()})
+		p.toResp.dropFn = nil
+		// The responder's MM2 without the fragmentation VID: strip it.
+		p.toIni.peer = func(b []byte) {
+			if m, err := Parse(b); err == nil && m.Flags&FlagEncryption == 0 && hasFragmentationVID(m.Payloads) {
+				b = stripVID(t, b)
+			}
+			p.ini.HandlePacket(b)
 		}
-		p.ini.HandlePacket(b)
-	}
-	p.start(t)
-	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
-	msgs, _ := p.toResp.messages()
-	for _, m := range msgs {
-		if h, _ := ParseHeader(m); h.NextPayload == PayloadFragment {
-			t.Fatal("fragments sent to a peer that did not announce them")
+		p.start(t)
+		waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+		msgs, _ := p.toResp.messages()
+		for _, m := range msgs {
+			if h, _ := ParseHeader(m); h.NextPayload == PayloadFragment {
+				t.Fatal("fragments sent to a peer that did not announce them")
+			}
 		}
-	}
+	})
 }
 
 // stripVID re-encodes a cleartext message without its fragmentation VID.

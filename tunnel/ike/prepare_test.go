@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/esp"
@@ -85,17 +86,19 @@ func newPrepareLog() *prepareLog {
 // that delivers synchronously, the responder has processed QM3 by the time
 // WriteIKE returns, so preparing later would be too late.
 func TestPrepareInboundBeforeQM3(t *testing.T) {
-	l := newPrepareLog()
-	p := newPair(t, Config{Phase2Lifetime: 100 * time.Second, PrepareInbound: l.prepare}, ResponderConfig{})
-	p.toResp.dropFn = l.sent(map[string]bool{})
-	p.start(t)
-	first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
-	l.preparedBefore(t, first, 2)
-	second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
-	l.preparedBefore(t, second, 2)
-	if !second.Initiated {
-		t.Error("our rekey's child is not marked Initiated")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := newPrepareLog()
+		p := newPair(t, Config{Phase2Lifetime: 100 * time.Second, PrepareInbound: l.prepare}, ResponderConfig{})
+		p.toResp.dropFn = l.sent(map[string]bool{})
+		p.start(t)
+		first := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+		l.preparedBefore(t, first, 2)
+		second := waitEvent[ChildSAUp](t, p, p.ini.Events(), true).Child
+		l.preparedBefore(t, second, 2)
+		if !second.Initiated {
+			t.Error("our rekey's child is not marked Initiated")
+		}
+	})
 }
 
 // TestPrepareInboundBeforeQM2: in a Quick Mode the server starts, our
@@ -103,18 +106,20 @@ func TestPrepareInboundBeforeQM3(t *testing.T) {
 // server has the keys once QM2 arrives, and its first ESP may overtake its
 // QM3 (or wait behind it in our IKE queue).
 func TestPrepareInboundBeforeQM2(t *testing.T) {
-	l := newPrepareLog()
-	p := newPair(t, Config{PrepareInbound: l.prepare}, ResponderConfig{})
-	p.toResp.dropFn = l.sent(map[string]bool{})
-	p.start(t)
-	waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
-	waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
-	if err := p.resp.StartQuickMode(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	c := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
-	if c.Initiated {
-		t.Fatal("the server's Quick Mode's child is marked Initiated")
-	}
-	l.preparedBefore(t, c, 1)
+	synctest.Test(t, func(t *testing.T) {
+		l := newPrepareLog()
+		p := newPair(t, Config{PrepareInbound: l.prepare}, ResponderConfig{})
+		p.toResp.dropFn = l.sent(map[string]bool{})
+		p.start(t)
+		waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
+		waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
+		if err := p.resp.StartQuickMode(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		c := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
+		if c.Initiated {
+			t.Fatal("the server's Quick Mode's child is marked Initiated")
+		}
+		l.preparedBefore(t, c, 1)
+	})
 }

@@ -16,10 +16,11 @@ import (
 	"time"
 )
 
-// Validity of every certificate made here: wide enough for fake clocks
-// that start in 2023 and for real time.
+// Validity of every certificate made here: wide enough for the clock of a
+// testing/synctest bubble (it starts at 2000-01-01 00:00 UTC), for fake
+// clocks that start in 2023 and for real time.
 var (
-	NotBefore = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	NotBefore = time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)
 	NotAfter  = time.Date(2045, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
