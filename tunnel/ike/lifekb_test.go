@@ -52,13 +52,7 @@ func TestSessionServerStartedIKESALeftToServer(t *testing.T) {
 		p.start(t)
 		waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
 		waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
-		old := onRun(p.resp.r, func() *ikeSA {
-			old := p.resp.r.sas.current()
-			if _, err := p.resp.r.startMainMode(); err != nil {
-				t.Error(err)
-			}
-			return old
-		})
+		old := serverStartsMainMode(t, p)
 		waitEvent[Phase1Up](t, p, p.ini.Events(), false)
 		waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
 		waitEvent[ChildSAUp](t, p, p.resp.Events(), false)

@@ -88,13 +88,7 @@ func TestSessionServerStartsMainMode(t *testing.T) {
 		p.start(t)
 		waitEvent[ChildSAUp](t, p, p.ini.Events(), false)
 		waitEvent[ChildSAUp](t, p, p.resp.Events(), false)
-		old := onRun(p.resp.r, func() *ikeSA {
-			old := p.resp.r.sas.current()
-			if _, err := p.resp.r.startMainMode(); err != nil {
-				t.Error(err)
-			}
-			return old
-		})
+		old := serverStartsMainMode(t, p)
 		waitEvent[Phase1Up](t, p, p.ini.Events(), false)
 		second := waitEvent[ChildSAUp](t, p, p.ini.Events(), false).Child
 		checkKeysMatch(t, second, waitEvent[ChildSAUp](t, p, p.resp.Events(), false).Child)
@@ -136,15 +130,7 @@ func TestSessionServerDeletesOldSAFirst(t *testing.T) {
 			return false
 		}
 		p.toIni.mu.Unlock()
-		onRun(p.resp.r, func() bool {
-			old := p.resp.r.sas.current()
-			if _, err := p.resp.r.startMainMode(); err != nil {
-				t.Error(err)
-			}
-			old.sendDeleteISAKMP()
-			p.resp.r.sas.remove(old)
-			return true
-		})
+		serverReauth(t, p)
 		waitTable(t, p.ini.r, 1, 0) // the old SA is gone, the new one not up yet
 		p.toIni.mu.Lock()
 		p.toIni.dropFn = nil
@@ -225,6 +211,18 @@ func clientQuickModes(p *pair) (started func() int, hold func(bool)) {
 		mu.Unlock()
 	}
 	return started, hold
+}
+
+// serverStartsMainMode makes the server start a new Main Mode (the old
+// IKE SA stays) and returns the SA it had.
+func serverStartsMainMode(t *testing.T, p *pair) *ikeSA {
+	return onRun(p.resp.r, func() *ikeSA {
+		old := p.resp.r.sas.current()
+		if _, err := p.resp.r.startMainMode(); err != nil {
+			t.Error(err)
+		}
+		return old
+	})
 }
 
 // serverReauth makes the server re-authenticate as strongSwan does: a new
