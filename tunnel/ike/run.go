@@ -333,10 +333,10 @@ type restartable struct{ error }
 func (e restartable) Unwrap() error { return e.error }
 
 // restartPhase1 replaces the initiator SA sa, whose phase 1 failed with
-// cause, by a new exchange, as strongSwan's keyingtries do. CI saw both
-// SoftEther and Libreswan answer MM1 and then never MM3, in about one
-// connect of a hundred (2026-12-01, 2026-12-03); the servers' logs were
-// gone, so the cause is unknown, but a server that answers MM1 is alive.
+// cause, by a new exchange, as strongSwan's keyingtries do. CI saw
+// SoftEther (twice, 2026-12-01) and Libreswan (once, 2026-12-03) answer
+// MM1 and then never MM3; the servers' logs were gone, so the cause is
+// unknown, but a server that answers MM1 is alive.
 func (r *runner) restartPhase1(sa *ikeSA, cause error) error {
 	r.p1Restarts++
 	r.log.Warn("ike: phase 1 failed half-way; starting a new exchange", "err", cause, "attempt", r.p1Restarts+1)
