@@ -26,8 +26,7 @@ func TestNoGoodbyeToUnreachablePeer(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				fake := clock.NewFake(time.Unix(1_700_000_000, 0)) // timestamps of the links only
-				up, down := &link{clk: fake}, &link{clk: fake}
+				up, down := &link{}, &link{}
 				lacCfg := Config{HostName: "lac", VendorName: "lac-vendor", Clock: clock.Real}
 				lnsCfg := Config{HostName: "lns", VendorName: "lns-vendor", Clock: clock.Real}
 				lac, lns := NewLAC(lacCfg, up), NewLNS(lnsCfg, down)
@@ -72,8 +71,7 @@ func TestNoGoodbyeToUnreachablePeer(t *testing.T) {
 // retransmission interval.
 func TestSCCRPToEarlierSCCRQ(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		fake := clock.NewFake(time.Unix(1_700_000_000, 0))
-		up, down := &link{clk: fake}, &link{clk: fake}
+		up, down := &link{}, &link{}
 		lac := NewLAC(Config{HostName: "lac", Clock: clock.Real}, up)
 		lns := NewLNS(Config{HostName: "lns", Clock: clock.Real}, down)
 		up.to, down.to = lns, lac
