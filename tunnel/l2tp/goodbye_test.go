@@ -2,6 +2,7 @@ package l2tp
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -33,10 +34,13 @@ func TestNoGoodbyeToUnreachablePeer(t *testing.T) {
 				up.to, down.to = lns, lac
 				lacCtx, lacCancel := context.WithCancelCause(context.Background())
 				lnsCtx, lnsCancel := context.WithCancel(context.Background())
-				defer lnsCancel()
 				lacErr, lnsErr := make(chan error, 1), make(chan error, 1)
-				go func() { lnsErr <- lns.Run(lnsCtx) }()
-				go func() { lacErr <- lac.Run(lacCtx) }()
+				var done sync.WaitGroup // both Runs end before the bubble, even if the test fails early
+				defer done.Wait()
+				defer lnsCancel()
+				defer lacCancel(nil)
+				done.Go(func() { lnsErr <- lns.Run(lnsCtx) })
+				done.Go(func() { lacErr <- lac.Run(lacCtx) })
 				waitSessionUp(t, lac.Events())
 				waitSessionUp(t, lns.Events())
 				synctest.Wait()
@@ -82,10 +86,12 @@ func TestSCCRPToEarlierSCCRQ(t *testing.T) {
 			return pass
 		})
 		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
 		lacErr, lnsErr := make(chan error, 1), make(chan error, 1)
-		go func() { lnsErr <- lns.Run(ctx) }()
-		go func() { lacErr <- lac.Run(ctx) }()
+		var done sync.WaitGroup // both Runs end before the bubble, even if the test fails early
+		defer done.Wait()
+		defer cancel()
+		done.Go(func() { lnsErr <- lns.Run(ctx) })
+		done.Go(func() { lacErr <- lac.Run(ctx) })
 		start := time.Now()
 		s := waitSessionUp(t, lac.Events())
 		took := time.Since(start)
