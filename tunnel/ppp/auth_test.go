@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"testing/synctest"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 )
 
 func isAuthUp(e Event) bool { _, ok := e.(AuthUp); return ok }
@@ -27,45 +30,46 @@ func TestAuthPolicyMatrix(t *testing.T) {
 					name += "/terminate"
 				}
 				t.Run(name, func(t *testing.T) {
-					clk := newFake()
-					cc, sc := baseConfigs(clk)
-					if ps != "" {
-						p, err := ParseAuthPolicy(ps)
-						if err != nil {
-							t.Fatal(err)
-						}
-						cc.Auth = p
-					}
-					sc.Auth, sc.Accept, sc.TerminateOnNak = m, []AuthMethod{m}, terminate
-					w := &wire{}
-					ss := start(t, cc, sc, w)
-					if cc.Auth.withDefault().Allows(m) {
-						ss.waitUp(0)
-						for _, server := range []bool{false, true} {
-							if a, _ := ss.event(server, isAuthUp).(AuthUp); a.Method != m || a.User != "vpnuser" {
-								t.Errorf("server=%v AuthUp %+v, want %v", server, a, m)
+					synctest.Test(t, func(t *testing.T) {
+						cc, sc := baseConfigs(clock.Real)
+						if ps != "" {
+							p, err := ParseAuthPolicy(ps)
+							if err != nil {
+								t.Fatal(err)
 							}
+							cc.Auth = p
 						}
-						if naks := authNaks(w); len(naks) != 0 {
-							t.Errorf("Naks %x for an allowed method", naks)
+						sc.Auth, sc.Accept, sc.TerminateOnNak = m, []AuthMethod{m}, terminate
+						w := &wire{}
+						ss := start(t, cc, sc, w)
+						if cc.Auth.withDefault().Allows(m) {
+							ss.waitUp(0)
+							for _, server := range []bool{false, true} {
+								if a, _ := ss.event(server, isAuthUp).(AuthUp); a.Method != m || a.User != "vpnuser" {
+									t.Errorf("server=%v AuthUp %+v, want %v", server, a, m)
+								}
+							}
+							if naks := authNaks(w); len(naks) != 0 {
+								t.Errorf("Naks %x for an allowed method", naks)
+							}
+							return
 						}
-						return
-					}
-					err := waitErr(t, clk, 0, ss.cErr)
-					re := AsAuthRefused(err)
-					if re == nil || !errIs(err, ErrAuthRejected) {
-						t.Fatalf("client: %v, want an AuthRefusedError", err)
-					}
-					wantName := m.String()
-					if policyBit(m) == AllowEAP {
-						wantName = "EAP" // refused at the LCP level, before the method inside is known
-					}
-					if re.Name != wantName || re.Method.PolicyName() != m.PolicyName() {
-						t.Errorf("refused %+v, want %s (%s)", re, wantName, m.PolicyName())
-					}
-					if !strings.Contains(err.Error(), "the server requires "+wantName+", which the authentication policy does not allow") {
-						t.Errorf("message %q", err)
-					}
+						err := waitErr(t, 0, ss.cErr)
+						re := AsAuthRefused(err)
+						if re == nil || !errIs(err, ErrAuthRejected) {
+							t.Fatalf("client: %v, want an AuthRefusedError", err)
+						}
+						wantName := m.String()
+						if policyBit(m) == AllowEAP {
+							wantName = "EAP" // refused at the LCP level, before the method inside is known
+						}
+						if re.Name != wantName || re.Method.PolicyName() != m.PolicyName() {
+							t.Errorf("refused %+v, want %s (%s)", re, wantName, m.PolicyName())
+						}
+						if !strings.Contains(err.Error(), "the server requires "+wantName+", which the authentication policy does not allow") {
+							t.Errorf("message %q", err)
+						}
+					})
 				})
 			}
 		}
@@ -112,25 +116,26 @@ func TestParseAuthPolicy(t *testing.T) {
 // Legacy-Naked toward EAP-MSCHAPv2 and EAP-MD5, then LCP again (after the
 // server Protocol-Rejects our Nak) and MS-CHAPv2.
 func TestEAPFallbackByLCPRenegotiation(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.EAPFirst = true
-	sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP}
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	var resp [][]byte
-	for _, p := range w.frames(0, protoEAP) {
-		if p.code == eapResponse {
-			resp = append(resp, p.data)
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.EAPFirst = true
+		sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP}
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		var resp [][]byte
+		for _, p := range w.frames(0, protoEAP) {
+			if p.code == eapResponse {
+				resp = append(resp, p.data)
+			}
 		}
-	}
-	if len(resp) != 2 || !bytes.Equal(resp[0], []byte("\x01vpnuser")) || !bytes.Equal(resp[1], []byte{eapTypeNak, eapTypeMSCHAPv2, eapTypeMD5}) {
-		t.Errorf("EAP responses %q, want Identity and Nak", resp)
-	}
-	if a, _ := ss.event(false, isAuthUp).(AuthUp); a.Method != AuthMSCHAPv2 {
-		t.Errorf("AuthUp %+v", a)
-	}
+		if len(resp) != 2 || !bytes.Equal(resp[0], []byte("\x01vpnuser")) || !bytes.Equal(resp[1], []byte{eapTypeNak, eapTypeMSCHAPv2, eapTypeMD5}) {
+			t.Errorf("EAP responses %q, want Identity and Nak", resp)
+		}
+		if a, _ := ss.event(false, isAuthUp).(AuthUp); a.Method != AuthMSCHAPv2 {
+			t.Errorf("AuthUp %+v", a)
+		}
+	})
 }
 
 // An EAP server whose only method we do not implement (EAP-TLS, then

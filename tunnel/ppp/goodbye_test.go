@@ -2,6 +2,7 @@ package ppp
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -34,8 +35,12 @@ func TestNoGoodbyeToUnreachablePeer(t *testing.T) {
 				cctx, cancelC := context.WithCancelCause(context.Background())
 				sctx, cancelS := context.WithCancel(context.Background())
 				cErr, sErr := make(chan error, 1), make(chan error, 1)
-				go func() { sErr <- s.Run(sctx) }()
-				go func() { cErr <- cl.Run(cctx) }()
+				var done sync.WaitGroup // every goroutine ends before the bubble, even if the test fails early
+				defer done.Wait()
+				defer cancelS()
+				defer cancelC(nil)
+				done.Go(func() { sErr <- s.Run(sctx) })
+				done.Go(func() { cErr <- cl.Run(cctx) })
 				up := false
 				for !up {
 					e, ok := <-cl.Events()
@@ -44,10 +49,10 @@ func TestNoGoodbyeToUnreachablePeer(t *testing.T) {
 					}
 					_, up = e.(IPUp)
 				}
-				go func() {
+				done.Go(func() {
 					for range cl.Events() {
 					}
-				}()
+				})
 				synctest.Wait()
 				w.mu.Lock()
 				w.drop = func(dir int, _ []byte) bool { return dir == 0 } // the server is gone

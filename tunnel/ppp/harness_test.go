@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
@@ -67,9 +68,10 @@ func (w *wire) frames(dir int, proto uint16) []packet {
 	return out
 }
 
+// session is a Client and a Server wired together, run inside the
+// caller's synctest bubble (on clock.Real: the bubble's fake time).
 type session struct {
 	t          *testing.T
-	clk        *clock.Fake
 	w          *wire
 	c          *Client
 	s          *Server
@@ -79,6 +81,7 @@ type session struct {
 	mu         sync.Mutex
 	cEvents    []Event
 	sEvents    []Event
+	done       sync.WaitGroup // Runs and event readers ended
 }
 
 var (
@@ -93,11 +96,12 @@ func baseConfigs(clk clock.Clock) (Config, ServerConfig) {
 			Local: testLocal, Peer: testPeer, DNS: testDNS, Clock: clk, Rand: newSeeded(2), MRU: 1280}
 }
 
-// start wires a Client and a Server together and runs both.
+// start wires a Client and a Server together and runs both; the test's
+// cleanup stops them and waits for every goroutine it started (all must
+// end before the bubble does).
 func start(t *testing.T, cc Config, sc ServerConfig, w *wire) *session {
 	t.Helper()
-	clk := cc.Clock.(*clock.Fake)
-	ss := &session{t: t, clk: clk, w: w, cErr: make(chan error, 1), sErr: make(chan error, 1)}
+	ss := &session{t: t, w: w, cErr: make(chan error, 1), sErr: make(chan error, 1)}
 	var c *Client
 	var s *Server
 	c = NewClient(cc, w.sender(0, func(b []byte) { s.HandleFrame(b) }))
@@ -106,38 +110,44 @@ func start(t *testing.T, cc Config, sc ServerConfig, w *wire) *session {
 	cctx, cc1 := context.WithCancel(context.Background())
 	sctx, cc2 := context.WithCancel(context.Background())
 	ss.cancelC, ss.cancelS = cc1, cc2
-	go func() {
+	ss.done.Go(func() {
 		for e := range c.Events() {
 			ss.mu.Lock()
 			ss.cEvents = append(ss.cEvents, e)
 			ss.mu.Unlock()
 		}
-	}()
-	go func() {
+	})
+	ss.done.Go(func() {
 		for e := range s.Events() {
 			ss.mu.Lock()
 			ss.sEvents = append(ss.sEvents, e)
 			ss.mu.Unlock()
 		}
-	}()
-	go func() { ss.sErr <- s.Run(sctx) }()
-	go func() { ss.cErr <- c.Run(cctx) }()
-	t.Cleanup(func() { cc1(); cc2() })
+	})
+	ss.done.Go(func() { ss.sErr <- s.Run(sctx) })
+	ss.done.Go(func() { ss.cErr <- c.Run(cctx) })
+	t.Cleanup(func() { cc1(); cc2(); ss.done.Wait() })
 	return ss
 }
 
-// pump advances the fake clock in small steps until cond holds, failing
-// after ~5 s of real time.
-func pump(t *testing.T, clk *clock.Fake, step time.Duration, cond func() bool) {
+// pumpLimit bounds how much of the bubble's time pump and waitErr let pass.
+const pumpLimit = 2 * time.Minute
+
+// pump waits until cond holds, checking it whenever the bubble is idle.
+// With step 0 it must hold without any time passing; otherwise the
+// bubble's time moves on by step between checks (pumpLimit at most).
+func pump(t *testing.T, step time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in time")
+	for deadline := time.Now().Add(pumpLimit); ; time.Sleep(step) {
+		synctest.Wait()
+		if cond() {
+			return
 		}
-		time.Sleep(2 * time.Millisecond)
-		if step > 0 {
-			clk.Advance(step)
+		if step == 0 {
+			t.Fatal("condition not reached without time passing")
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("condition not reached within %v", pumpLimit)
 		}
 	}
 }
@@ -168,9 +178,11 @@ func (ss *session) event(server bool, match func(Event) bool) Event {
 	return nil
 }
 
+// waitUp waits until both sides report IPUp (step as for pump: 0, it must
+// come without any time passing) and fails if either Run ends first.
 func (ss *session) waitUp(step time.Duration) IPUp {
 	ss.t.Helper()
-	pump(ss.t, ss.clk, step, func() bool {
+	pump(ss.t, step, func() bool {
 		select {
 		case err := <-ss.cErr:
 			ss.t.Fatalf("client ended early: %v", err)
@@ -185,22 +197,32 @@ func (ss *session) waitUp(step time.Duration) IPUp {
 
 func isIPUp(e Event) bool { _, ok := e.(IPUp); return ok }
 
-// waitErr waits for a Run result, advancing the clock by step.
-func waitErr(t *testing.T, clk *clock.Fake, step time.Duration, ch chan error) error {
+// waitErr waits for a Run result. With limit 0 it must have come without
+// any time passing (checked once the bubble is idle); otherwise the
+// bubble's time may pass, limit at most.
+func waitErr(t *testing.T, limit time.Duration, ch chan error) error {
 	t.Helper()
-	var err error
-	got := false
-	pump(t, clk, step, func() bool {
+	if limit == 0 {
+		synctest.Wait()
 		select {
-		case err = <-ch:
-			got = true
+		case err := <-ch:
+			return err
 		default:
+			t.Fatal("Run did not return without time passing")
+			return nil
 		}
-		return got
-	})
-	return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(limit):
+		t.Fatalf("Run did not return within %v", limit)
+		return nil
+	}
 }
 
+// newFake is a clock for tests that drive a Client by hand, outside a
+// synctest bubble.
 func newFake() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
 func errIs(err, target error) bool { return errors.Is(err, target) }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"log/slog"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 )
 
 func clientIPv6Up(ss *session, server bool) *IPv6Up {
@@ -17,122 +20,129 @@ func clientIPv6Up(ss *session, server bool) *IPv6Up {
 }
 
 func TestIPv6CPOpens(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.IPv6 = true
-	ss := start(t, cc, sc, &wire{})
-	ss.waitUp(0)
-	pump(t, clk, 0, func() bool { return clientIPv6Up(ss, false) != nil && clientIPv6Up(ss, true) != nil })
-	c, s := *clientIPv6Up(ss, false), *clientIPv6Up(ss, true)
-	var zero [IIDLen]byte
-	if c.Local == zero || c.Peer == zero || c.Local == c.Peer {
-		t.Fatalf("client IPv6Up %+v", c)
-	}
-	if c.Local != s.Peer || c.Peer != s.Local {
-		t.Errorf("identifiers do not match: client %+v, server %+v", c, s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.IPv6 = true
+		ss := start(t, cc, sc, &wire{})
+		ss.waitUp(0)
+		pump(t, 0, func() bool { return clientIPv6Up(ss, false) != nil && clientIPv6Up(ss, true) != nil })
+		c, s := *clientIPv6Up(ss, false), *clientIPv6Up(ss, true)
+		var zero [IIDLen]byte
+		if c.Local == zero || c.Peer == zero || c.Local == c.Peer {
+			t.Fatalf("client IPv6Up %+v", c)
+		}
+		if c.Local != s.Peer || c.Peer != s.Local {
+			t.Errorf("identifiers do not match: client %+v, server %+v", c, s)
+		}
+	})
 }
 
 // The server closes an opened IPv6CP with a Terminate-Request: the client
 // acks it, reports IPv6Down once and keeps the link (IPv4) up.
 func TestIPv6CPClosedByPeer(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.IPv6 = true
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	pump(t, clk, 0, func() bool { return clientIPv6Up(ss, false) != nil })
-	isDown := func(e Event) bool { _, ok := e.(IPv6Down); return ok }
-	if ss.event(false, isDown) != nil {
-		t.Fatal("IPv6Down before the close")
-	}
-	ss.c.HandleFrame(appendPacket(nil, protoIPV6CP, codeTermReq, 0x77, nil))
-	pump(t, clk, 0, func() bool { return ss.event(false, isDown) != nil })
-	acked := false
-	for _, p := range w.frames(0, protoIPV6CP) {
-		acked = acked || p.code == codeTermAck && p.id == 0x77
-	}
-	if !acked {
-		t.Error("no Terminate-Ack for the IPv6CP Terminate-Request")
-	}
-	select {
-	case err := <-ss.cErr:
-		t.Fatalf("client ended: %v", err)
-	default:
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.IPv6 = true
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		pump(t, 0, func() bool { return clientIPv6Up(ss, false) != nil })
+		isDown := func(e Event) bool { _, ok := e.(IPv6Down); return ok }
+		synctest.Wait()
+		if ss.event(false, isDown) != nil {
+			t.Fatal("IPv6Down before the close")
+		}
+		ss.c.HandleFrame(appendPacket(nil, protoIPV6CP, codeTermReq, 0x77, nil))
+		pump(t, 0, func() bool { return ss.event(false, isDown) != nil })
+		acked := false
+		for _, p := range w.frames(0, protoIPV6CP) {
+			acked = acked || p.code == codeTermAck && p.id == 0x77
+		}
+		if !acked {
+			t.Error("no Terminate-Ack for the IPv6CP Terminate-Request")
+		}
+		synctest.Wait()
+		select {
+		case err := <-ss.cErr:
+			t.Fatalf("client ended: %v", err)
+		default:
+		}
+	})
 }
 
 // RFC 5072 §4.1: the client takes the identifier the server Naks to it.
 func TestIPv6CPTakesSuggestedIID(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.IPv6 = true
-	sc.SuggestIID = [IIDLen]byte{0x02, 0, 0, 0, 0, 0, 0, 0x42}
-	ss := start(t, cc, sc, &wire{})
-	ss.waitUp(0)
-	pump(t, clk, 0, func() bool { return clientIPv6Up(ss, false) != nil })
-	if got := clientIPv6Up(ss, false).Local; got != sc.SuggestIID {
-		t.Errorf("client IID %x, want the suggested %x", got, sc.SuggestIID)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.IPv6 = true
+		sc.SuggestIID = [IIDLen]byte{0x02, 0, 0, 0, 0, 0, 0, 0x42}
+		ss := start(t, cc, sc, &wire{})
+		ss.waitUp(0)
+		pump(t, 0, func() bool { return clientIPv6Up(ss, false) != nil })
+		if got := clientIPv6Up(ss, false).Local; got != sc.SuggestIID {
+			t.Errorf("client IID %x, want the suggested %x", got, sc.SuggestIID)
+		}
+	})
 }
 
 // A server without IPv6CP Protocol-Rejects it: IPv4 comes up, the client
 // sends IPv6CP once and never again.
 func TestIPv6CPProtocolRejected(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	pump(t, clk, 0, func() bool {
-		for _, p := range w.frames(1, protoLCP) {
-			if p.code == codeProtoRej {
-				return true
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		pump(t, 0, func() bool {
+			for _, p := range w.frames(1, protoLCP) {
+				if p.code == codeProtoRej {
+					return true
+				}
 			}
+			return false
+		})
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := len(w.frames(0, protoIPV6CP)); n != 1 {
+			t.Errorf("client sent %d IPv6CP packets after the Protocol-Reject, want 1", n)
 		}
-		return false
+		if clientIPv6Up(ss, false) != nil {
+			t.Error("IPv6Up without IPv6CP")
+		}
+		select {
+		case err := <-ss.cErr:
+			t.Fatalf("client ended: %v", err)
+		default:
+		}
 	})
-	clk.Advance(time.Minute)
-	time.Sleep(20 * time.Millisecond)
-	if n := len(w.frames(0, protoIPV6CP)); n != 1 {
-		t.Errorf("client sent %d IPv6CP packets after the Protocol-Reject, want 1", n)
-	}
-	if clientIPv6Up(ss, false) != nil {
-		t.Error("IPv6Up without IPv6CP")
-	}
-	select {
-	case err := <-ss.cErr:
-		t.Fatalf("client ended: %v", err)
-	default:
-	}
 }
 
 // A server that never answers IPv6CP: IPv4 is up as soon as IPCP is, and
 // after MaxConfigure tries the client stops without ending the link.
 func TestIPv6CPNoAnswer(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	w := &wire{drop: func(dir int, fr []byte) bool {
-		p, _, err := DecodeFrame(fr)
-		if err != nil {
-			return false
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		w := &wire{drop: func(dir int, fr []byte) bool {
+			p, _, err := DecodeFrame(fr)
+			if err != nil {
+				return false
+			}
+			return dir == 0 && p == protoIPV6CP
+		}}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0) // no clock advance needed: IPCP does not wait for IPv6CP
+		pump(t, time.Second, func() bool { return len(w.frames(0, protoIPV6CP)) >= DefaultMaxConfigure })
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := len(w.frames(0, protoIPV6CP)); n != DefaultMaxConfigure {
+			t.Errorf("client sent %d IPv6CP requests, want %d", n, DefaultMaxConfigure)
 		}
-		return dir == 0 && p == protoIPV6CP
-	}}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0) // no clock advance needed: IPCP does not wait for IPv6CP
-	pump(t, clk, time.Second, func() bool { return len(w.frames(0, protoIPV6CP)) >= DefaultMaxConfigure })
-	clk.Advance(time.Minute)
-	time.Sleep(20 * time.Millisecond)
-	if n := len(w.frames(0, protoIPV6CP)); n != DefaultMaxConfigure {
-		t.Errorf("client sent %d IPv6CP requests, want %d", n, DefaultMaxConfigure)
-	}
-	select {
-	case err := <-ss.cErr:
-		t.Fatalf("client ended: %v", err)
-	default:
-	}
+		select {
+		case err := <-ss.cErr:
+			t.Fatalf("client ended: %v", err)
+		default:
+		}
+	})
 }
 
 // RFC 5072 §4.1: a zero identifier, or one equal to ours, is Naked with a

@@ -6,8 +6,12 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/l2tpproxy/l2tpproxy/tunnel/clock"
 )
 
 func TestDecodeFrame(t *testing.T) {
@@ -48,44 +52,45 @@ func TestDecodeFrame(t *testing.T) {
 func TestEachAuthMethod(t *testing.T) {
 	for _, m := range []AuthMethod{AuthPAP, AuthCHAPMD5, AuthMSCHAPv2} {
 		t.Run(m.String(), func(t *testing.T) {
-			clk := newFake()
-			cc, sc := baseConfigs(clk)
-			cc.Auth = policyBit(m)
-			sc.Auth = m
-			w := &wire{addFF03: true}
-			ss := start(t, cc, sc, w)
-			up := ss.waitUp(0)
-			if up.Local != testPeer || up.Peer != testLocal || !slices.Equal(up.DNS, testDNS) || up.PeerMRU != 1280 {
-				t.Errorf("IPUp = %+v", up)
-			}
-			a, _ := ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp)
-			if a.Method != m {
-				t.Errorf("client AuthUp %+v", a)
-			}
-			sa, _ := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp)
-			if sa.Method != m || sa.User != "vpnuser" {
-				t.Errorf("server AuthUp %+v", sa)
-			}
-			if ss.event(false, func(e Event) bool { _, ok := e.(LinkUp); return ok }) == nil {
-				t.Error("no LinkUp")
-			}
-			// The client sent no Auth-Protocol and only MRU (+Magic) in LCP.
-			for _, p := range w.frames(0, protoLCP) {
-				if p.code != codeConfReq {
-					continue
+			synctest.Test(t, func(t *testing.T) {
+				cc, sc := baseConfigs(clock.Real)
+				cc.Auth = policyBit(m)
+				sc.Auth = m
+				w := &wire{addFF03: true}
+				ss := start(t, cc, sc, w)
+				up := ss.waitUp(0)
+				if up.Local != testPeer || up.Peer != testLocal || !slices.Equal(up.DNS, testDNS) || up.PeerMRU != 1280 {
+					t.Errorf("IPUp = %+v", up)
 				}
-				var types []byte
-				for rest := p.data; len(rest) > 0; {
-					typ, _, _, r, err := nextOption(rest)
-					if err != nil {
-						t.Fatal(err)
+				a, _ := ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp)
+				if a.Method != m {
+					t.Errorf("client AuthUp %+v", a)
+				}
+				sa, _ := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp)
+				if sa.Method != m || sa.User != "vpnuser" {
+					t.Errorf("server AuthUp %+v", sa)
+				}
+				if ss.event(false, func(e Event) bool { _, ok := e.(LinkUp); return ok }) == nil {
+					t.Error("no LinkUp")
+				}
+				// The client sent no Auth-Protocol and only MRU (+Magic) in LCP.
+				for _, p := range w.frames(0, protoLCP) {
+					if p.code != codeConfReq {
+						continue
 					}
-					types, rest = append(types, typ), r
+					var types []byte
+					for rest := p.data; len(rest) > 0; {
+						typ, _, _, r, err := nextOption(rest)
+						if err != nil {
+							t.Fatal(err)
+						}
+						types, rest = append(types, typ), r
+					}
+					if !bytes.Equal(types, []byte{lcpOptMRU, lcpOptMagic}) {
+						t.Errorf("unexpected LCP request %x", p.data)
+					}
 				}
-				if !bytes.Equal(types, []byte{lcpOptMRU, lcpOptMagic}) {
-					t.Errorf("unexpected LCP request %x", p.data)
-				}
-			}
+			})
 		})
 	}
 }
@@ -115,47 +120,50 @@ func authNaks(w *wire) [][]byte {
 // also accepts MS-CHAPv2: the default policy accepts CHAP-MD5 as offered; a
 // policy without it Naks toward MS-CHAPv2 and the server follows.
 func TestServerOffersCHAPMD5(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.Auth = AuthCHAPMD5
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	if naks := authNaks(w); len(naks) != 0 {
-		t.Errorf("client Naks %x, want none", naks)
-	}
-	if a := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthCHAPMD5 {
-		t.Errorf("method %v", a.Method)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.Auth = AuthCHAPMD5
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		if naks := authNaks(w); len(naks) != 0 {
+			t.Errorf("client Naks %x, want none", naks)
+		}
+		if a := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthCHAPMD5 {
+			t.Errorf("method %v", a.Method)
+		}
+	})
 }
 
 func TestServerOffersCHAPMD5ClientNaksMSCHAPv2(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	cc.Auth = AllowMSCHAPv2 | AllowEAP
-	sc.Auth = AuthCHAPMD5
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	naks := authNaks(w)
-	if len(naks) != 1 || !bytes.Equal(naks[0], mustHex("c22381")) {
-		t.Errorf("client Naks %x, want one c22381", naks)
-	}
-	if a := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthMSCHAPv2 {
-		t.Errorf("method %v", a.Method)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		cc.Auth = AllowMSCHAPv2 | AllowEAP
+		sc.Auth = AuthCHAPMD5
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		naks := authNaks(w)
+		if len(naks) != 1 || !bytes.Equal(naks[0], mustHex("c22381")) {
+			t.Errorf("client Naks %x, want one c22381", naks)
+		}
+		if a := ss.event(true, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthMSCHAPv2 {
+			t.Errorf("method %v", a.Method)
+		}
+	})
 }
 
 func TestServerInsistsOnCHAPMD5(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.Auth = AuthCHAPMD5
-	sc.Accept = []AuthMethod{AuthCHAPMD5} // cannot do MS-CHAPv2: re-offers MD5, client accepts
-	ss := start(t, cc, sc, &wire{})
-	ss.waitUp(0)
-	if a := ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthCHAPMD5 {
-		t.Errorf("method %v", a.Method)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.Auth = AuthCHAPMD5
+		sc.Accept = []AuthMethod{AuthCHAPMD5} // cannot do MS-CHAPv2: re-offers MD5, client accepts
+		ss := start(t, cc, sc, &wire{})
+		ss.waitUp(0)
+		if a := ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != AuthCHAPMD5 {
+			t.Errorf("method %v", a.Method)
+		}
+	})
 }
 
 func TestEAPFirstSoftEtherStyle(t *testing.T) {
@@ -172,24 +180,25 @@ func TestEAPFirstSoftEtherStyle(t *testing.T) {
 		{"pap-only", AllowPAP, AuthPAP, []string{"c023"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newFake()
-			cc, sc := baseConfigs(clk)
-			cc.Auth = tc.client
-			sc.EAPFirst = true
-			sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP} // SoftEther: no CHAP-MD5
-			w := &wire{}
-			ss := start(t, cc, sc, w)
-			ss.waitUp(0)
-			var got []string
-			for _, n := range authNaks(w) {
-				got = append(got, strings.ToLower(strings.TrimSpace(string(hexs(n)))))
-			}
-			if !slices.Equal(got, tc.naks) {
-				t.Errorf("naks %v, want %v", got, tc.naks)
-			}
-			if a := ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != tc.want {
-				t.Errorf("method %v", a.Method)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				cc, sc := baseConfigs(clock.Real)
+				cc.Auth = tc.client
+				sc.EAPFirst = true
+				sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP} // SoftEther: no CHAP-MD5
+				w := &wire{}
+				ss := start(t, cc, sc, w)
+				ss.waitUp(0)
+				var got []string
+				for _, n := range authNaks(w) {
+					got = append(got, strings.ToLower(strings.TrimSpace(string(hexs(n)))))
+				}
+				if !slices.Equal(got, tc.naks) {
+					t.Errorf("naks %v, want %v", got, tc.naks)
+				}
+				if a := ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }).(AuthUp); a.Method != tc.want {
+					t.Errorf("method %v", a.Method)
+				}
+			})
 		})
 	}
 }
@@ -206,43 +215,45 @@ func fmtHex(b []byte) string {
 }
 
 func TestNoAcceptableAuthMethod(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	cc.Auth = AllowCHAP
-	sc.EAPFirst = true
-	sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP}
-	ss := start(t, cc, sc, &wire{})
-	err := waitErr(t, clk, 0, ss.cErr)
-	if !errIs(err, ErrAuthRejected) {
-		t.Fatalf("client: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		cc.Auth = AllowCHAP
+		sc.EAPFirst = true
+		sc.Accept = []AuthMethod{AuthMSCHAPv2, AuthPAP}
+		ss := start(t, cc, sc, &wire{})
+		err := waitErr(t, 0, ss.cErr)
+		if !errIs(err, ErrAuthRejected) {
+			t.Fatalf("client: %v", err)
+		}
+	})
 }
 
 func TestWrongPassword(t *testing.T) {
 	for _, m := range []AuthMethod{AuthPAP, AuthCHAPMD5, AuthMSCHAPv2, AuthEAPMD5, AuthEAPMSCHAPv2} {
 		t.Run(m.String(), func(t *testing.T) {
-			clk := newFake()
-			cc, sc := baseConfigs(clk)
-			cc.Auth = policyBit(m)
-			cc.Password = []byte("Secret-Wrong-Pw")
-			sc.Auth = m
-			ss := start(t, cc, sc, &wire{})
-			err := waitErr(t, clk, 0, ss.cErr)
-			if !errIs(err, ErrAuthFailed) {
-				t.Fatalf("client: %v", err)
-			}
-			if strings.Contains(err.Error(), "Secret-Wrong-Pw") {
-				t.Errorf("password leaked into error: %v", err)
-			}
-			if (m == AuthMSCHAPv2 || m == AuthEAPMSCHAPv2) && (!strings.Contains(err.Error(), "E=691 R=0") || !strings.Contains(err.Error(), "M=Authentication failed")) {
-				t.Errorf("error lacks server message: %v", err)
-			}
-			if !errIs(waitErr(t, clk, 0, ss.sErr), ErrAuthFailed) {
-				t.Error("server did not fail authentication")
-			}
-			if ss.clientIPUp() != nil {
-				t.Error("IPUp after failure")
-			}
+			synctest.Test(t, func(t *testing.T) {
+				cc, sc := baseConfigs(clock.Real)
+				cc.Auth = policyBit(m)
+				cc.Password = []byte("Secret-Wrong-Pw")
+				sc.Auth = m
+				ss := start(t, cc, sc, &wire{})
+				err := waitErr(t, 0, ss.cErr)
+				if !errIs(err, ErrAuthFailed) {
+					t.Fatalf("client: %v", err)
+				}
+				if strings.Contains(err.Error(), "Secret-Wrong-Pw") {
+					t.Errorf("password leaked into error: %v", err)
+				}
+				if (m == AuthMSCHAPv2 || m == AuthEAPMSCHAPv2) && (!strings.Contains(err.Error(), "E=691 R=0") || !strings.Contains(err.Error(), "M=Authentication failed")) {
+					t.Errorf("error lacks server message: %v", err)
+				}
+				if !errIs(waitErr(t, 0, ss.sErr), ErrAuthFailed) {
+					t.Error("server did not fail authentication")
+				}
+				if ss.clientIPUp() != nil {
+					t.Error("IPUp after failure")
+				}
+			})
 		})
 	}
 }
@@ -250,161 +261,170 @@ func TestWrongPassword(t *testing.T) {
 func TestServerWithBadAuthenticator(t *testing.T) {
 	for _, m := range []AuthMethod{AuthMSCHAPv2, AuthEAPMSCHAPv2} {
 		t.Run(m.String(), func(t *testing.T) {
-			clk := newFake()
-			cc, sc := baseConfigs(clk)
-			sc.Auth = m
-			sc.badAuthenticator = true
-			ss := start(t, cc, sc, &wire{})
-			err := waitErr(t, clk, 0, ss.cErr)
-			if !errIs(err, ErrAuthFailed) || !strings.Contains(err.Error(), "failed to prove") {
-				t.Fatalf("client: %v", err)
-			}
-			if ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }) != nil {
-				t.Error("AuthUp despite bad S=")
-			}
+			synctest.Test(t, func(t *testing.T) {
+				cc, sc := baseConfigs(clock.Real)
+				sc.Auth = m
+				sc.badAuthenticator = true
+				ss := start(t, cc, sc, &wire{})
+				err := waitErr(t, 0, ss.cErr)
+				if !errIs(err, ErrAuthFailed) || !strings.Contains(err.Error(), "failed to prove") {
+					t.Fatalf("client: %v", err)
+				}
+				if ss.event(false, func(e Event) bool { _, ok := e.(AuthUp); return ok }) != nil {
+					t.Error("AuthUp despite bad S=")
+				}
+			})
 		})
 	}
 }
 
 func TestVJRejectedAndDNS2Dropped(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	sc.AskVJ = true
-	sc.RejectDNS2 = true
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	up := ss.waitUp(0)
-	if !ss.s.VJRejected() {
-		t.Error("client did not reject VJ")
-	}
-	if !slices.Equal(up.DNS, testDNS[:1]) {
-		t.Errorf("DNS %v", up.DNS)
-	}
-	var rejects [][]byte
-	for _, p := range w.frames(0, protoIPCP) {
-		if p.code == codeConfRej {
-			rejects = append(rejects, p.data)
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		sc.AskVJ = true
+		sc.RejectDNS2 = true
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		up := ss.waitUp(0)
+		if !ss.s.VJRejected() {
+			t.Error("client did not reject VJ")
 		}
-	}
-	if len(rejects) != 1 || !bytes.Equal(rejects[0], mustHex("0206002d0f01")) {
-		t.Errorf("client IPCP rejects %x", rejects)
-	}
-	reqs := w.frames(0, protoIPCP)
-	var last []byte
-	for _, p := range reqs {
-		if p.code == codeConfReq {
-			last = p.data
+		if !slices.Equal(up.DNS, testDNS[:1]) {
+			t.Errorf("DNS %v", up.DNS)
 		}
-	}
-	if !bytes.Equal(last, mustHex("0306c0a82a0a8106c0a82a01")) {
-		t.Errorf("last IPCP request %x", last)
-	}
+		var rejects [][]byte
+		for _, p := range w.frames(0, protoIPCP) {
+			if p.code == codeConfRej {
+				rejects = append(rejects, p.data)
+			}
+		}
+		if len(rejects) != 1 || !bytes.Equal(rejects[0], mustHex("0206002d0f01")) {
+			t.Errorf("client IPCP rejects %x", rejects)
+		}
+		reqs := w.frames(0, protoIPCP)
+		var last []byte
+		for _, p := range reqs {
+			if p.code == codeConfReq {
+				last = p.data
+			}
+		}
+		if !bytes.Equal(last, mustHex("0306c0a82a0a8106c0a82a01")) {
+			t.Errorf("last IPCP request %x", last)
+		}
+	})
 }
 
 func TestTerminateByClient(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	ss := start(t, cc, sc, &wire{})
-	ss.waitUp(0)
-	ss.cancelC()
-	if err := waitErr(t, clk, 0, ss.cErr); err != nil {
-		t.Errorf("client: %v", err)
-	}
-	if err := waitErr(t, clk, 0, ss.sErr); !errIs(err, ErrTerminated) {
-		t.Errorf("server: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		ss := start(t, cc, sc, &wire{})
+		ss.waitUp(0)
+		ss.cancelC()
+		if err := waitErr(t, 0, ss.cErr); err != nil {
+			t.Errorf("client: %v", err)
+		}
+		if err := waitErr(t, 0, ss.sErr); !errIs(err, ErrTerminated) {
+			t.Errorf("server: %v", err)
+		}
+	})
 }
 
 func TestTerminateByServer(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	ss := start(t, cc, sc, &wire{})
-	ss.waitUp(0)
-	ss.cancelS()
-	if err := waitErr(t, clk, 0, ss.cErr); !errIs(err, ErrTerminated) {
-		t.Errorf("client: %v", err)
-	}
-	if err := waitErr(t, clk, 0, ss.sErr); err != nil {
-		t.Errorf("server: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		ss := start(t, cc, sc, &wire{})
+		ss.waitUp(0)
+		ss.cancelS()
+		if err := waitErr(t, 0, ss.cErr); !errIs(err, ErrTerminated) {
+			t.Errorf("client: %v", err)
+		}
+		if err := waitErr(t, 0, ss.sErr); err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
 }
 
 func TestTerminateWaitIsBounded(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	w.mu.Lock()
-	w.drop = func(int, []byte) bool { return true } // server unreachable now
-	w.mu.Unlock()
-	ss.cancelC()
-	before := clk.Now()
-	if err := waitErr(t, clk, 100*time.Millisecond, ss.cErr); err != nil {
-		t.Errorf("client: %v", err)
-	}
-	if d := clk.Now().Sub(before); d > 3*time.Second {
-		t.Errorf("terminate took %v of fake time", d)
-	}
-	var terms int
-	for _, p := range w.frames(0, protoLCP) {
-		if p.code == codeTermReq {
-			terms++
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		w.mu.Lock()
+		w.drop = func(int, []byte) bool { return true } // server unreachable now
+		w.mu.Unlock()
+		ss.cancelC()
+		before := time.Now()
+		if err := waitErr(t, time.Minute, ss.cErr); err != nil {
+			t.Errorf("client: %v", err)
 		}
-	}
-	if terms != DefaultMaxTerminate {
-		t.Errorf("%d Terminate-Requests, want %d", terms, DefaultMaxTerminate)
-	}
+		if d := time.Since(before); d > 3*time.Second {
+			t.Errorf("terminate took %v of fake time", d)
+		}
+		var terms int
+		for _, p := range w.frames(0, protoLCP) {
+			if p.code == codeTermReq {
+				terms++
+			}
+		}
+		if terms != DefaultMaxTerminate {
+			t.Errorf("%d Terminate-Requests, want %d", terms, DefaultMaxTerminate)
+		}
+	})
 }
 
 func TestLostFramesRetransmitted(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	w := &wire{}
-	lost := map[string]int{}
-	w.drop = func(dir int, f []byte) bool {
-		p, info, _ := DecodeFrame(f)
-		key := string(rune('0'+dir)) + fmtHex([]byte{byte(p >> 8), byte(p), info[0]})
-		// Lose the first two client LCP requests, the first server CHAP
-		// Challenge, the first client CHAP Response and the first server IPCP Nak.
-		limit := map[string]int{"0c02101": 2, "1c22301": 1, "0c22302": 1, "1802103": 1}[key]
-		if lost[key] < limit {
-			lost[key]++
-			return true
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		w := &wire{}
+		lost := map[string]int{}
+		w.drop = func(dir int, f []byte) bool {
+			p, info, _ := DecodeFrame(f)
+			key := string(rune('0'+dir)) + fmtHex([]byte{byte(p >> 8), byte(p), info[0]})
+			// Lose the first two client LCP requests, the first server CHAP
+			// Challenge, the first client CHAP Response and the first server IPCP Nak.
+			limit := map[string]int{"0c02101": 2, "1c22301": 1, "0c22302": 1, "1802103": 1}[key]
+			if lost[key] < limit {
+				lost[key]++
+				return true
+			}
+			return false
 		}
-		return false
-	}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(500 * time.Millisecond)
-	// The retransmitted Challenge got an identical Response.
-	var resp [][]byte
-	for _, p := range w.frames(0, protoCHAP) {
-		if p.code == 2 {
-			resp = append(resp, p.data)
+		ss := start(t, cc, sc, w)
+		ss.waitUp(500 * time.Millisecond)
+		// The retransmitted Challenge got an identical Response.
+		var resp [][]byte
+		for _, p := range w.frames(0, protoCHAP) {
+			if p.code == 2 {
+				resp = append(resp, p.data)
+			}
 		}
-	}
-	if len(resp) != 2 || !bytes.Equal(resp[0], resp[1]) {
-		t.Errorf("responses %x", resp)
-	}
-	if lost["0c02101"] != 2 || lost["1802103"] != 1 {
-		t.Errorf("losses %v", lost)
-	}
+		if len(resp) != 2 || !bytes.Equal(resp[0], resp[1]) {
+			t.Errorf("responses %x", resp)
+		}
+		if lost["0c02101"] != 2 || lost["1802103"] != 1 {
+			t.Errorf("losses %v", lost)
+		}
+	})
 }
 
 func TestNoAnswerTimesOut(t *testing.T) {
-	clk := newFake()
-	cc, _ := baseConfigs(clk)
-	var sent int
-	c := NewClient(cc, func([]byte) error { sent++; return nil })
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(t.Context()) }()
-	err := waitErr(t, clk, time.Second, errc)
-	if !errIs(err, ErrTimeout) {
-		t.Fatalf("got %v", err)
-	}
-	if sent != DefaultMaxConfigure {
-		t.Errorf("sent %d requests, want %d", sent, DefaultMaxConfigure)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cc, _ := baseConfigs(clock.Real)
+		var sent int
+		c := NewClient(cc, func([]byte) error { sent++; return nil })
+		errc := make(chan error, 1)
+		var done sync.WaitGroup
+		done.Go(func() { errc <- c.Run(t.Context()) })
+		t.Cleanup(done.Wait) // Run ends before the bubble, even if the test fails early
+		err := waitErr(t, time.Minute, errc)
+		if !errIs(err, ErrTimeout) {
+			t.Fatalf("got %v", err)
+		}
+		if sent != DefaultMaxConfigure {
+			t.Errorf("sent %d requests, want %d", sent, DefaultMaxConfigure)
+		}
+	})
 }
 
 // clientAlone runs a Client whose output is collected for direct checks.
@@ -544,46 +564,47 @@ func TestSoftEtherLCPAgainstClient(t *testing.T) {
 }
 
 func TestProtocolRejectAfterAuth(t *testing.T) {
-	clk := newFake()
-	cc, sc := baseConfigs(clk)
-	cc.NoIPv6 = true
-	w := &wire{}
-	ss := start(t, cc, sc, w)
-	ss.waitUp(0)
-	ipv6cp := mustHex("ff0380570101000e010a8fa5cafeff8fa5c8")
-	ss.c.HandleFrame(bytes.Clone(ipv6cp))
-	ss.c.HandleFrame(mustHex("ff03005760000000")) // IPv6 data: silently dropped
-	ss.c.HandleFrame(mustHex("ff0380fd0101000412060000"))
-	pump(t, clk, 0, func() bool {
-		n := 0
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := baseConfigs(clock.Real)
+		cc.NoIPv6 = true
+		w := &wire{}
+		ss := start(t, cc, sc, w)
+		ss.waitUp(0)
+		ipv6cp := mustHex("ff0380570101000e010a8fa5cafeff8fa5c8")
+		ss.c.HandleFrame(bytes.Clone(ipv6cp))
+		ss.c.HandleFrame(mustHex("ff03005760000000")) // IPv6 data: silently dropped
+		ss.c.HandleFrame(mustHex("ff0380fd0101000412060000"))
+		pump(t, 0, func() bool {
+			n := 0
+			for _, p := range w.frames(0, protoLCP) {
+				if p.code == codeProtoRej {
+					n++
+				}
+			}
+			return n == 2
+		})
+		var rej []packet
 		for _, p := range w.frames(0, protoLCP) {
 			if p.code == codeProtoRej {
-				n++
+				rej = append(rej, p)
 			}
 		}
-		return n == 2
-	})
-	var rej []packet
-	for _, p := range w.frames(0, protoLCP) {
-		if p.code == codeProtoRej {
-			rej = append(rej, p)
+		if binary.BigEndian.Uint16(rej[0].data) != protoIPV6CP || !bytes.Equal(rej[0].data[2:], ipv6cp[4:]) {
+			t.Errorf("protocol reject %x", rej[0].data)
 		}
-	}
-	if binary.BigEndian.Uint16(rej[0].data) != protoIPV6CP || !bytes.Equal(rej[0].data[2:], ipv6cp[4:]) {
-		t.Errorf("protocol reject %x", rej[0].data)
-	}
-	if binary.BigEndian.Uint16(rej[1].data) != protoCCP {
-		t.Errorf("protocol reject %x", rej[1].data)
-	}
-	// Still up: an Echo-Request is answered.
-	ss.c.HandleFrame(mustHex("c0210977000800000000"))
-	pump(t, clk, 0, func() bool {
-		for _, p := range w.frames(0, protoLCP) {
-			if p.code == codeEchoReply && p.id == 0x77 {
-				return true
+		if binary.BigEndian.Uint16(rej[1].data) != protoCCP {
+			t.Errorf("protocol reject %x", rej[1].data)
+		}
+		// Still up: an Echo-Request is answered.
+		ss.c.HandleFrame(mustHex("c0210977000800000000"))
+		pump(t, 0, func() bool {
+			for _, p := range w.frames(0, protoLCP) {
+				if p.code == codeEchoReply && p.id == 0x77 {
+					return true
+				}
 			}
-		}
-		return false
+			return false
+		})
 	})
 }
 
