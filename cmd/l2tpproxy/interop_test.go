@@ -369,13 +369,13 @@ func TestInterop(t *testing.T) {
 			start := time.Now()
 			resp, err = hc.Get(p["BIG_URL"])
 			if err != nil {
-				t.Fatalf("GET big: %v", err)
+				t.Fatalf("GET big: %v\n%s%s", err, pc.output(), peerLogTail(p))
 			}
 			h := sha256.New()
 			n, err := io.Copy(h, resp.Body)
 			resp.Body.Close()
 			if err != nil {
-				t.Fatalf("reading big after %d bytes: %v", n, err)
+				t.Fatalf("reading big after %d bytes: %v\n%s%s", n, err, pc.output(), peerLogTail(p))
 			}
 			if got := hex.EncodeToString(h.Sum(nil)); got != p["BIG_SHA256"] || (bigSize != 0 && n != bigSize) {
 				t.Fatalf("big: %d bytes sha256 %s, want %s %s", n, got, p["BIG_SIZE"], p["BIG_SHA256"])
@@ -388,7 +388,7 @@ func TestInterop(t *testing.T) {
 			start = time.Now()
 			resp, err = hc.Post(p["UPLOAD_URL"], "application/octet-stream", bytes.NewReader(up))
 			if err != nil {
-				t.Fatalf("POST upload: %v", err)
+				t.Fatalf("POST upload: %v\n%s%s", err, pc.output(), peerLogTail(p))
 			}
 			got, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -670,25 +670,32 @@ const badCredentialsBound = 40 * time.Second
 // (SoftEther's VPNSERVER_LOG, the VM's pluto.log or charon.log), for a
 // failure message.
 func peerLogTail(p peer) string {
-	name := p["VPNSERVER_LOG"]
-	if dir := p["VM_LOGS"]; name == "" && dir != "" {
-		name = filepath.Join(dir, "pluto.log") // Libreswan
+	var names []string
+	if name := p["VPNSERVER_LOG"]; name != "" {
+		names = append(names, name)
+	}
+	if dir := p["VM_LOGS"]; len(names) == 0 && dir != "" {
+		ike := "pluto.log" // Libreswan
 		if p["SERVER_KIND"] == "strongswan" {
-			name = filepath.Join(dir, "charon.log")
+			ike = "charon.log"
 		}
+		// The LNS too: a tunnel the server dropped says why only there.
+		names = append(names, filepath.Join(dir, ike), filepath.Join(dir, "xl2tpd-server.log"))
 	}
-	if name == "" {
-		return ""
+	var out strings.Builder
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			out.WriteString("\n(server log: " + err.Error() + ")")
+			continue
+		}
+		const max = 8 << 10
+		if len(b) > max {
+			b = b[len(b)-max:]
+		}
+		out.WriteString("\n--- end of " + name + " ---\n" + string(b))
 	}
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return "\n(server log: " + err.Error() + ")"
-	}
-	const max = 8 << 10
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return "\n--- end of " + name + " ---\n" + string(b)
+	return out.String()
 }
 
 // vmRequest asks the server VM's init to run a request (see

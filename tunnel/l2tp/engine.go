@@ -103,6 +103,9 @@ type engine struct {
 	lastActivity uint64
 	ackOwed      bool
 	rx           []rxSlot // out-of-order messages within our receive window
+	// anomalies counts what the reliable-delivery layer saw go wrong on
+	// the path (see note).
+	anomalies map[string]int
 	zlb          [controlHeaderLen]byte
 
 	rtx, hello  clock.Timer
@@ -271,15 +274,15 @@ func (e *engine) receive(pkt []byte) error {
 	switch d := int16(h.Ns - e.nr); {
 	case d < 0:
 		// Duplicate: our acknowledgement was lost; re-ack (§5.8).
-		e.log.Debug("duplicate control message, re-acking", "ns", h.Ns, "nr", e.nr)
+		e.note("the peer retransmitted a control message we had: our acknowledgement was lost, re-acking", "ns", h.Ns, "nr", h.Nr, "expected_ns", e.nr)
 		e.ackOwed = true
 		return nil
 	case d > 0:
 		if int(d) < len(e.rx) {
 			e.rx[int(h.Ns)%len(e.rx)] = rxSlot{ns: h.Ns, pkt: pkt}
-			e.log.Debug("buffering out-of-order control message", "ns", h.Ns, "nr", e.nr)
+			e.note("control message out of order: an earlier one was lost, holding it", "ns", h.Ns, "nr", h.Nr, "expected_ns", e.nr)
 		} else {
-			e.log.Debug("dropping control message outside receive window", "ns", h.Ns, "nr", e.nr)
+			e.note("control message beyond our receive window, dropped", "ns", h.Ns, "nr", h.Nr, "expected_ns", e.nr)
 		}
 		return nil
 	}
@@ -287,6 +290,23 @@ func (e *engine) receive(pkt []byte) error {
 		return err
 	}
 	return e.drainRx()
+}
+
+// note logs a reliable-delivery anomaly: at Info the 1st, 2nd, 4th, 8th...
+// time each kind happens (a hostile or broken peer cannot flood the log),
+// at Debug otherwise. They are rare on a working path, and they are what
+// tells a lossy path from a silent peer when a tunnel later times out.
+func (e *engine) note(what string, attrs ...any) {
+	if e.anomalies == nil {
+		e.anomalies = make(map[string]int)
+	}
+	e.anomalies[what]++
+	n := e.anomalies[what]
+	level := slog.LevelDebug
+	if n&(n-1) == 0 {
+		level = slog.LevelInfo
+	}
+	e.log.Log(context.Background(), level, what, append(attrs, "times", n)...)
 }
 
 // drainRx delivers buffered messages that are now in order.
@@ -427,7 +447,7 @@ func (e *engine) retransmit() error {
 		resetTimer(e.rtx, e.backoff())
 		return nil
 	}
-	e.log.Debug("retransmitting", "count", e.sent, "retry", e.retries)
+	e.note("control message not acknowledged in time, retransmitting", "type", e.out[0].mt, "ns", e.out[0].ns, "count", e.sent, "retry", e.retries)
 	for i := 0; i < e.sent; i++ {
 		e.write(e.out[i])
 	}

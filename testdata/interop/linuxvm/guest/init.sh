@@ -154,7 +154,7 @@ while :; do
 			say "selftest $id done rc $(cat "$OUT/selftest-$id.rc")"
 			;;
 		state)
-			{ ip -s xfrm state; ip xfrm policy; iptables -L -v -n; ip addr; ps ax; } >"$OUT/state-$id.txt" 2>&1
+			{ ip -s xfrm state; ip xfrm policy; iptables -L -v -n; ip addr; ps ax; cat /proc/net/snmp; } >"$OUT/state-$id.txt" 2>&1
 			echo 0 >"$OUT/state-$id.rc"
 			;;
 		delete-child | delete-ike)
