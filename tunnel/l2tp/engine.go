@@ -106,7 +106,7 @@ type engine struct {
 	// anomalies counts what the reliable-delivery layer saw go wrong on
 	// the path (see note).
 	anomalies map[string]int
-	zlb          [controlHeaderLen]byte
+	zlb       [controlHeaderLen]byte
 
 	rtx, hello  clock.Timer
 	closing     *closeReq
