@@ -26,11 +26,7 @@ func TestICRQFollowsSCCCN(t *testing.T) {
 func TestSessionUpWhenICCNSent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newScripted(t)
-		s.sccrp(nil)
-		s.expect(MsgSCCCN)
-		s.zlb()
-		icrq := s.expect(MsgICRQ)
-		s.lacSID, _ = icrq.Uint16(AVPAssignedSessionID)
+		s.toICRQ()
 		s.send(newMessage(MsgICRP, s.lacTID, s.lacSID).u16(AVPAssignedSessionID, true, 55))
 		iccn := s.expect(MsgICCN)
 		sess := sessionUp(t, s.lac.Events()) // ICCN not acknowledged

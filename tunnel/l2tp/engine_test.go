@@ -669,6 +669,17 @@ func TestTunnelAuthRejected(t *testing.T) {
 	}
 }
 
+// toICRQ answers the LAC's SCCRQ, acknowledges its SCCCN and returns its
+// ICRQ, whose Assigned Session ID it records.
+func (s *scripted) toICRQ() *ControlMessage {
+	s.sccrp(nil)
+	s.expect(MsgSCCCN)
+	s.zlb()
+	icrq := s.expect(MsgICRQ)
+	s.lacSID, _ = icrq.Uint16(AVPAssignedSessionID)
+	return icrq
+}
+
 func (s *scripted) zlb() {
 	sp := s.l.packets()
 	s.lac.HandleControl(appendZLB(nil, s.lacTID, 0, s.ns, sp[len(sp)-1].m.Ns+1))
@@ -677,11 +688,7 @@ func (s *scripted) zlb() {
 func TestUnknownMandatoryAVPInICRP(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newScripted(t)
-		s.sccrp(nil)
-		s.expect(MsgSCCCN)
-		s.zlb()
-		icrq := s.expect(MsgICRQ)
-		s.lacSID, _ = icrq.Uint16(AVPAssignedSessionID)
+		icrq := s.toICRQ()
 		if icrq.TunnelID != 77 || icrq.SessionID != 0 || s.lacSID == 0 {
 			t.Fatalf("ICRQ %+v", icrq.Header)
 		}
