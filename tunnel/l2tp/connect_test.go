@@ -68,3 +68,46 @@ func TestFirstSCCRQTimeout(t *testing.T) {
 		sessionUp(t, p.lns.Events())
 	})
 }
+
+// TestAckReachesStrictPeer: our HELLO is lost, and the server's HELLO
+// acknowledges only what came before it. xl2tpd would ignore a ZLB whose
+// Ns is past the lost HELLO's, so the LAC sends, at once, the ZLB and its
+// HELLO again with the new Nr: whichever the server expects carries the
+// acknowledgement.
+func TestAckReachesStrictPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newScripted(t)
+		s.toICRQ()
+		s.send(newMessage(MsgICRP, s.lacTID, s.lacSID).u16(AVPAssignedSessionID, true, 55))
+		s.expect(MsgICCN)
+		sessionUp(t, s.lac.Events())
+		s.zlb()                                        // ICCN acknowledged
+		time.Sleep(defaultHelloInterval + time.Second) // silence: the LAC probes
+		hello := s.expect(MsgHELLO)                    // and we play that it was lost
+		synctest.Wait()
+		before := len(s.l.packets())
+
+		pkt, err := newMessage(MsgHELLO, s.lacTID, 0).bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		putNsNr(pkt, s.ns, hello.Ns) // acknowledges what came before the HELLO only
+		s.ns++
+		s.lac.HandleControl(pkt)
+		synctest.Wait()
+		sent := s.l.packets()[before:]
+		var zlb, again bool
+		for _, sp := range sent {
+			switch {
+			case sp.m.Type == MsgZLB && sp.m.Ns == hello.Ns+1 && sp.m.Nr == s.ns:
+				zlb = true
+			case sp.m.Type == MsgHELLO && sp.m.Ns == hello.Ns && sp.m.Nr == s.ns:
+				again = true
+			}
+		}
+		if !zlb || !again {
+			t.Fatalf("without time passing the LAC sent %v (ZLB %v, HELLO again %v), want a ZLB with Ns %d and HELLO Ns %d, both with Nr %d",
+				s.l.types()[before:], zlb, again, hello.Ns+1, hello.Ns, s.ns)
+		}
+	})
+}

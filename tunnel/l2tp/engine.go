@@ -409,6 +409,17 @@ func (e *engine) flushAck() {
 		e.log.Warn("transport write failed", "type", MsgZLB, "err", err)
 	}
 	e.ackOwed = false
+	if e.sent > 0 && e.st.tunnelEstablished() {
+		// The peer sent something that does not acknowledge all we sent,
+		// so out[0] may be lost. xl2tpd takes Nr only from a message
+		// whose Ns is the one it expects (control.c check_control): while
+		// out[0] is missing there, the ZLB's Ns is ahead and the ZLB
+		// acknowledges nothing, and its own message would wait for our
+		// retransmission timer (up to 8 s) against its 31 s budget. out[0]
+		// now, with the same Nr, is the message it expects; if it had it
+		// after all, the ZLB serves and out[0] is a harmless duplicate.
+		e.write(e.out[0])
+	}
 }
 
 // retransmit resends every unacknowledged message with the current Nr,
