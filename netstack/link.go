@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -60,6 +61,9 @@ type linkEndpoint struct {
 	// has had its checksums verified (see Capabilities).
 	rxOffload atomic.Bool
 
+	// probe re-sends segments of silent TCP flows (stall.go); nil if off.
+	probe *stallProber
+
 	dropped atomic.Uint64 // best-effort packets dropped on a full queue
 	blocked atomic.Uint64 // writes that had to wait for queue space
 	outErrs atomic.Uint64 // out() returned an error
@@ -97,6 +101,19 @@ func (e *linkEndpoint) shutdown() {
 func (e *linkEndpoint) run(emit func([]*[]byte)) {
 	defer e.wg.Done()
 	batch := make([]*[]byte, 0, outBatchLen)
+	// The stall prober's timer: armed while it tracks flows, at most
+	// probeFloor away while data was sent since it last looked.
+	timer := time.NewTimer(0)
+	if !timer.Stop() {
+		<-timer.C
+	}
+	defer timer.Stop()
+	var timerC <-chan time.Time
+	var timerAt time.Time
+	arm := func(d time.Duration) {
+		timer.Reset(d)
+		timerC, timerAt = timer.C, time.Now().Add(d)
+	}
 	for {
 		select {
 		case bp := <-e.q:
@@ -110,9 +127,28 @@ func (e *linkEndpoint) run(emit func([]*[]byte)) {
 					break drain
 				}
 			}
+			if e.probe != nil && e.probe.sent(batch) &&
+				(timerC == nil || time.Until(timerAt) > probeFloor) {
+				timer.Stop()
+				arm(probeFloor)
+			}
 			emit(batch)
 			clear(batch)
+		case <-timerC:
+			timerC = nil
+			var next time.Duration
+			batch, next = e.probe.expire(batch[:0])
+			if len(batch) > 0 {
+				emit(batch)
+				clear(batch)
+			}
+			if next > 0 {
+				arm(next)
+			}
 		case <-e.done:
+			if e.probe != nil {
+				e.probe.forgetAll()
+			}
 			for {
 				select {
 				case bp := <-e.q:

@@ -61,11 +61,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 // BenchmarkLossy downloads and uploads through a seeded relay that drops 5 %
 // of the NAT-T datagrams each way (issue 9's loss goal: >= 20 MB/s each
-// way). It reports both stacks' TCP recovery counters: the far-side stack
+// way), with both stacks' stall probes (netstack/stall.go) on and off. It
+// reports the sending stack's TCP recovery counters: the far-side stack
 // sends the downloads, the client's the uploads.
 func BenchmarkLossy(b *testing.B) {
+	b.Run("probes", func(b *testing.B) { benchLossy(b, false) })
+	b.Run("no-probes", func(b *testing.B) { benchLossy(b, true) })
+}
+
+func benchLossy(b *testing.B, noProbes bool) {
 	const size = 16 << 20
-	srv := startServer(b, testserver.Config{BigSize: size})
+	srv := startServer(b, testserver.Config{BigSize: size, NoStallProbes: noProbes})
 	relay, err := testserver.StartLossyRelay(srv.NATTAddr(), 0.05, 1)
 	if err != nil {
 		b.Fatal(err)
@@ -74,6 +80,7 @@ func BenchmarkLossy(b *testing.B) {
 	cfg := clientConfig(b, srv)
 	cfg.NATTPort = relay.Addr().Port()
 	cfg.ConnectTimeout = 60 * time.Second
+	cfg.NoStallProbes = noProbes
 	c := dial(b, cfg)
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -83,6 +90,7 @@ func BenchmarkLossy(b *testing.B) {
 	report := func(b *testing.B, sender netstack.TCPStats) {
 		b.ReportMetric(float64(sender.Retransmits)/float64(b.N), "rexmit/op")
 		b.ReportMetric(float64(sender.Timeouts)/float64(b.N), "rto/op")
+		b.ReportMetric(float64(sender.StallProbes)/float64(b.N), "probes/op")
 		b.Logf("sender %+v; relay dropped %d to server, %d to client", sender,
 			relay.DroppedToServer.Load(), relay.DroppedToClient.Load())
 	}
@@ -128,6 +136,7 @@ func diffTCP(a, b netstack.TCPStats) netstack.TCPStats {
 		SACKRecovery: a.SACKRecovery - b.SACKRecovery, TLPRecovery: a.TLPRecovery - b.TLPRecovery,
 		Timeouts: a.Timeouts - b.Timeouts, SpuriousRecovery: a.SpuriousRecovery - b.SpuriousRecovery,
 		ListenOverflow: a.ListenOverflow - b.ListenOverflow, Dropped: a.Dropped - b.Dropped,
+		StallProbes: a.StallProbes - b.StallProbes,
 	}
 }
 

@@ -115,6 +115,11 @@ type Config struct {
 	// default: on the 2-core VM it was measured on it gave no consistent
 	// gain (README "Performance"). Ignored with GOMAXPROCS 1.
 	ParallelDecrypt bool
+	// NoStallProbes turns off the network stack's stall probes
+	// (netstack.Config.NoStallProbes), which repair a TCP upload's lost
+	// retransmissions and tails without waiting for gVisor's 200 ms RTO.
+	// For measuring them (BenchmarkLossy); leave it false.
+	NoStallProbes bool
 
 	Logger *slog.Logger
 	Clock  clock.Clock

@@ -347,6 +347,8 @@ func (c *Client) startStack(ip ppp.IPUp) error {
 		Logger:    c.log.With("layer", "netstack"),
 		OutBatch:  c.data.SendIPBatch,
 		Capture:   capture,
+
+		NoStallProbes: c.cfg.NoStallProbes,
 	}, c.data.SendIP)
 	if err != nil {
 		return &Error{Class: ErrNetstack, Layer: "netstack", Err: err}

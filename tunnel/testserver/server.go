@@ -80,6 +80,9 @@ type Config struct {
 	// loopback, the client's UDP_GRO can coalesce only what was sent as
 	// GSO, so this shows the cost with a NIC that does GRO.
 	SendGSO bool
+	// NoStallProbes turns off its stack's stall probes
+	// (netstack.Config.NoStallProbes), to measure what they do.
+	NoStallProbes bool
 	// Listen opens the server's sockets (default: UDP on loopback); tests
 	// give tunnel/memnet's Network.Listen to run without sockets.
 	Listen func(netip.AddrPort) (datapath.Conn, error)
@@ -241,6 +244,8 @@ func Start(cfg Config) (*Server, error) {
 		Logger:    s.log.With("srv", "netstack"),
 		// Batched sends (sendmmsg; UDP GSO only with SendGSO).
 		OutBatch: s.data.SendIPBatch,
+
+		NoStallProbes: cfg.NoStallProbes,
 	}, s.data.SendIP)
 	if err != nil {
 		s.closeSockets()
