@@ -246,8 +246,10 @@ const (
 	// retransmission or tail more often than Linux. But a real server's TCP
 	// delays its ACKs: against SoftEther (SecureNAT) a 16 MiB upload took
 	// 6.5 s with 10 ms and 1.65 s with 200 ms (2026-12-01), and 30 s in a
-	// loaded CI run: spurious timeouts collapse the window. The loss goal
-	// needs another means (issue 9).
+	// loaded CI run: spurious timeouts collapse the window. The stall
+	// probes (stall.go) are that other means: they repair what gVisor
+	// would wait an RTO for within a few round trips, and leave the RTO
+	// for a path that has gone silent.
 	tcpMinRTO = 200 * time.Millisecond
 	tcpMaxRTO = 120 * time.Second
 )
@@ -269,7 +271,8 @@ func (s *Stack) setTCPOptions() error {
 		// 2026-12-02: 0.40/0.18 MB/s and 124/153 RTOs per 16 MiB against
 		// 2.7/2.6 MB/s and 20/24). The RTOs that remain come from gVisor's
 		// sender: no probe during recovery, stale Outstanding on entering
-		// it, no new data after the reorder timer (README, Performance).
+		// it, no new data after the reorder timer (README, Performance);
+		// the link's stall probes (stall.go) repair those stalls.
 		{"recovery", ptr(tcpip.TCPRACKLossDetection)},
 		// NewReno (RFC 5681/6582), not CUBIC. CUBIC would suit long-RTT
 		// Internet paths better, but gVisor's CUBIC at this version can
@@ -537,8 +540,27 @@ type TCPStats struct {
 	StallProbes                    uint64 // segments the link re-sent because their flow fell silent (stall.go)
 }
 
-// TCPStats returns the stack's TCP counters.
+// Add adds b's counters to a's.
+func (a *TCPStats) Add(b TCPStats) {
+	a.SegmentsSent += b.SegmentsSent
+	a.SegmentsReceived += b.SegmentsReceived
+	a.Retransmits += b.Retransmits
+	a.FastRetransmits += b.FastRetransmits
+	a.SACKRecovery += b.SACKRecovery
+	a.TLPRecovery += b.TLPRecovery
+	a.Timeouts += b.Timeouts
+	a.SpuriousRecovery += b.SpuriousRecovery
+	a.ListenOverflow += b.ListenOverflow
+	a.Dropped += b.Dropped
+	a.StallProbes += b.StallProbes
+}
+
+// TCPStats returns the stack's TCP counters (zero for a nil Stack: a
+// tunnel whose stack is not up yet).
 func (s *Stack) TCPStats() TCPStats {
+	if s == nil {
+		return TCPStats{}
+	}
 	t := s.stack.Stats().TCP
 	return TCPStats{
 		SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value(),

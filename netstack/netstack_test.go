@@ -550,8 +550,17 @@ func FuzzInjectInbound(f *testing.F) {
 	})
 }
 
+// BenchmarkStackTCP is one bulk TCP stream between two stacks, with the
+// stall probes' per-segment copies (stall.go) and without.
 func BenchmarkStackTCP(b *testing.B) {
-	sa, sb := mustPipe(b)
+	b.Run("probes", func(b *testing.B) { benchStackTCP(b, false) })
+	b.Run("no-probes", func(b *testing.B) { benchStackTCP(b, true) })
+}
+
+func benchStackTCP(b *testing.B, noProbes bool) {
+	ca, cb := cfgA(), cfgB()
+	ca.NoStallProbes, cb.NoStallProbes = noProbes, noProbes
+	sa, sb := pairWith(b, ca, cb, nil, nil)
 	ln, err := sb.ListenTCP(netip.AddrPortFrom(addrB, 5001))
 	if err != nil {
 		b.Fatal(err)

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"sync/atomic"
 
+	"github.com/l2tpproxy/l2tpproxy/netstack"
 	"github.com/l2tpproxy/l2tpproxy/tunnel/datapath"
 )
 
@@ -19,6 +20,9 @@ type Stats struct {
 	// IKERenewals counts IKE SAs negotiated in place after the server
 	// deleted the IKE SA but kept the IPsec SA.
 	IKERenewals uint64
+	// TCP is what the tunnel's network stack counted for its TCP
+	// connections: how they recovered from loss.
+	TCP netstack.TCPStats
 }
 
 // controlCounters are the counters supervise keeps.
@@ -34,5 +38,6 @@ func (c *Client) Stats() Stats {
 		ESPRekeys:        c.counters.espRekeys.Load(),
 		ESPDeletedByPeer: c.counters.espDeleted.Load(),
 		IKERenewals:      c.counters.ikeRenewals.Load(),
+		TCP:              c.Stack().TCPStats(),
 	}
 }

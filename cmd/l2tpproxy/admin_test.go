@@ -210,6 +210,14 @@ func TestAdminEndpoint(t *testing.T) {
 	if d := s2.value(t, "l2tpproxy_bytes_total", "layer=esp", "direction=out") - s1.value(t, "l2tpproxy_bytes_total", "layer=esp", "direction=out"); d <= 0 {
 		t.Errorf("esp bytes out did not grow (%v)", d)
 	}
+	// The TCP counters are scraped (value fails the test when a metric is
+	// missing); loss moves them, which TestInteropLossyUpload checks
+	// against SoftEther.
+	for _, name := range []string{"l2tpproxy_tcp_retransmitted_segments_total", "l2tpproxy_tcp_timeouts_total", "l2tpproxy_tcp_stall_probes_total"} {
+		if v := s2.value(t, name, "tunnel="+defaultTunnelName); v < 0 {
+			t.Errorf("%s = %v", name, v)
+		}
+	}
 	if s2.value(t, "l2tpproxy_packets_total", "layer=l2tp_control", "direction=in") < 1 {
 		t.Error("no L2TP control message counted (the setup has several)")
 	}

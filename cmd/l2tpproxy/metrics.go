@@ -273,6 +273,7 @@ func addTunnelStats(sum *tunnel.Stats, s tunnel.Stats) {
 	sum.ESPRekeys += s.ESPRekeys
 	sum.ESPDeletedByPeer += s.ESPDeletedByPeer
 	sum.IKERenewals += s.IKERenewals
+	sum.TCP.Add(s.TCP)
 }
 
 // Descriptions of the metrics read at scrape time. Those of the tunnels
@@ -299,6 +300,12 @@ var (
 		"IPsec SAs the server deleted.", []string{"tunnel"}, nil)
 	descIKERenewals = prometheus.NewDesc("l2tpproxy_ike_renewals_total",
 		"IKE SAs negotiated in place after the server deleted the IKE SA but kept the IPsec SA.", []string{"tunnel"}, nil)
+	descTCPRetransmits = prometheus.NewDesc("l2tpproxy_tcp_retransmitted_segments_total",
+		"TCP segments the tunnel's network stack sent again (any reason), over all its connections.", []string{"tunnel"}, nil)
+	descTCPTimeouts = prometheus.NewDesc("l2tpproxy_tcp_timeouts_total",
+		"TCP retransmission timeouts (RTO) of the tunnel's network stack.", []string{"tunnel"}, nil)
+	descTCPStallProbes = prometheus.NewDesc("l2tpproxy_tcp_stall_probes_total",
+		"TCP segments the tunnel's network stack re-sent because a connection with data in flight fell silent (a lost retransmission or tail repaired without waiting for an RTO).", []string{"tunnel"}, nil)
 	descUp = prometheus.NewDesc("l2tpproxy_tunnel_up",
 		"1 while the tunnel is up, 0 while it is connecting or reconnecting.", []string{"tunnel"}, nil)
 	descUptime = prometheus.NewDesc("l2tpproxy_tunnel_uptime_seconds",
@@ -315,7 +322,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *monitor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBytes, descPackets, descDrops, descRekeys, descHolds, descHoldSeconds, descSendFailed, descESPDeleted, descIKERenewals,
-		descUp, descUptime, descConnOpen, descConnTotal, descRefused} {
+		descTCPRetransmits, descTCPTimeouts, descTCPStallProbes, descUp, descUptime, descConnOpen, descConnTotal, descRefused} {
 		ch <- d
 	}
 	m.reconnects.Describe(ch)
@@ -352,6 +359,9 @@ func (m *monitor) Collect(ch chan<- prometheus.Metric) {
 		counter(descSendFailed, s.SendFailed.Packets, n)
 		counter(descESPDeleted, s.ESPDeletedByPeer, n)
 		counter(descIKERenewals, s.IKERenewals, n)
+		counter(descTCPRetransmits, s.TCP.Retransmits, n)
+		counter(descTCPTimeouts, s.TCP.Timeouts, n)
+		counter(descTCPStallProbes, s.TCP.StallProbes, n)
 		if up {
 			gauge(descUp, 1, n)
 			gauge(descUptime, time.Since(since).Seconds(), n)
