@@ -35,6 +35,11 @@ import (
 // ACK like any other: a cumulative one ends its recovery or its wait, SACK
 // blocks show RACK what is still missing.
 //
+// A connection's SYN is covered the same way once some connection has
+// measured the path's RTT: a lost SYN or SYN-ACK then costs tens of
+// milliseconds, not the stack's 1 s initial RTO (a duplicate SYN draws
+// the SYN-ACK again, RFC 9293 §3.10.7.3).
+//
 // The probe is a copy of a packet gVisor sent, with the flow's latest
 // timestamps (see restamp), and gVisor never learns of it. It goes out
 // probeFloor + 2 x the flow's smoothed RTT after the last sign of life
@@ -60,7 +65,14 @@ type stallProber struct {
 	n     atomic.Int32 // len(flows), read by the inbound path without the lock
 
 	kept   int // bytes of segments kept, all flows
-	probed atomic.Uint64
+	// pathSRTT is the latest smoothed RTT of any flow: every flow takes
+	// the same path (the tunnel), so it is where a new flow's starts
+	// (RFC 2140's sharing of RTT state between connections to a host),
+	// and what lets a lost SYN be repaired long before the stack's 1 s
+	// initial RTO (RFC 6298 §2.1). 0 until a flow has measured one;
+	// until then SYNs are left to the stack.
+	pathSRTT int64
+	probed   atomic.Uint64
 }
 
 const (
@@ -91,6 +103,11 @@ const (
 	// this long is forgotten (so the inbound path has nothing to look up
 	// while nothing is being sent).
 	flowIdle = time.Second
+	// flowDead: a flow with data in flight that has neither sent nor
+	// heard anything for this long is forgotten with its copies: its
+	// connection is gone (a live sender retransmits at least every
+	// tcpMaxRTO).
+	flowDead = 2*tcpMaxRTO + time.Minute
 )
 
 // flowKey names a TCP connection by its outbound IPv4 4-tuple.
@@ -105,6 +122,7 @@ type flow struct {
 	// out goroutine.
 	una       atomic.Uint32 // highest cumulative ACK heard
 	heardAt   atomic.Int64  // when the flow's last segment arrived (ns since start)
+	reset     atomic.Bool   // the peer sent a RST: forget the flow
 	rttSeq    atomic.Uint32 // the timed segment ends here...
 	rttAt     atomic.Int64  // ...and was sent then; 0: nothing timed (out goroutine sets, inbound clears)
 	rttSample atomic.Int64  // a round trip measured by the inbound path, 0 once taken
@@ -117,8 +135,12 @@ type flow struct {
 	probeUna uint32    // the cumulative ACK when the first of them was sent
 	probeAt  int64     // when the last one was sent
 	srtt     int64     // smoothed RTT (ns), 0 until measured
-	ts       [8]byte   // TSval and TSecr of the latest segment sent with timestamps
-	hasTS    bool
+	// Of the latest segment sent: its acknowledgment number and window,
+	// and its timestamps (TSval, TSecr) if it had them.
+	ack   [4]byte
+	win   [2]byte
+	ts    [8]byte
+	hasTS bool
 }
 
 // keptSeg is a copy of one TCP segment sent: its IPv4 packet and the
@@ -132,7 +154,9 @@ func newStallProber(get func(int) *[]byte, put func(*[]byte), headroom int) *sta
 	return &stallProber{get: get, put: put, headroom: headroom, start: time.Now(), flows: make(map[flowKey]*flow)}
 }
 
-func (p *stallProber) now() int64 { return int64(time.Since(p.start)) }
+// now is the time in ns since the prober started, never 0 (0 marks
+// "nothing timed" in flow.rttAt).
+func (p *stallProber) now() int64 { return int64(time.Since(p.start)) + 1 }
 
 // parseTCPv4 returns pkt's IPv4 header length and its TCP segment (header
 // and payload), or ok false if pkt is not a whole IPv4 TCP segment.
@@ -161,7 +185,7 @@ func (p *stallProber) heard(pkt []byte) {
 		return
 	}
 	_, tcp, ok := parseTCPv4(pkt)
-	if !ok || !tcp.Flags().Contains(header.TCPFlagAck) {
+	if !ok || !tcp.Flags().Intersects(header.TCPFlagAck|header.TCPFlagRst) {
 		return
 	}
 	ip := header.IPv4(pkt)
@@ -175,6 +199,10 @@ func (p *stallProber) heard(pkt []byte) {
 		return
 	}
 	now := p.now()
+	if tcp.Flags().Contains(header.TCPFlagRst) {
+		f.reset.Store(true)
+		return
+	}
 	if ack := tcp.AckNumber(); seqAfter(ack, f.una.Load()) {
 		f.una.Store(ack)
 		if at := f.rttAt.Load(); at != 0 && !seqAfter(f.rttSeq.Load(), ack) && f.rttAt.CompareAndSwap(at, 0) {
@@ -204,30 +232,38 @@ func (p *stallProber) sent(bps []*[]byte) (data bool) {
 			p.forget(k)
 			continue
 		}
-		// The sequence space the segment takes: its payload and a FIN
-		// (RFC 9293 §3.4). Pure ACKs take none and need no repair, and
-		// SYNs are left to the stack's handshake.
+		// The sequence space the segment takes: its payload, a SYN and a
+		// FIN (RFC 9293 §3.4). Pure ACKs take none and need no repair.
+		flags := tcp.Flags()
 		n := len(tcp) - int(tcp.DataOffset())
-		if tcp.Flags().Contains(header.TCPFlagFin) {
+		if flags.Contains(header.TCPFlagFin) {
 			n++
 		}
 		f := p.flows[k]
 		if f != nil {
-			f.noteTS(tcp)
+			f.noteLatest(tcp)
 		}
-		if n == 0 || tcp.Flags().Contains(header.TCPFlagSyn) {
+		if flags.Contains(header.TCPFlagSyn) {
+			// Our SYN, once the path's RTT is known (see pathSRTT); a
+			// SYN-ACK is asked for again by the peer's SYN.
+			if flags.Contains(header.TCPFlagAck) || p.pathSRTT == 0 {
+				continue
+			}
+			n++
+		}
+		if n == 0 {
 			continue
 		}
 		seq := tcp.SequenceNumber()
 		end := seq + uint32(n)
 		if f == nil {
-			f = &flow{nxt: seq}
+			f = &flow{nxt: seq, srtt: p.pathSRTT}
 			f.una.Store(seq)
 			p.mu.Lock()
 			p.flows[k] = f
 			p.mu.Unlock()
 			p.n.Add(1)
-			f.noteTS(tcp)
+			f.noteLatest(tcp)
 		}
 		p.trim(f)
 		f.sentAt = now
@@ -314,10 +350,15 @@ func (p *stallProber) expire(probes []*[]byte) ([]*[]byte, time.Duration) {
 			} else {
 				f.srtt += (s - f.srtt) / 8 // RFC 6298 §2.3, alpha 1/8
 			}
+			p.pathSRTT = f.srtt
 		}
 		p.trim(f)
 		una, heard := f.una.Load(), f.heardAt.Load()
 		life := max(f.sentAt, heard, f.probeAt)
+		if f.reset.Load() || now-life >= int64(flowDead) {
+			p.forget(k)
+			continue
+		}
 		if !seqAfter(f.nxt, una) { // everything acknowledged
 			if now-life >= int64(flowIdle) {
 				p.forget(k)
@@ -395,8 +436,11 @@ func tsOption(tcp header.TCP) int {
 	return -1
 }
 
-// noteTS remembers the timestamps of tcp, a segment f sends.
-func (f *flow) noteTS(tcp header.TCP) {
+// noteLatest remembers the acknowledgment, window and timestamps of tcp,
+// a segment f sends.
+func (f *flow) noteLatest(tcp header.TCP) {
+	copy(f.ack[:], tcp[header.TCPAckNumOffset:])
+	copy(f.win[:], tcp[header.TCPWinSizeOffset:])
 	if o := tsOption(tcp); o >= 0 {
 		copy(f.ts[:], tcp[o:o+8])
 		f.hasTS = true
@@ -404,20 +448,22 @@ func (f *flow) noteTS(tcp header.TCP) {
 }
 
 // restamp gives pkt, a copy of one of f's segments about to be sent as a
-// probe, the timestamps of f's latest segment and a checksum to match.
+// probe, the acknowledgment, window and timestamps of f's latest segment
+// (what gVisor's own retransmission would carry) and a checksum to match.
 // An old TSval would get the probe discarded: a receiver drops a segment
 // whose TSval is older than the newest it has taken in order (PAWS, RFC
-// 7323 §5.3; Linux's window is 1 tick) and only sends a duplicate ACK.
+// 7323 §5.3; Linux's window is 1 tick) and only sends a duplicate ACK. An
+// old window could make the peer send past our window.
 func (f *flow) restamp(pkt []byte) {
 	hl, tcp, ok := parseTCPv4(pkt)
-	if !ok || !f.hasTS {
+	if !ok {
 		return
 	}
-	o := tsOption(tcp)
-	if o < 0 {
-		return
+	copy(tcp[header.TCPAckNumOffset:], f.ack[:])
+	copy(tcp[header.TCPWinSizeOffset:], f.win[:])
+	if o := tsOption(tcp); o >= 0 && f.hasTS {
+		copy(tcp[o:o+8], f.ts[:])
 	}
-	copy(tcp[o:o+8], f.ts[:])
 	ip := header.IPv4(pkt[:hl])
 	tcp.SetChecksum(0)
 	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))

@@ -115,7 +115,7 @@ func seqOf(t *testing.T, pkt []byte) uint32 {
 
 // TestStallProbeSendsSegmentAtUna: after a silence the probe is a copy of
 // the segment the cumulative ACK stands at, restamped with the flow's
-// latest timestamps and a valid checksum; it comes probeFloor after the
+// latest acknowledgment and timestamps and a valid checksum; it comes probeFloor after the
 // last sign of life, then backs off, and stops after maxProbes.
 func TestStallProbeSendsSegmentAtUna(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -124,8 +124,11 @@ func TestStallProbeSendsSegmentAtUna(t *testing.T) {
 		if !r.send(data(100, 5000, p1), data(1100, 5001, p2), data(2100, 5002, p3)) {
 			t.Fatal("sent reported no data")
 		}
+		// A pure ACK of ours after them: the latest acknowledgment (77)
+		// and timestamp (5003) the probe must carry.
+		r.send(segment(local, remote, 40000, 80, 3100, 77, header.TCPFlagAck, 5003, nil))
 		r.p.heard(ackIn(1100)) // the first arrived; the second is the hole
-		if got, next := r.expire(); len(got) != 0 || next <= 0 || next > probeFloor {
+		if got, next := r.expire(); len(got) != 0 || next <= 0 || next > probeFloor+time.Millisecond {
 			t.Fatalf("probe before any silence: %d probes, next in %v", len(got), next)
 		}
 		var times []time.Duration
@@ -145,8 +148,8 @@ func TestStallProbeSendsSegmentAtUna(t *testing.T) {
 			if !bytes.Equal(tcp.Payload(), p2) {
 				t.Fatal("probe payload is not the segment's")
 			}
-			if o := tsOption(tcp); o < 0 || binary.BigEndian.Uint32(tcp[o:]) != 5002 {
-				t.Fatalf("probe TSval not restamped to the latest (5002)")
+			if o := tsOption(tcp); o < 0 || binary.BigEndian.Uint32(tcp[o:]) != 5003 || tcp.AckNumber() != 77 {
+				t.Fatalf("probe not restamped with the latest TSval (5003) and ACK (77): %d", tcp.AckNumber())
 			}
 			ip := header.IPv4(pr)
 			if !tcp.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(tcp.Payload(), 0), uint16(len(tcp.Payload()))) {
@@ -188,7 +191,7 @@ func TestStallProbeTail(t *testing.T) {
 		r := newProbeRig(t)
 		r.send(data(100, 0, make([]byte, 500)), data(600, 0, make([]byte, 500)))
 		r.p.heard(ackIn(800)) // inside the second segment
-		time.Sleep(probeFloor + delAckAllowance)
+		time.Sleep(probeFloor + delAckAllowance + time.Millisecond)
 		got, _ := r.expire()
 		if len(got) != 1 || seqOf(t, got[0]) != 600 {
 			t.Fatalf("want one probe at 600 (spans una 800), got %d", len(got))
@@ -272,6 +275,74 @@ func TestStallProbeBounds(t *testing.T) {
 	if r.p.kept != 0 || r.outs.Load() != 0 || r.p.n.Load() != 0 {
 		t.Fatalf("after RST: %d bytes kept, %d buffers out, %d flows", r.p.kept, r.outs.Load(), r.p.n.Load())
 	}
+}
+
+// TestStallProbeForgetsDeadFlows: a flow the peer reset, and one silent
+// with data in flight for flowDead (its connection gone), are forgotten
+// with their copies.
+func TestStallProbeForgetsDeadFlows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newProbeRig(t)
+		r.send(data(100, 0, make([]byte, 500)))
+		r.send(segment(local, remote, 40001, 80, 1, 1, header.TCPFlagAck, 0, make([]byte, 500)))
+		r.p.heard(segment(remote, local, 80, 40001, 1, 0, header.TCPFlagRst, 0, nil))
+		r.expire()
+		if r.p.n.Load() != 1 {
+			t.Fatalf("%d flows after one was reset, want 1", r.p.n.Load())
+		}
+		time.Sleep(flowDead)
+		if _, next := r.expire(); r.p.n.Load() != 0 || next != 0 || r.p.kept != 0 || r.outs.Load() != 0 {
+			t.Fatalf("after flowDead: %d flows, next %v, %d bytes kept, %d buffers out", r.p.n.Load(), next, r.p.kept, r.outs.Load())
+		}
+	})
+}
+
+// TestStallProbeSYN: a SYN is probed once a flow has measured the path's
+// RTT (probeFloor + 2 x that RTT + delAckAllowance after it), never
+// before, and not after the SYN-ACK.
+func TestStallProbeSYN(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newProbeRig(t)
+		syn := func(sport uint16) []byte {
+			return segment(local, remote, sport, 80, 1000, 0, header.TCPFlagSyn, 9, nil)
+		}
+		synAck := func(sport uint16) []byte {
+			return segment(remote, local, 80, sport, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0, nil)
+		}
+		r.send(syn(50000))
+		if r.p.n.Load() != 0 {
+			t.Fatal("a SYN tracked before the path's RTT is known")
+		}
+		const rtt = 20 * time.Millisecond
+		r.send(data(100, 0, make([]byte, 100)))
+		time.Sleep(rtt)
+		r.p.heard(ackIn(200))
+		r.expire()
+		r.send(syn(50001))
+		time.Sleep(probeFloor + 2*rtt + delAckAllowance - time.Millisecond)
+		if got, _ := r.expire(); len(got) != 0 {
+			t.Fatal("SYN probed too early")
+		}
+		time.Sleep(time.Millisecond)
+		got, _ := r.expire()
+		if len(got) != 1 {
+			t.Fatalf("%d probes for the lost SYN, want 1", len(got))
+		}
+		if _, tcp, _ := parseTCPv4(got[0]); !tcp.Flags().Contains(header.TCPFlagSyn) || tcp.SequenceNumber() != 1000 {
+			t.Fatalf("probe is not the SYN: %v seq %d", tcp.Flags(), tcp.SequenceNumber())
+		}
+		r.p.heard(synAck(50001))
+		time.Sleep(time.Second)
+		if got, _ := r.expire(); len(got) != 0 {
+			t.Fatal("SYN probed after its SYN-ACK")
+		}
+		// A SYN-ACK we send (we are the server) is not tracked.
+		n := r.p.n.Load()
+		r.send(segment(local, remote, 80, 50002, 7000, 1, header.TCPFlagSyn|header.TCPFlagAck, 0, nil))
+		if r.p.n.Load() != n {
+			t.Fatal("our SYN-ACK was tracked")
+		}
+	})
 }
 
 // FuzzStallProber: whatever the stack sends and the peer answers, the
