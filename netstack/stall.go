@@ -64,7 +64,7 @@ type stallProber struct {
 	flows map[flowKey]*flow
 	n     atomic.Int32 // len(flows), read by the inbound path without the lock
 
-	kept   int // bytes of segments kept, all flows
+	kept int // bytes of segments kept, all flows
 	// pathSRTT is the latest smoothed RTT of any flow: every flow takes
 	// the same path (the tunnel), so it is where a new flow's starts
 	// (RFC 2140's sharing of RTT state between connections to a host),
