@@ -78,12 +78,12 @@ type stallProber struct {
 const (
 	// probeFloor is the least silence before a probe, on top of 2 x
 	// SRTT. In-process (1 ms RTT), through 5 % loss each way
-	// (BenchmarkLossy, 16 MiB, 2 transfers each way, 2026-12-04): 10 ms
-	// gave 18.2 / 14.5 MB/s down / up, 5 ms 25.8 / 25.8, 2 ms 29.2 /
-	// 29.9, 1 ms 31.6 / 33.4, with 12-50 probes per transfer; uploads to
-	// SoftEther bridged to Linux through the same loss were too noisy to
-	// rank them (6.9-15.7 MiB/s). A spurious probe costs a duplicate
-	// segment and its ACK.
+	// (BenchmarkLossy, 16 MiB, 2 transfers each way, 2026-12-04, this
+	// code with the floor varied): 1 ms gave 32.1 / 33.6 MB/s down / up
+	// with 46 / 49 probes per transfer, 2 ms 29.3 / 29.9 (30 / 44), 5 ms
+	// 24.5 / 25.2 (20 / 21), 10 ms 22.8 / 24.1 (17 / 14), all without an
+	// RTO; no probes 3.5-4.6 / 1.6-3.8 MB/s with 14-20 RTOs. A spurious
+	// probe costs a duplicate segment and its ACK; 2 ms keeps them few.
 	probeFloor = 2 * time.Millisecond
 	// delAckAllowance is added to the wait while one segment is in
 	// flight, whose ACK a receiver may delay (RFC 8985 §7.2 adds its
