@@ -374,12 +374,12 @@ func (s *Stack) EnqueueInbound(pkt []byte) error {
 	if d == nil {
 		return ErrClosed
 	}
-	if s.link.probe != nil {
-		s.link.probe.heard(pkt)
-	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	pb.NetworkProtocolNumber = ipv4.ProtocolNumber
 	if checksumsValid(pkt) {
+		if s.link.probe != nil {
+			s.link.probe.heard(pkt) // what gVisor will take (a bad checksum it drops)
+		}
 		s.groEnqueue(d, pb)
 	} else {
 		// Not verified here (a fragment, another protocol, a bad

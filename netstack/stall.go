@@ -37,17 +37,18 @@ import (
 //
 // A connection's SYN is covered the same way once some connection has
 // measured the path's RTT: a lost SYN or SYN-ACK then costs tens of
-// milliseconds, not the stack's 1 s initial RTO (a duplicate SYN draws
-// the SYN-ACK again, RFC 9293 §3.10.7.3).
+// milliseconds, not the stack's 1 s initial RTO (a server answers a
+// duplicate SYN with its SYN-ACK again: Linux's tcp_check_req, gVisor's
+// synRcvdState).
 //
 // The probe is a copy of a packet gVisor sent, with the flow's latest
-// timestamps (see restamp), and gVisor never learns of it. It goes out
-// probeFloor + 2 x the flow's smoothed RTT after the last sign of life
-// (RFC 8985 §7.2's probe timeout, so after gVisor's own probe where it
-// sends one), doubling while unanswered;
-// after maxProbes without the cumulative ACK moving the prober waits for
-// the flow to send again, so a peer that has gone away costs a few packets
-// per RTO, and the RTO remains the sender's last resort. The copies cost
+// acknowledgment, window and timestamps (see restamp), and gVisor never
+// learns of it. It goes out probeFloor + 2 x the flow's smoothed RTT after
+// the last sign of life (RFC 8985 §7.2's probe timeout, so after gVisor's
+// own probe where it sends one), doubling while unanswered; after
+// maxProbes without the cumulative ACK moving the prober waits for the
+// flow to send again, so a peer that has gone away costs a few packets per
+// RTO, and the RTO remains the sender's last resort. The copies cost
 // one memory copy per segment sent and at most maxStallBytes in all (past
 // that, new segments are not kept and their losses wait for the RTO).
 //
@@ -144,7 +145,7 @@ type flow struct {
 }
 
 // keptSeg is a copy of one TCP segment sent: its IPv4 packet and the
-// sequence space its payload (and FIN) take.
+// sequence space its payload (and SYN or FIN) take.
 type keptSeg struct {
 	seq, end uint32
 	pkt      *[]byte // from get; (*pkt)[headroom:] is the packet
