@@ -103,10 +103,8 @@ func (e *linkEndpoint) run(emit func([]*[]byte)) {
 	batch := make([]*[]byte, 0, outBatchLen)
 	// The stall prober's timer: armed while it tracks flows, at most
 	// probeFloor away while data was sent since it last looked.
-	timer := time.NewTimer(0)
-	if !timer.Stop() {
-		<-timer.C
-	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop() // nothing to receive after Stop (Go 1.23 timers)
 	defer timer.Stop()
 	var timerC <-chan time.Time
 	var timerAt time.Time
