@@ -451,18 +451,46 @@ func (sa *ikeSA) installChild(q *quickMode) error {
 	return nil
 }
 
-// retireChild deletes a replaced child SA: Delete to the peer, event locally.
+// retireDelay is how long a child SA replaced by a rekey lives on before
+// its Delete. The data path switches to the new outbound SA as soon as it is
+// installed, but packets sealed with the old one may still wait in its send
+// batch, and a Delete written by this goroutine can overtake them: the
+// server, which removes both directions of the pair on our Delete (RFC 2408
+// §3.15), then drops them for an unknown SPI (TestClientHonoursKilobyteLifetime,
+// once in 75 runs under the race detector). Meanwhile the old inbound SA
+// also takes what the server still sends on it. strongSwan waits 5 s
+// (charon.delete_rekeyed_delay); a second is ample for a send batch.
+const retireDelay = time.Second
+
+// retireChild schedules the Delete of a replaced child SA (retireDelay).
 func (sa *ikeSA) retireChild(inSPI uint32) {
-	for i, c := range sa.children {
-		if c.sa.Inbound.SPI == inSPI {
-			sa.children = append(sa.children[:i], sa.children[i+1:]...)
-			_ = sa.sendInformational(func(b *builder) {
-				b.add(PayloadDelete, Delete{DOI: 1, Protocol: 3, SPIs: [][]byte{be32(inSPI)}}.encode())
-			})
-			sa.r.emit(ChildSADeleted{InboundSPI: inSPI})
+	for _, c := range sa.children {
+		if c.sa.Inbound.SPI == inSPI && c.retireAt.IsZero() {
+			c.rekeying = true
+			c.retireAt = sa.r.clk.Now().Add(retireDelay)
+			sa.r.armTimer()
 			return
 		}
 	}
+}
+
+// retireChildren deletes the replaced child SAs whose retireDelay is over:
+// Delete to the peer, event locally.
+func (sa *ikeSA) retireChildren(now time.Time) {
+	kept := sa.children[:0]
+	for _, c := range sa.children {
+		if c.retireAt.IsZero() || now.Before(c.retireAt) {
+			kept = append(kept, c)
+			continue
+		}
+		spi := c.sa.Inbound.SPI
+		_ = sa.sendInformational(func(b *builder) {
+			b.add(PayloadDelete, Delete{DOI: 1, Protocol: 3, SPIs: [][]byte{be32(spi)}}.encode())
+		})
+		sa.r.emit(ChildSADeleted{InboundSPI: spi})
+	}
+	clear(sa.children[len(kept):])
+	sa.children = kept
 }
 
 // rekeyAt is when the initiator starts a new Quick Mode for c: at 90% of

@@ -337,7 +337,7 @@ func TestSessionServerReauthDuringRekey(t *testing.T) {
 		if !second.Initiated || second.Inbound.SPI == first.Inbound.SPI {
 			t.Errorf("new ESP SA %+v, want the client's rekey of %08x", second, first.Inbound.SPI)
 		}
-		if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.InboundSPI != first.Inbound.SPI {
+		if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), true); del.InboundSPI != first.Inbound.SPI {
 			t.Errorf("deleted %08x, want the rekeyed %08x", del.InboundSPI, first.Inbound.SPI)
 		}
 	})
@@ -425,7 +425,7 @@ func TestSessionRekeyOnNewestIKESA(t *testing.T) {
 				ours++
 			}
 		}
-		if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false); del.ByPeer {
+		if del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), true); del.ByPeer {
 			t.Errorf("%+v: want a replaced SA retired by us", del)
 		}
 	})

@@ -23,6 +23,7 @@ type child struct {
 	upAt     time.Time // installed
 	expires  time.Time
 	rekeying bool
+	retireAt time.Time // replaced by a rekey: deleted then (retireDelay)
 }
 
 // ikeSA is one ISAKMP SA (RFC 2408 §2.4 "ISAKMP SA", strongSwan's ike_sa):
@@ -120,6 +121,7 @@ func (sa *ikeSA) nextDeadline() time.Time {
 	for _, c := range sa.children {
 		min(sa.rekeyAt(c))
 		min(expireAt(c))
+		min(c.retireAt)
 	}
 	min(sa.renewAt)
 	min(sa.rekeyP1At())
@@ -149,6 +151,7 @@ func (sa *ikeSA) onTimer(now time.Time) error {
 		p.deadline = now.Add(firstRetry << p.tries)
 		p.tries++
 	}
+	sa.retireChildren(now)
 	sa.expireChildren(now)
 	if err := sa.checkRekey(now); err != nil {
 		return err

@@ -384,9 +384,15 @@ func TestSessionRekey(t *testing.T) {
 		if second.Inbound.SPI == first.Inbound.SPI {
 			t.Fatal("same SPI after rekey")
 		}
-		del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), false)
+		// The replaced SA lives on for retireDelay (packets sealed with it
+		// may still be on their way), then goes with a Delete.
+		installed := time.Now()
+		del := waitEvent[ChildSADeleted](t, p, p.ini.Events(), true)
 		if del.InboundSPI != first.Inbound.SPI {
 			t.Fatalf("deleted %08x", del.InboundSPI)
+		}
+		if d := time.Since(installed); d != retireDelay {
+			t.Errorf("the replaced SA was deleted %v after the new one was up, want %v", d, retireDelay)
 		}
 		rdel := waitEvent[ChildSADeleted](t, p, p.resp.Events(), false)
 		if rdel.InboundSPI == rc.Inbound.SPI {
