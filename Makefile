@@ -44,7 +44,7 @@ fuzz:
 # Micro-benchmarks (ESP per suite, stack) and the in-process end-to-end
 # throughput with CPU cost per GiB: the table of issue 9 (testdata/bench/table).
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./tunnel/esp/ ./netstack/ ./tunnel/
+	$(GO) test -run='^$$' -bench=. -benchmem ./crypto/aescbc/ ./tunnel/esp/ ./netstack/ ./tunnel/
 	$(MAKE) build
 	testdata/bench/table $(BIN)
 

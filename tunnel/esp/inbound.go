@@ -135,8 +135,10 @@ func (in *Inbound) Unseal(pkt []byte, u *Unsealed) {
 			u.err = ErrAuth
 			return
 		}
-		w.setIV.SetIV(iv)
-		w.cbc.CryptBlocks(body, body)
+		if s.decryptCBC(w, iv, body) != nil { // whole blocks (checked above), in place: cannot fail
+			u.err = ErrMalformed
+			return
+		}
 	}
 	u.state = unsealedAuthentic
 

@@ -215,8 +215,10 @@ func (o *Outbound) Seal(buf []byte, off int, nextHeader byte) ([]byte, error) {
 			o.ivCipher.Encrypt(w.iv[:], w.iv[:])
 			copy(iv, w.iv[:])
 		}
-		w.setIV.SetIV(iv)
-		w.cbc.CryptBlocks(body, body)
+		if err := s.encryptCBC(w, iv, body); err != nil { // padded to whole blocks: cannot fail
+			s.pool.Put(w)
+			return nil, err
+		}
 		// Encrypt-then-MAC: ICV over SPI|Seq|IV|ciphertext (RFC 4303 §3.3.4).
 		copy(pkt[hr+ctLen:], s.macSum(w, pkt[:hr+ctLen]))
 	}
