@@ -19,3 +19,9 @@ func encryptCBC(nr int, xk *byte, iv *[BlockSize]byte, dst, src *byte, n int)
 //
 //go:noescape
 func decryptCBC(nr int, dk *byte, iv *[BlockSize]byte, dst, src *byte, n int)
+
+// encryptCBC4 encrypts four messages of n bytes each (whole blocks, n > 0)
+// in place, each under its own IV.
+//
+//go:noescape
+func encryptCBC4(nr int, xk *byte, ivs, bufs *[4]*byte, n int)

@@ -176,6 +176,10 @@ type Path struct {
 	txMu   sync.Mutex
 	tx     *sender  // batched sends (sendmmsg + UDP GSO on Linux)
 	txPkts [][]byte // sealed datagrams of the batch in progress
+	// txCrypt holds the AES-CBC encryption and ICVs of txPkts' datagrams
+	// (esp.Outbound.SealTo), run by flushLocked four datagrams at a time
+	// before any of them is sent.
+	txCrypt esp.Batch
 
 	hold holdState // senders held at an exhausted SA (hold.go)
 
@@ -484,6 +488,13 @@ func (p *Path) seal(buf []byte, start int) error {
 // flushLocked sends the sealed datagrams in p.txPkts. txMu is held.
 func (p *Path) flushLocked(dst netip.AddrPort) error {
 	pkts := p.txPkts
+	if err := p.txCrypt.Finish(); err != nil {
+		// Not encrypted: none may leave (esp.Batch.Finish; a bug).
+		p.txc.failed.add(len(pkts), 0)
+		clear(p.txPkts)
+		p.txPkts = pkts[:0]
+		return err
+	}
 	if len(pkts) == 0 {
 		return nil
 	}
@@ -510,7 +521,8 @@ func (p *Path) flushLocked(dst netip.AddrPort) error {
 }
 
 // sealOne writes the inner UDP header at buf[start:] and ESP-seals
-// buf[start:] in place, returning the datagram.
+// buf[start:] in place, returning the datagram. For AES-CBC its encryption
+// and ICV wait in p.txCrypt for flushLocked. txMu is held.
 func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error) {
 	u := buf[start:]
 	binary.BigEndian.PutUint16(u[0:], p.cfg.LocalPort)
@@ -518,7 +530,7 @@ func (p *Path) sealOne(out *esp.Outbound, buf []byte, start int) ([]byte, error)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
 	binary.BigEndian.PutUint16(u[6:], udpChecksum(p.srcIP, p.dstIP, u))
-	pkt, err := out.Seal(buf, start, protoUDP)
+	pkt, err := out.SealTo(&p.txCrypt, buf, start, protoUDP) // flushLocked finishes it
 	if err == nil {
 		p.countTx(out.SPI(), len(pkt))
 	}

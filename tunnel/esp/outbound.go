@@ -154,6 +154,19 @@ func (o *Outbound) padLen(payloadLen int) int {
 // byte limit fails with ErrByteLimit, buf untouched. Safe for concurrent
 // use on distinct buffers.
 func (o *Outbound) Seal(buf []byte, off int, nextHeader byte) ([]byte, error) {
+	return o.seal(nil, buf, off, nextHeader)
+}
+
+// SealTo is Seal that, for AES-CBC, leaves the encryption and the ICV to
+// b.Finish, which encrypts four packets at a time (crypto/aescbc): the
+// returned packet is framed (SPI, sequence number, IV, padding, its bytes
+// counted against the SA's limit) but not ready to send until Finish.
+// Other suites are sealed at once, as by Seal.
+func (o *Outbound) SealTo(b *Batch, buf []byte, off int, nextHeader byte) ([]byte, error) {
+	return o.seal(b, buf, off, nextHeader)
+}
+
+func (o *Outbound) seal(b *Batch, buf []byte, off int, nextHeader byte) ([]byte, error) {
 	s := o.s
 	hr := hdrLen + s.ivLen
 	if off < hr || off > len(buf) {
@@ -214,6 +227,11 @@ func (o *Outbound) Seal(buf []byte, off int, nextHeader byte) ([]byte, error) {
 			clear(w.iv[:8])
 			o.ivCipher.Encrypt(w.iv[:], w.iv[:])
 			copy(iv, w.iv[:])
+		}
+		if b != nil && s.aesCBC != nil {
+			s.pool.Put(w)
+			b.pending = append(b.pending, deferred{s: s, pkt: pkt, hr: hr})
+			return pkt, nil
 		}
 		if err := s.encryptCBC(w, iv, body); err != nil { // padded to whole blocks: cannot fail
 			s.pool.Put(w)
