@@ -122,7 +122,7 @@ func sealTrailer(o *Outbound, trailer []byte, short bool) []byte {
 		pkt = o.s.gcm.Seal(pkt[:hr], w.nonce[:], body, pkt[:8])
 		return pkt[:hr+len(plain)+o.s.icvLen]
 	}
-	if err := o.s.encryptCBC(w, pkt[8:hr], body); err != nil {
+	if err := o.s.cryptCBC(w, pkt[8:hr], body, true); err != nil {
 		panic(err) // a test helper: the plaintext is whole blocks
 	}
 	return append(pkt, o.s.macSum(w, pkt)...)

@@ -135,7 +135,7 @@ func (in *Inbound) Unseal(pkt []byte, u *Unsealed) {
 			u.err = ErrAuth
 			return
 		}
-		if s.decryptCBC(w, iv, body) != nil { // whole blocks (checked above), in place: cannot fail
+		if s.cryptCBC(w, iv, body, false) != nil { // whole blocks (checked above), in place: cannot fail
 			u.err = ErrMalformed
 			return
 		}

@@ -233,7 +233,7 @@ func (o *Outbound) seal(b *Batch, buf []byte, off int, nextHeader byte) ([]byte,
 			b.pending = append(b.pending, deferred{s: s, pkt: pkt, hr: hr})
 			return pkt, nil
 		}
-		if err := s.encryptCBC(w, iv, body); err != nil { // padded to whole blocks: cannot fail
+		if err := s.cryptCBC(w, iv, body, true); err != nil { // padded to whole blocks: cannot fail
 			s.pool.Put(w)
 			return nil, err
 		}

@@ -207,24 +207,20 @@ func (s *suite) check(encrypt bool) error {
 	return nil
 }
 
-// decryptCBC decrypts body, whole blocks, in place under iv.
-func (s *suite) decryptCBC(w *work, iv, body []byte) error {
-	if s.aesCBC != nil {
+// cryptCBC encrypts (encrypt, an Outbound's suite) or decrypts body, whole
+// blocks, in place under iv: with crypto/aescbc for AES, else with the
+// crypto/cipher mode newWork made for the suite's direction.
+func (s *suite) cryptCBC(w *work, iv, body []byte, encrypt bool) error {
+	switch {
+	case s.aesCBC == nil:
+		w.setIV.SetIV(iv)
+		w.cbc.CryptBlocks(body, body)
+		return nil
+	case encrypt:
+		return s.aesCBC.Encrypt(body, body, iv)
+	default:
 		return s.aesCBC.Decrypt(body, body, iv)
 	}
-	w.setIV.SetIV(iv)
-	w.cbc.CryptBlocks(body, body)
-	return nil
-}
-
-// encryptCBC encrypts body, whole blocks, in place under iv.
-func (s *suite) encryptCBC(w *work, iv, body []byte) error {
-	if s.aesCBC != nil {
-		return s.aesCBC.Encrypt(body, body, iv)
-	}
-	w.setIV.SetIV(iv)
-	w.cbc.CryptBlocks(body, body)
-	return nil
 }
 
 // macSum returns the truncated HMAC of data (RFC 2404 §2, RFC 4868 §2.1:
