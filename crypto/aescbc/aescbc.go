@@ -72,12 +72,21 @@ func New(key []byte) (*Cipher, error) {
 // at least as long, and dst and src either the same bytes (in place) or
 // apart.
 func (c *Cipher) Encrypt(dst, src, iv []byte) error {
-	if err := check(dst, src, iv); err != nil || len(src) == 0 {
+	if err := check(dst, src, iv); err != nil {
 		return err
+	}
+	c.encrypt(dst, src, iv)
+	return nil
+}
+
+// encrypt is Encrypt on arguments already checked.
+func (c *Cipher) encrypt(dst, src, iv []byte) {
+	if len(src) == 0 {
+		return
 	}
 	if useAsm {
 		encryptCBC(c.rounds, &c.enc[0], (*[BlockSize]byte)(iv), &dst[0], &src[0], len(src))
-		return nil
+		return
 	}
 	var chain [BlockSize]byte
 	copy(chain[:], iv)
@@ -88,7 +97,6 @@ func (c *Cipher) Encrypt(dst, src, iv []byte) error {
 		c.block.Encrypt(chain[:], chain[:])
 		copy(dst[i:], chain[:])
 	}
-	return nil
 }
 
 // EncryptBatch encrypts each msgs[i] in place under ivs[i], like Encrypt
@@ -118,12 +126,12 @@ func (c *Cipher) EncryptBatch(msgs, ivs [][]byte) error {
 			if n > 0 {
 				iv = m[n-BlockSize : n]
 			}
-			c.Encrypt(m[n:], m[n:], iv) // checked above
+			c.encrypt(m[n:], m[n:], iv)
 		}
 		msgs, ivs = msgs[4:], ivs[4:]
 	}
 	for i, m := range msgs {
-		c.Encrypt(m, m, ivs[i])
+		c.encrypt(m, m, ivs[i])
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ type Batch struct {
 type deferred struct {
 	s   *suite
 	pkt []byte // SPI | Seq | IV | body | room for the ICV
-	hr  int    // header length: the body starts at pkt[hr:]
 }
 
 // errBatch would mean a framed packet that is not whole blocks: a bug.
@@ -36,10 +35,11 @@ func (b *Batch) Finish() error {
 		}
 		group := rest[:n]
 		rest = rest[n:]
+		hr := hdrLen + s.ivLen
 		b.msgs, b.ivs = b.msgs[:0], b.ivs[:0]
 		for _, d := range group {
-			b.msgs = append(b.msgs, d.pkt[d.hr:len(d.pkt)-s.icvLen])
-			b.ivs = append(b.ivs, d.pkt[hdrLen:d.hr])
+			b.msgs = append(b.msgs, d.pkt[hr:len(d.pkt)-s.icvLen])
+			b.ivs = append(b.ivs, d.pkt[hdrLen:hr])
 		}
 		if s.aesCBC.EncryptBatch(b.msgs, b.ivs) != nil {
 			err = errBatch

@@ -230,7 +230,7 @@ func (o *Outbound) seal(b *Batch, buf []byte, off int, nextHeader byte) ([]byte,
 		}
 		if b != nil && s.aesCBC != nil {
 			s.pool.Put(w)
-			b.pending = append(b.pending, deferred{s: s, pkt: pkt, hr: hr})
+			b.pending = append(b.pending, deferred{s: s, pkt: pkt})
 			return pkt, nil
 		}
 		if err := s.cryptCBC(w, iv, body, true); err != nil { // padded to whole blocks: cannot fail
